@@ -1,0 +1,96 @@
+// Package stanza reads one /etc/network/interfaces stanza, as ifupdown hands
+// it to a hook in IFACE, ADDRFAM, METHOD, MODE, PHASE and IF_* variables,
+// into a typed, validated Config.
+//
+// The options ifisp understands are declared once, in the table in
+// options.go: name, address family, parser, default and a one-line doc.
+// Parsing never touches the kernel: facts that only the kernel knows (the
+// address of an `inet dhcp` stanza, say) are resolved by the packages that
+// act on the Config.
+package stanza
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Family is the address family of a stanza, as ifupdown's ADDRFAM says.
+type Family string
+
+// The address families ifisp acts on.
+const (
+	Inet  Family = "inet"
+	Inet6 Family = "inet6"
+)
+
+// Bits returns the length of an address of the family.
+func (f Family) Bits() int {
+	if f == Inet6 {
+		return 128
+	}
+	return 32
+}
+
+// Contains reports whether a belongs to the family.
+func (f Family) Contains(a netip.Addr) bool {
+	return a.IsValid() && a.Unmap().Is4() == (f == Inet)
+}
+
+// Config is one stanza, parsed and validated. The zero value of an optional
+// field means the option was not given and has no default.
+type Config struct {
+	Iface   string // IFACE: the kernel interface
+	Logical string // LOGICAL: the stanza's name in /etc/network/interfaces
+	Family  Family // ADDRFAM
+	Method  string // METHOD: static, dhcp, v4tunnel, ...
+	Mode    string // MODE: start or stop
+	Phase   string // PHASE: pre-up, post-up, pre-down or post-down
+
+	// Address is the stanza's `address` with its prefix length (from
+	// `address A/N` or `address A` + `netmask`). Invalid for dynamic
+	// methods, whose address is whatever the kernel has.
+	Address netip.Prefix
+	// Gateway is the stanza's own `gateway`: ifupdown adds a main-table
+	// default route through it, which ifisp must withdraw first on down.
+	Gateway netip.Addr
+	// GatewayMetric is the stanza's `metric` (that route's metric), -1 if
+	// not given.
+	GatewayMetric int
+
+	Table     int    // isp-table, resolved to a number
+	TableName string // isp-table as written
+
+	// ISPGateway is isp-gateway, defaulting to Gateway; invalid when the
+	// kernel must tell (dhcp, tunnels).
+	ISPGateway netip.Addr
+	// Metric is isp-metric, -1 when not given (no main-table default of
+	// ifisp's own).
+	Metric int
+
+	Sources  []netip.Prefix // isp-source
+	Throw    []netip.Prefix // isp-throw, defaulted per family
+	SNATFrom []netip.Prefix // snat-from
+	SNATTo   netip.Addr     // snat-to; invalid means the stanza's address
+
+	Check         []netip.Addr  // isp-check
+	CheckInterval time.Duration // isp-check-interval
+	CheckDown     int           // isp-check-down
+	CheckUp       int           // isp-check-up
+
+	// SixRD is set when the stanza carries 6rd-prefix.
+	SixRD *SixRD
+}
+
+// SixRD holds the 6rd options of an `inet6 v4tunnel` stanza (RFC 5969).
+type SixRD struct {
+	Prefix      netip.Prefix // 6rd-prefix
+	Relay       netip.Addr   // 6rd-relay
+	IPv4MaskLen int          // 6rd-ipv4-masklen
+	// Local is 6rd-local: either an interface name (LocalIface) or a
+	// literal IPv4 address (LocalAddr); empty/invalid means the tunnel's
+	// own `local`.
+	LocalIface string
+	LocalAddr  netip.Addr
+	LANIface   string // 6rd-lan interface, empty if not given
+	LANSubnet  uint64 // 6rd-lan subnet id (default 0)
+}

@@ -1,0 +1,281 @@
+package stanza
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the health check options, chosen in issue 6's arithmetic.
+const (
+	DefaultCheckInterval = 200 * time.Millisecond
+	DefaultCheckDown     = 5
+	DefaultCheckUp       = 10
+)
+
+// Option describes one stanza option ifisp understands.
+type Option struct {
+	Name    string // as written in /etc/network/interfaces
+	Family  Family // the family of stanza it belongs on; "" for both
+	Default string // as documented; "" for none
+	Doc     string // one line
+
+	// parse sets the option's field of c from value, with the Config's
+	// ifupdown facts (Family, Method, Gateway, ...) already read; root is
+	// the filesystem root the rt_tables files are read below.
+	parse func(c *Config, value, root string) error
+}
+
+// options is the single source of truth: every ifisp option, in the order
+// they are parsed and documented.
+var options = []Option{
+	{Name: "isp-table", Doc: "this ISP's routing table: a name from rt_tables (or rt_tables.d, /usr/share/iproute2/rt_tables) or a number; 0, 253, 254, 255 are refused",
+		parse: func(c *Config, v, root string) (err error) { c.Table, err = table(v, root); return err }},
+	{Name: "isp-gateway", Default: "the stanza's gateway", Doc: "gateway for this ISP's table; for dhcp or a tunnel, what the kernel has",
+		parse: func(c *Config, v, _ string) (err error) { c.ISPGateway, err = c.addr(v); return err }},
+	{Name: "isp-metric", Doc: "install a main-table default route through this ISP with this metric (lower wins)",
+		parse: func(c *Config, v, _ string) (err error) { c.Metric, err = metric(v); return err }},
+	{Name: "isp-source", Doc: "more source prefixes that belong to this ISP; each gets a `from` rule",
+		parse: func(c *Config, v, _ string) (err error) { c.Sources, err = c.prefixes(v); return err }},
+	{Name: "isp-throw", Default: "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 (inet), fc00::/7 (inet6)", Doc: "destinations sent back to the main table",
+		parse: func(c *Config, v, _ string) (err error) { c.Throw, err = c.prefixes(v); return err }},
+	{Name: "snat-from", Family: Inet, Doc: "inside source ranges NATed to this link's address on the way out",
+		parse: func(c *Config, v, _ string) (err error) { c.SNATFrom, err = c.prefixes(v); return err }},
+	{Name: "snat-to", Family: Inet, Default: "the stanza's address", Doc: "the address to NAT to",
+		parse: func(c *Config, v, _ string) (err error) { c.SNATTo, err = c.addr(v); return err }},
+	{Name: "isp-check", Doc: "targets the health monitor probes through this link; none: carrier and gateway only",
+		parse: func(c *Config, v, _ string) (err error) { c.Check, err = c.addrs(v); return err }},
+	{Name: "isp-check-interval", Default: DefaultCheckInterval.String(), Doc: "probe period",
+		parse: func(c *Config, v, _ string) (err error) { c.CheckInterval, err = duration(v); return err }},
+	{Name: "isp-check-down", Default: strconv.Itoa(DefaultCheckDown), Doc: "failed rounds before the link is withdrawn",
+		parse: func(c *Config, v, _ string) (err error) { c.CheckDown, err = count(v); return err }},
+	{Name: "isp-check-up", Default: strconv.Itoa(DefaultCheckUp), Doc: "good rounds before the link is restored",
+		parse: func(c *Config, v, _ string) (err error) { c.CheckUp, err = count(v); return err }},
+	{Name: "6rd-prefix", Family: Inet6, Doc: "6rd prefix of the ISP (RFC 5969), on an inet6 v4tunnel stanza",
+		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Prefix, err = sixrdPrefix(v); return err }},
+	{Name: "6rd-relay", Family: Inet6, Doc: "the ISP's 6rd border relay (IPv4)",
+		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Relay, err = ipv4(v); return err }},
+	{Name: "6rd-ipv4-masklen", Family: Inet6, Default: "0", Doc: "leading bits of the IPv4 address shared by the 6rd domain (0..32)",
+		parse: func(c *Config, v, _ string) (err error) { c.sixrd().IPv4MaskLen, err = maskLen(v); return err }},
+	{Name: "6rd-local", Family: Inet6, Default: "the tunnel's local", Doc: "interface or IPv4 address whose address is embedded in the delegated prefix",
+		parse: func(c *Config, v, _ string) error { return c.sixrd().setLocal(v) }},
+	{Name: "6rd-lan", Family: Inet6, Doc: "LAN interface[:subnet-id] that gets that /64 of the delegated prefix, address ::1",
+		parse: func(c *Config, v, _ string) error { return c.sixrd().setLAN(v) }},
+}
+
+// Options returns the table of options, for documentation and the CLI.
+func Options() []Option {
+	return append([]Option(nil), options...)
+}
+
+// optionPrefixes are the prefixes of the options that are ifisp's: any
+// unknown option with one of them is a typo.
+var optionPrefixes = []string{"isp-", "snat-", "6rd-"}
+
+func findOption(name string) *Option {
+	for i := range options {
+		if options[i].Name == name {
+			return &options[i]
+		}
+	}
+	return nil
+}
+
+// addr parses one address of the stanza's family.
+func (c *Config) addr(v string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(v)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("not an IP address")
+	}
+	if !c.Family.Contains(a) {
+		return netip.Addr{}, fmt.Errorf("not an %s address (this is an %s stanza)", familyName(a), c.Family)
+	}
+	return a, nil
+}
+
+// addrs parses a whitespace-separated list of addresses, without repeats.
+func (c *Config) addrs(v string) ([]netip.Addr, error) {
+	var list []netip.Addr
+	for _, f := range strings.Fields(v) {
+		a, err := c.addr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		for _, o := range list {
+			if o == a {
+				return nil, fmt.Errorf("%s: given twice", f)
+			}
+		}
+		list = append(list, a)
+	}
+	return list, nil
+}
+
+// prefixes parses a whitespace-separated CIDR list of the stanza's family,
+// without host bits or repeats.
+func (c *Config) prefixes(v string) ([]netip.Prefix, error) {
+	var list []netip.Prefix
+	for _, f := range strings.Fields(v) {
+		p, err := prefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if !c.Family.Contains(p.Addr()) {
+			return nil, fmt.Errorf("%s: not an %s prefix (this is an %s stanza)", f, familyName(p.Addr()), c.Family)
+		}
+		for _, o := range list {
+			if o == p {
+				return nil, fmt.Errorf("%s: given twice", f)
+			}
+		}
+		list = append(list, p)
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("empty list")
+	}
+	return list, nil
+}
+
+// prefix parses a CIDR prefix and refuses host bits, which are always a
+// typo in a routing prefix.
+func prefix(v string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("not a CIDR prefix")
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("host bits set, did you mean %s", p.Masked())
+	}
+	return p, nil
+}
+
+func familyName(a netip.Addr) Family {
+	if a.Is4() {
+		return Inet
+	}
+	return Inet6
+}
+
+// table resolves isp-table to a number a table of ISP's own may have.
+func table(v, root string) (int, error) {
+	n, ok, err := LookupTable(root, v)
+	switch {
+	case err != nil:
+		return 0, err
+	case !ok && !tableName.MatchString(v):
+		return 0, fmt.Errorf("not a table name or number")
+	case !ok && numeric.MatchString(v):
+		return 0, fmt.Errorf("table number out of range (1 to 4294967295)")
+	case !ok:
+		return 0, fmt.Errorf("no such table in /etc/iproute2/rt_tables, rt_tables.d/*.conf or /usr/share/iproute2/rt_tables (add \"NUMBER %s\" to /etc/iproute2/rt_tables.d/isp.conf, or give a number)", v)
+	case n == 0 || n == 253 || n == 254 || n == 255:
+		return 0, fmt.Errorf("reserved table (0, 253, 254, 255 are refused)")
+	case n > 0xffffffff:
+		return 0, fmt.Errorf("table number out of range (1 to 4294967295)")
+	}
+	return int(n), nil
+}
+
+// tableName matches the names iproute2 writes in rt_tables.
+var tableName = regexp.MustCompile(`^[-+A-Za-z0-9_.]+$`)
+
+// numeric matches what was meant as a number, in or out of range.
+var numeric = regexp.MustCompile(`^[-+]?[0-9]+$`)
+
+func metric(v string) (int, error) {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("not a metric (a number from 0 to 4294967295)")
+	}
+	return int(n), nil
+}
+
+func count(v string) (int, error) {
+	n, err := strconv.ParseUint(v, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("not a count (a number from 1 to 65535)")
+	}
+	return int(n), nil
+}
+
+func duration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("not a positive duration (e.g. 200ms, 1s)")
+	}
+	return d, nil
+}
+
+func ipv4(v string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(v)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("not an IPv4 address")
+	}
+	return a, nil
+}
+
+func sixrdPrefix(v string) (netip.Prefix, error) {
+	p, err := prefix(v)
+	if err != nil {
+		return p, err
+	}
+	if !p.Addr().Is6() || p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("not an IPv6 prefix")
+	}
+	if p.Bits() > 64 {
+		return netip.Prefix{}, fmt.Errorf("longer than /64")
+	}
+	return p, nil
+}
+
+func maskLen(v string) (int, error) {
+	n, err := strconv.ParseUint(v, 10, 8)
+	if err != nil || n > 32 {
+		return 0, fmt.Errorf("not a length from 0 to 32")
+	}
+	return int(n), nil
+}
+
+// ifname matches what the kernel accepts as an interface name.
+var ifname = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
+func (s *SixRD) setLocal(v string) error {
+	if a, err := netip.ParseAddr(v); err == nil {
+		if !a.Is4() {
+			return fmt.Errorf("not an IPv4 address")
+		}
+		s.LocalAddr = a
+		return nil
+	}
+	if !ifname.MatchString(v) {
+		return fmt.Errorf("neither an interface name nor an IPv4 address")
+	}
+	s.LocalIface = v
+	return nil
+}
+
+func (s *SixRD) setLAN(v string) error {
+	name, id, hasID := strings.Cut(v, ":")
+	if !ifname.MatchString(name) {
+		return fmt.Errorf("not an interface name (IFACE or IFACE:SUBNET-ID)")
+	}
+	s.LANIface = name
+	if hasID {
+		n, err := strconv.ParseUint(id, 16, 64)
+		if err != nil {
+			return fmt.Errorf("subnet id %q is not a hex number", id)
+		}
+		s.LANSubnet = n
+	}
+	return nil
+}
+
+func (c *Config) sixrd() *SixRD {
+	if c.SixRD == nil {
+		c.SixRD = &SixRD{}
+	}
+	return c.SixRD
+}

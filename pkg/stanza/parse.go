@@ -1,0 +1,301 @@
+package stanza
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrNotOptedIn is returned for a stanza that is not ifisp's: one without
+// isp-table or 6rd-prefix (lo, a LAN interface), ifupdown's `--all`
+// pseudo-interface, or an address family other than inet and inet6.
+// Hooks do nothing at all for it.
+var ErrNotOptedIn = errors.New("not an ifisp stanza")
+
+// Problem is one thing wrong with a stanza.
+type Problem struct {
+	Option string // the option as written in the stanza (or ifupdown's own)
+	Value  string // its value; "" when missing
+	Msg    string // what is wrong, and what to do
+}
+
+// Error is every problem found in one stanza. Its text has one line per
+// problem: `IFACE: OPTION "VALUE": what is wrong (what to do)`.
+type Error struct {
+	Iface    string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		if p.Value == "" {
+			lines[i] = fmt.Sprintf("%s: %s: %s", e.Iface, p.Option, p.Msg)
+		} else {
+			lines[i] = fmt.Sprintf("%s: %s %q: %s", e.Iface, p.Option, p.Value, p.Msg)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Parse reads the stanza ifupdown describes in environ (os.Environ()'s
+// "KEY=value" form) and returns its Config, ErrNotOptedIn, or an *Error
+// listing every problem. Table names are resolved through the rt_tables
+// files below root ("/" on a live system).
+func Parse(environ []string, root string) (*Config, error) {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	c := &Config{
+		Iface:         env["IFACE"],
+		Logical:       env["LOGICAL"],
+		Family:        Family(env["ADDRFAM"]),
+		Method:        env["METHOD"],
+		Mode:          env["MODE"],
+		Phase:         env["PHASE"],
+		Metric:        -1,
+		GatewayMetric: -1,
+		CheckInterval: DefaultCheckInterval,
+		CheckDown:     DefaultCheckDown,
+		CheckUp:       DefaultCheckUp,
+	}
+	if c.Iface == "" || c.Iface == "--all" || (c.Family != Inet && c.Family != Inet6) {
+		return nil, ErrNotOptedIn
+	}
+
+	// The stanza's own options that are ifisp's, by their written name.
+	given := map[string]string{}
+	for k, v := range env {
+		name, ok := strings.CutPrefix(k, "IF_")
+		if !ok {
+			continue
+		}
+		name = strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+		for _, p := range optionPrefixes {
+			if strings.HasPrefix(name, p) {
+				given[name] = v
+			}
+		}
+	}
+	_, hasTable := given["isp-table"]
+	_, has6rd := given["6rd-prefix"]
+	if !hasTable && !has6rd {
+		if len(given) == 0 {
+			return nil, ErrNotOptedIn
+		}
+		names := sortedKeys(given)
+		return nil, &Error{Iface: c.Iface, Problems: []Problem{{Option: "isp-table",
+			Msg: fmt.Sprintf("missing: %s does nothing without it (add isp-table to the stanza)", strings.Join(names, ", "))}}}
+	}
+
+	var problems []Problem
+	bad := func(option, value, format string, args ...any) {
+		problems = append(problems, Problem{Option: option, Value: value, Msg: fmt.Sprintf(format, args...)})
+	}
+	c.parseIfupdown(env, bad)
+
+	for _, name := range sortedKeys(given) {
+		if findOption(name) == nil {
+			bad(name, given[name], "unknown option%s", suggest(name))
+		}
+	}
+	for _, o := range options {
+		v, ok := given[o.Name]
+		if !ok {
+			continue
+		}
+		if o.Family != "" && o.Family != c.Family {
+			bad(o.Name, v, "only for %s stanzas (this is an %s stanza)", o.Family, c.Family)
+			continue
+		}
+		if err := o.parse(c, v, root); err != nil {
+			bad(o.Name, v, "%v", err)
+		}
+	}
+	c.defaults()
+	c.check(given, bad)
+	if len(problems) > 0 {
+		return nil, &Error{Iface: c.Iface, Problems: problems}
+	}
+	return c, nil
+}
+
+// parseIfupdown reads ifupdown's own options that ifisp needs: address
+// (with netmask), gateway and metric.
+func (c *Config) parseIfupdown(env map[string]string, bad func(option, value, format string, args ...any)) {
+	if v := env["IF_ADDRESS"]; v != "" {
+		p, err := c.address(v, env["IF_NETMASK"])
+		if err != nil {
+			bad("address", v, "%v", err)
+		}
+		c.Address = p
+	}
+	if v := env["IF_GATEWAY"]; v != "" {
+		a, err := c.addr(v)
+		if err != nil {
+			bad("gateway", v, "%v", err)
+		}
+		c.Gateway = a
+	}
+	if v := env["IF_METRIC"]; v != "" {
+		n, err := metric(v)
+		if err != nil {
+			bad("metric", v, "%v", err)
+		}
+		c.GatewayMetric = n
+	}
+}
+
+// address reads ifupdown's `address`, "A/N" or "A" with `netmask` (dotted
+// for inet, a length for inet6), keeping the host address.
+func (c *Config) address(v, netmask string) (netip.Prefix, error) {
+	if strings.Contains(v, "/") {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("not an address with prefix length")
+		}
+		if !c.Family.Contains(p.Addr()) {
+			return netip.Prefix{}, fmt.Errorf("not an %s address (this is an %s stanza)", familyName(p.Addr()), c.Family)
+		}
+		return p, nil
+	}
+	a, err := c.addr(v)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	bits := a.BitLen() // a lone address is a host route's
+	if netmask != "" {
+		if bits, err = maskBits(netmask, a.BitLen()); err != nil {
+			return netip.Prefix{}, fmt.Errorf("netmask %q: %v", netmask, err)
+		}
+	}
+	return netip.PrefixFrom(a, bits), nil
+}
+
+// maskBits reads a netmask as a length ("24", "64") or a dotted mask.
+func maskBits(m string, max int) (int, error) {
+	if n, err := strconv.Atoi(m); err == nil && n >= 0 && n <= max {
+		return n, nil
+	}
+	a, err := netip.ParseAddr(m)
+	if err != nil || !a.Is4() || max != 32 {
+		return 0, fmt.Errorf("not a netmask")
+	}
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	ones := 0
+	for v&(1<<31) != 0 {
+		ones++
+		v <<= 1
+	}
+	if v != 0 {
+		return 0, fmt.Errorf("not a contiguous netmask")
+	}
+	return ones, nil
+}
+
+// defaults fills in what the stanza left out and has a default.
+func (c *Config) defaults() {
+	if !c.ISPGateway.IsValid() {
+		c.ISPGateway = c.Gateway
+	}
+	if c.Throw == nil {
+		if c.Family == Inet6 {
+			c.Throw = []netip.Prefix{netip.MustParsePrefix("fc00::/7")}
+		} else {
+			c.Throw = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"),
+				netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16")}
+		}
+	}
+}
+
+// check finds the problems that lie between options.
+func (c *Config) check(given map[string]string, bad func(option, value, format string, args ...any)) {
+	if c.Method == "static" {
+		if !c.Address.IsValid() {
+			bad("address", "", "missing (a static stanza needs its address)")
+		}
+		if _, ok := given["isp-table"]; ok && !c.ISPGateway.IsValid() {
+			bad("isp-gateway", "", "missing (set isp-gateway, or gateway, on a static stanza)")
+		}
+	}
+	if c.SixRD == nil {
+		return
+	}
+	if c.Family != Inet6 || c.Method != "v4tunnel" {
+		bad("6rd-prefix", given["6rd-prefix"], "6rd options belong on an `inet6 v4tunnel` stanza (this is %s %s)", c.Family, c.Method)
+		return
+	}
+	s := c.SixRD
+	if _, ok := given["6rd-prefix"]; !ok {
+		bad("6rd-prefix", "", "missing (the other 6rd options need it)")
+		return
+	}
+	if _, ok := given["6rd-relay"]; !ok {
+		bad("6rd-relay", "", "missing (the ISP's border relay, an IPv4 address)")
+	}
+	if !s.Prefix.IsValid() {
+		return
+	}
+	delegated := s.Prefix.Bits() + 32 - s.IPv4MaskLen
+	if delegated > 64 {
+		bad("6rd-ipv4-masklen", strconv.Itoa(s.IPv4MaskLen), "6rd-prefix /%d plus %d IPv4 bits makes a /%d, longer than /64 (raise 6rd-ipv4-masklen to at least %d)",
+			s.Prefix.Bits(), 32-s.IPv4MaskLen, delegated, s.Prefix.Bits()-32)
+		return
+	}
+	if s.LANIface != "" && delegated < 64 && s.LANSubnet >= 1<<(64-delegated) {
+		bad("6rd-lan", given["6rd-lan"], "subnet id %x does not fit in the /%d delegated prefix (at most %x)", s.LANSubnet, delegated, uint64(1)<<(64-delegated)-1)
+	}
+	if s.LANIface != "" && delegated == 64 && s.LANSubnet != 0 {
+		bad("6rd-lan", given["6rd-lan"], "the delegated prefix is a single /64: subnet id must be 0")
+	}
+}
+
+// suggest names the known option closest to a misspelt one.
+func suggest(name string) string {
+	best, dist := "", 3
+	for _, o := range options {
+		if d := editDistance(name, o.Name); d < dist {
+			best, dist = o.Name, d
+		}
+	}
+	if best == "" {
+		return " (see the option table in README.md)"
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
