@@ -1,0 +1,43 @@
+# ifisp: multi-ISP source routing, SNAT and conntrack for Debian's ifupdown.
+
+PREFIX     ?= /usr
+SBINDIR    ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+GO         ?= go
+# Static binaries: hooks run early at boot and in minimal systems.
+export CGO_ENABLED = 0
+
+BINARIES := $(notdir $(wildcard cmd/*))
+
+.PHONY: all build test bench install clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o bin/ ./cmd/...
+
+# The whole suite; the lab tests need root (they make network namespaces).
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -p 1 $(TESTFLAGS) ./...
+
+# Installs the binaries into SBINDIR and links them into the ifupdown hook
+# folders under the run-parts names hooks/layout gives.
+install: build
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d
+	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(SBINDIR)/
+	install -m 0644 hooks/rt_protos.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/ifisp.conf
+	grep -v '^#' hooks/layout | while read -r folder name binary; do \
+		[ -n "$$folder" ] || continue; \
+		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder && \
+		ln -sfn $(SBINDIR)/$$binary $(DESTDIR)$(SYSCONFDIR)/network/$$folder/$$name || exit 1; \
+	done
+
+clean:
+	rm -rf bin/
+
+# Speed goals as ratios against a baseline measured in the same run, printed
+# as tables (root: the lab).
+bench:
+	$(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime 1x ./integration/

@@ -1,0 +1,492 @@
+// Package policy installs and removes an ISP's source routing: the ISP's own
+// routing table (a default route and throw routes), the `from` rules that
+// send the ISP's source addresses to it, and an optional main-table default
+// route through the ISP.
+//
+// Everything it creates carries the route protocol Protocol, and everything
+// it removes carries it too: the administrator's own rules and routes, even
+// inside an ISP table, are never touched. It talks netlink only.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+// Protocol is ifisp's route protocol number (rtm_protocol). 71 is in no
+// rt_protos file of iproute2, FRR, BIRD or systemd; /etc/iproute2/rt_protos.d/
+// ifisp.conf names it "ifisp" for `ip rule` and `ip route`.
+const Protocol = 71
+
+// Rule priorities. The kernel's own rules sit at 0 (local) and 32766 (main);
+// ifisp's are spaced so an administrator can slot rules before, between and
+// after them (e.g. `to 10.0.0.0/8 lookup main` at 9000).
+const (
+	// PrioAddress is the priority of the `from <stanza address>` rule.
+	PrioAddress = 10000
+	// PrioSource is the priority of the `from <isp-source>` rules.
+	PrioSource = 10100
+)
+
+// Link is what policy acts on: a stanza's facts, with what the kernel knows
+// filled in (the address and gateway of an `inet dhcp` stanza).
+type Link struct {
+	Config  *stanza.Config
+	Index   int        // interface index, 0 when the interface is gone
+	Address netip.Addr // the stanza's address, or the kernel's
+	Gateway netip.Addr // the ISP table's gateway
+}
+
+// family returns the netlink family constant of the stanza.
+func (l *Link) family() int {
+	if l.Config.Family == stanza.Inet6 {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
+}
+
+// Resolve looks the stanza's interface up and fills in the address and
+// gateway the stanza leaves to the kernel: its first global address of the
+// family, and the gateway of a main-table default route through it. A
+// missing interface is not an error (Index stays 0): the down path must work
+// when the interface is already gone.
+func Resolve(h *netlink.Handle, c *stanza.Config) (*Link, error) {
+	l := &Link{Config: c, Address: c.Address.Addr(), Gateway: c.ISPGateway}
+	nl, err := h.LinkByName(c.Iface)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if errors.As(err, &notFound) {
+			return l, nil
+		}
+		return nil, fmt.Errorf("%s: looking up the interface: %w", c.Iface, err)
+	}
+	l.Index = nl.Attrs().Index
+	if !l.Address.IsValid() {
+		addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nl, l.family()) })
+		if err != nil {
+			return nil, fmt.Errorf("%s: listing addresses: %w", c.Iface, err)
+		}
+		for _, a := range addrs {
+			if ip, ok := fromIP(a.IP); ok && a.Scope == unix.RT_SCOPE_UNIVERSE {
+				l.Address = ip
+				break
+			}
+		}
+	}
+	if !l.Gateway.IsValid() {
+		routes, err := l.mainDefaults(h)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range routes {
+			if gw, ok := fromIP(r.Gw); ok {
+				l.Gateway = gw
+				break
+			}
+		}
+	}
+	return l, nil
+}
+
+// Up installs the ISP table, the `from` rules and, with isp-metric, the
+// main-table default. It runs in if-up.d, after ifupdown has added the
+// address. Running it twice changes nothing the second time.
+func Up(h *netlink.Handle, l *Link) error {
+	c := l.Config
+	switch {
+	case l.Index == 0:
+		return fmt.Errorf("%s: no such interface (is the stanza's name right?)", c.Iface)
+	case !l.Address.IsValid():
+		return fmt.Errorf("%s: no %s address on the interface yet (for %s, the address must be there when if-up.d runs)", c.Iface, c.Family, c.Method)
+	case !l.Gateway.IsValid():
+		return fmt.Errorf("%s: isp-gateway: no gateway known (set isp-gateway or gateway, or check that %s installed a default route)", c.Iface, c.Method)
+	}
+	if err := syncTable(h, l); err != nil {
+		return err
+	}
+	if err := syncRules(h, l); err != nil {
+		return err
+	}
+	return syncMainDefault(h, l)
+}
+
+// Withdraw removes the main-table default routes through the link, ifisp's
+// own and the one ifupdown added for the stanza's `gateway`, so that no new
+// flow is routed to a link that is going away. It runs in if-down.d, before
+// ifupdown deconfigures the interface. The ISP table and the rules stay:
+// until the address is gone, the router's own packets from it must still
+// leave by its link.
+func Withdraw(h *netlink.Handle, l *Link) error {
+	if l.Index == 0 {
+		return nil
+	}
+	routes, err := l.mainDefaults(h)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		gw, _ := fromIP(r.Gw)
+		ifupdowns := l.Config.Gateway.IsValid() && gw == l.Config.Gateway
+		if r.Protocol == Protocol || ifupdowns {
+			if err := routeDel(h, &r); err != nil {
+				return fmt.Errorf("%s: withdrawing main-table default via %s: %w", l.Config.Iface, gw, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Down removes the `from` rules and ifisp's routes in the ISP table, for the
+// stanza's family only (the inet6 stanza of the same ISP keeps its half). It
+// runs in if-post-down.d, once the address is gone, and also removes any
+// main-table default of ifisp's own that Withdraw did not get to. What is
+// already gone counts as removed.
+func Down(h *netlink.Handle, l *Link) error {
+	var errs []error
+	if err := Withdraw(h, l); err != nil {
+		errs = append(errs, err)
+	}
+	rules, err := l.ownRules(h)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range rules {
+		if err := ruleDel(h, &r); err != nil {
+			errs = append(errs, fmt.Errorf("%s: removing rule from %s: %w", l.Config.Iface, r.Src, err))
+		}
+	}
+	routes, err := l.ownTableRoutes(h)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range routes {
+		if err := routeDel(h, &r); err != nil {
+			errs = append(errs, fmt.Errorf("%s: removing route %s from table %d: %w", l.Config.Iface, dstString(r.Dst), l.Config.Table, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// wantTable returns the ISP table's routes: the default via the gateway and
+// a throw route for each isp-throw prefix.
+func (l *Link) wantTable() []netlink.Route {
+	c := l.Config
+	want := []netlink.Route{{
+		Family:    l.family(),
+		Dst:       defaultDst(c.Family),
+		Gw:        l.Gateway.AsSlice(),
+		LinkIndex: l.Index,
+		Table:     c.Table,
+		Type:      unix.RTN_UNICAST,
+		Protocol:  Protocol,
+	}}
+	for _, p := range c.Throw {
+		want = append(want, netlink.Route{
+			Family:   l.family(),
+			Dst:      ipNet(p),
+			Table:    c.Table,
+			Type:     unix.RTN_THROW,
+			Protocol: Protocol,
+		})
+	}
+	return want
+}
+
+// syncTable makes ifisp's routes in the ISP table exactly wantTable: the
+// table is the ISP's, so its default is replaced in place (no gap when the
+// gateway changes); stale routes of ifisp's are removed afterwards.
+func syncTable(h *netlink.Handle, l *Link) error {
+	want := l.wantTable()
+	for i := range want {
+		if err := h.RouteReplace(&want[i]); err != nil {
+			return fmt.Errorf("%s: isp-table %d: installing %s: %w", l.Config.Iface, l.Config.Table, routeString(&want[i]), err)
+		}
+	}
+	have, err := l.ownTableRoutes(h)
+	if err != nil {
+		return err
+	}
+	for _, r := range have {
+		if !containsRoute(want, &r) {
+			if err := routeDel(h, &r); err != nil {
+				return fmt.Errorf("%s: isp-table %d: removing stale %s: %w", l.Config.Iface, l.Config.Table, routeString(&r), err)
+			}
+		}
+	}
+	return nil
+}
+
+// wantRules returns the `from` rules: the address at PrioAddress, each
+// isp-source prefix at PrioSource.
+func (l *Link) wantRules() []netlink.Rule {
+	c := l.Config
+	rule := func(p netip.Prefix, prio int) netlink.Rule {
+		r := *netlink.NewRule()
+		r.Family = l.family()
+		r.Src = ipNet(p)
+		r.Table = c.Table
+		r.Priority = prio
+		r.Protocol = Protocol
+		return r
+	}
+	want := []netlink.Rule{rule(netip.PrefixFrom(l.Address, l.Address.BitLen()), PrioAddress)}
+	for _, p := range c.Sources {
+		want = append(want, rule(p, PrioSource))
+	}
+	return want
+}
+
+// syncRules adds the missing `from` rules, then removes ifisp's stale ones
+// for this table and family (an address that changed).
+func syncRules(h *netlink.Handle, l *Link) error {
+	want := l.wantRules()
+	have, err := l.ownRules(h)
+	if err != nil {
+		return err
+	}
+	for i := range want {
+		if !containsRule(have, &want[i]) {
+			if err := h.RuleAdd(&want[i]); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("%s: adding rule from %s lookup %d: %w", l.Config.Iface, want[i].Src, l.Config.Table, err)
+			}
+		}
+	}
+	for _, r := range have {
+		if !containsRule(want, &r) {
+			if err := ruleDel(h, &r); err != nil {
+				return fmt.Errorf("%s: removing stale rule from %s: %w", l.Config.Iface, r.Src, err)
+			}
+		}
+	}
+	return nil
+}
+
+// syncMainDefault installs the isp-metric default in the main table, and
+// removes ifisp's defaults through this link that no longer match. The main
+// table is shared, so a default of someone else's at the same metric is a
+// conflict to report, never to replace.
+func syncMainDefault(h *netlink.Handle, l *Link) error {
+	c := l.Config
+	have, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(l.family(), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: listing the main table: %w", c.Iface, err)
+	}
+	var want *netlink.Route
+	if c.Metric >= 0 {
+		want = &netlink.Route{
+			Family:    l.family(),
+			Dst:       defaultDst(c.Family),
+			Gw:        l.Gateway.AsSlice(),
+			LinkIndex: l.Index,
+			Table:     unix.RT_TABLE_MAIN,
+			Type:      unix.RTN_UNICAST,
+			Protocol:  Protocol,
+			Priority:  kernelMetric(c.Family, c.Metric),
+		}
+	}
+	for _, r := range have {
+		if !isDefault(r.Dst) {
+			continue
+		}
+		ours := r.Protocol == Protocol && r.LinkIndex == l.Index
+		switch {
+		case ours && want != nil && sameRoute(want, &r):
+			want = nil // already there
+		case ours:
+			if err := routeDel(h, &r); err != nil {
+				return fmt.Errorf("%s: removing stale main-table %s: %w", c.Iface, routeString(&r), err)
+			}
+		case want != nil && r.Priority == want.Priority:
+			return fmt.Errorf("%s: isp-metric %d: the main table already has %s (pick another isp-metric, or leave it out when the stanza's gateway already adds this default)", c.Iface, c.Metric, routeString(&r))
+		}
+	}
+	if want == nil {
+		return nil
+	}
+	if err := h.RouteAdd(want); err != nil {
+		return fmt.Errorf("%s: isp-metric %d: adding %s: %w", c.Iface, c.Metric, routeString(want), err)
+	}
+	return nil
+}
+
+// mainDefaults lists the main table's default routes of the family through
+// the link.
+func (l *Link) mainDefaults(h *netlink.Handle) ([]netlink.Route, error) {
+	routes, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(l.family(), &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: l.Index}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: listing the main table: %w", l.Config.Iface, err)
+	}
+	var defaults []netlink.Route
+	for _, r := range routes {
+		if isDefault(r.Dst) {
+			defaults = append(defaults, r)
+		}
+	}
+	return defaults, nil
+}
+
+// ownTableRoutes lists ifisp's routes of the family in the ISP table.
+func (l *Link) ownTableRoutes(h *netlink.Handle) ([]netlink.Route, error) {
+	routes, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(l.family(), &netlink.Route{Table: l.Config.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: listing table %d: %w", l.Config.Iface, l.Config.Table, err)
+	}
+	return routes, nil
+}
+
+// ownRules lists ifisp's rules of the family that look up the ISP table.
+func (l *Link) ownRules(h *netlink.Handle) ([]netlink.Rule, error) {
+	rules, err := retry(func() ([]netlink.Rule, error) {
+		return h.RuleListFiltered(l.family(), &netlink.Rule{Table: l.Config.Table}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: listing rules: %w", l.Config.Iface, err)
+	}
+	var own []netlink.Rule
+	for _, r := range rules {
+		if r.Protocol == Protocol {
+			own = append(own, r)
+		}
+	}
+	return own, nil
+}
+
+// retry repeats a netlink dump that the kernel interrupted because the table
+// changed under it; a few tries always suffice in practice.
+func retry[T any](dump func() ([]T, error)) ([]T, error) {
+	var err error
+	for range 5 {
+		var res []T
+		if res, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return res, err
+		}
+	}
+	return nil, err
+}
+
+// routeDel deletes a route; one that is already gone counts as deleted (the
+// kernel drops routes by itself when their gateway's address goes away).
+func routeDel(h *netlink.Handle, r *netlink.Route) error {
+	if err := h.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// ruleDel deletes a rule; one that is already gone counts as deleted.
+func ruleDel(h *netlink.Handle, r *netlink.Rule) error {
+	if err := h.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+func containsRoute(list []netlink.Route, r *netlink.Route) bool {
+	for i := range list {
+		if sameRoute(&list[i], r) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameRoute compares the fields ifisp sets.
+func sameRoute(a, b *netlink.Route) bool {
+	return prefixOf(a.Dst) == prefixOf(b.Dst) && a.Gw.Equal(b.Gw) && a.Type == b.Type &&
+		(a.Type == unix.RTN_THROW || a.LinkIndex == b.LinkIndex) &&
+		(a.Priority == b.Priority || a.Table != unix.RT_TABLE_MAIN)
+}
+
+// kernelMetric returns the metric the kernel stores for m: IPv6 turns 0
+// into 1024.
+func kernelMetric(f stanza.Family, m int) int {
+	if f == stanza.Inet6 && m == 0 {
+		return 1024
+	}
+	return m
+}
+
+func containsRule(list []netlink.Rule, r *netlink.Rule) bool {
+	for _, o := range list {
+		if o.Priority == r.Priority && o.Table == r.Table && prefixOf(o.Src) == prefixOf(r.Src) {
+			return true
+		}
+	}
+	return false
+}
+
+func defaultDst(f stanza.Family) *net.IPNet {
+	if f == stanza.Inet6 {
+		return ipNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0))
+	}
+	return ipNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0))
+}
+
+func isDefault(n *net.IPNet) bool {
+	if n == nil {
+		return true
+	}
+	ones, _ := n.Mask.Size()
+	return ones == 0
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// prefixOf turns a kernel prefix into a comparable value; nil is the
+// default route.
+func prefixOf(n *net.IPNet) netip.Prefix {
+	if n == nil {
+		return netip.Prefix{}
+	}
+	a, _ := fromIP(n.IP)
+	ones, _ := n.Mask.Size()
+	if ones == 0 {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(a, ones)
+}
+
+func fromIP(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
+}
+
+func dstString(n *net.IPNet) string {
+	if isDefault(n) {
+		return "default"
+	}
+	return n.String()
+}
+
+// routeString prints a route the way `ip route` would, for error messages.
+func routeString(r *netlink.Route) string {
+	s := dstString(r.Dst)
+	if r.Type == unix.RTN_THROW {
+		s = "throw " + s
+	}
+	if gw, ok := fromIP(r.Gw); ok {
+		s += " via " + gw.String()
+	}
+	if r.Table != unix.RT_TABLE_MAIN {
+		s += fmt.Sprintf(" table %d", r.Table)
+	}
+	if r.Priority != 0 {
+		s += fmt.Sprintf(" metric %d", r.Priority)
+	}
+	return s
+}

@@ -1,0 +1,151 @@
+package policy_test
+
+import (
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+// netNS makes a namespace with a veth "wan0" (its peer "gw0" holds the
+// gateway addresses) and returns a netlink handle into it. Everything is
+// removed in cleanup.
+func netNS(t *testing.T) (*netlink.Handle, func(args ...string) string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (network namespaces)")
+	}
+	name := "ifisp-policy-" + strings.ReplaceAll(t.Name(), "/", "-")
+	if len(name) > 60 {
+		name = name[:60]
+	}
+	ip := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	exec.Command("ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0").Run()
+	ip("link", "add", "wan0", "type", "veth", "peer", "gw0")
+	ip("link", "set", "wan0", "up")
+	ip("link", "set", "gw0", "up")
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Delete)
+	return h, ip
+}
+
+func config(family stanza.Family) *stanza.Config {
+	c := &stanza.Config{Iface: "wan0", Family: family, Method: "static", Table: 100, Metric: -1, GatewayMetric: -1}
+	if family == stanza.Inet6 {
+		c.Address = netip.MustParsePrefix("2001:db8:a::2/64")
+		c.ISPGateway = netip.MustParseAddr("2001:db8:a::1")
+		c.Throw = []netip.Prefix{netip.MustParsePrefix("fc00::/7")}
+	} else {
+		c.Address = netip.MustParsePrefix("198.51.100.2/24")
+		c.ISPGateway = netip.MustParseAddr("198.51.100.1")
+		c.Throw = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	}
+	return c
+}
+
+func up(t *testing.T, h *netlink.Handle, c *stanza.Config) error {
+	t.Helper()
+	l, err := policy.Resolve(h, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy.Up(h, l)
+}
+
+// An `inet dhcp` stanza has no address or gateway: both come from what the
+// kernel has when if-up.d runs.
+func TestResolveDynamic(t *testing.T) {
+	h, ip := netNS(t)
+	ip("addr", "add", "198.51.100.7/24", "dev", "wan0")
+	ip("route", "add", "default", "via", "198.51.100.1", "dev", "wan0", "proto", "dhcp")
+	c := config(stanza.Inet)
+	c.Method, c.Address, c.ISPGateway = "dhcp", netip.Prefix{}, netip.Addr{}
+	if err := up(t, h, c); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ip("rule", "show", "table", "100"), "10000:\tfrom 198.51.100.7 lookup 100 proto 71\n"; got != want {
+		t.Errorf("rules: got %q, want %q", got, want)
+	}
+	if got := ip("route", "show", "table", "100", "default"); got != "default via 198.51.100.1 dev wan0 proto 71 \n" {
+		t.Errorf("table 100 default: got %q", got)
+	}
+}
+
+// The main table is shared: a default of someone else's at isp-metric's
+// metric is an error, never replaced.
+func TestMainDefaultConflict(t *testing.T) {
+	h, ip := netNS(t)
+	ip("addr", "add", "198.51.100.2/24", "dev", "wan0")
+	ip("addr", "add", "198.51.100.1/24", "dev", "gw0")
+	ip("route", "add", "default", "via", "198.51.100.1", "dev", "gw0", "metric", "5")
+	c := config(stanza.Inet)
+	c.Metric = 5
+	err := up(t, h, c)
+	if err == nil || !strings.Contains(err.Error(), `wan0: isp-metric 5: the main table already has default via 198.51.100.1 metric 5`) {
+		t.Fatalf("got %v, want a conflict error", err)
+	}
+	if got := ip("route", "show", "default"); got != "default via 198.51.100.1 dev gw0 metric 5 \n" {
+		t.Errorf("the other default was touched: %q", got)
+	}
+}
+
+// A changed isp-metric or gateway moves ifisp's own routes instead of
+// adding a second set.
+func TestUpConverges(t *testing.T) {
+	h, ip := netNS(t)
+	ip("addr", "add", "198.51.100.2/24", "dev", "wan0")
+	ip("-6", "addr", "add", "2001:db8:a::2/64", "dev", "wan0")
+	for _, fam := range []stanza.Family{stanza.Inet, stanza.Inet6} {
+		c := config(fam)
+		c.Metric = 0
+		if err := up(t, h, c); err != nil {
+			t.Fatal(err)
+		}
+		c.Metric = 7
+		if fam == stanza.Inet {
+			c.ISPGateway = netip.MustParseAddr("198.51.100.254")
+		} else {
+			c.ISPGateway = netip.MustParseAddr("2001:db8:a::fe")
+		}
+		c.Throw = nil
+		if err := up(t, h, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ cmd, want string }{
+		{"-4 route show default", "default via 198.51.100.254 dev wan0 proto 71 metric 7 \n"},
+		{"-6 route show default", "default via 2001:db8:a::fe dev wan0 proto 71 metric 7 pref medium\n"},
+		{"-4 route show table 100", "default via 198.51.100.254 dev wan0 proto 71 \n"},
+		{"-6 route show table 100", "default via 2001:db8:a::fe dev wan0 proto 71 metric 1024 pref medium\n"},
+	} {
+		if got := ip(strings.Fields(tc.cmd)...); got != tc.want {
+			t.Errorf("ip %s: got %q, want %q", tc.cmd, got, tc.want)
+		}
+	}
+}
