@@ -1,0 +1,145 @@
+package lab
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// Root is the repository's top folder, found from this file's path.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "../.."))
+}
+
+// Build builds every binary under cmd/ into dir, statically, as `make build`
+// does.
+func Build(dir string) error {
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
+	cmd.Dir = Root()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// Hook is one line of hooks/layout.
+type Hook struct {
+	Folder, Name, Binary string
+}
+
+// Layout reads hooks/layout.
+func Layout() ([]Hook, error) {
+	f, err := os.Open(filepath.Join(Root(), "hooks/layout"))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var hooks []Hook
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := strings.TrimSpace(s.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("hooks/layout: %q: want FOLDER NAME BINARY", line)
+		}
+		hooks = append(hooks, Hook{f[0], f[1], f[2]})
+	}
+	return hooks, s.Err()
+}
+
+// Install links the hooks of hooks/layout, pointing at the binaries in
+// binDir, into the router's /etc/network/if-*.d, and names ifisp's route
+// protocol in its /etc/iproute2/rt_protos.d, as `make install` does on a
+// real system.
+func (l *Lab) Install(binDir string) {
+	l.t.Helper()
+	hooks, err := Layout()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
+		os.MkdirAll(filepath.Join(l.Etc(), "network", d), 0o755)
+	}
+	for _, h := range hooks {
+		if err := os.Symlink(filepath.Join(binDir, h.Binary), filepath.Join(l.Etc(), "network", h.Folder, h.Name)); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
+		l.WriteFile(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), envDump)
+		os.Chmod(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), 0o755)
+	}
+	protos, err := os.ReadFile(filepath.Join(Root(), "hooks/rt_protos.conf"))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.WriteFile(filepath.Join(l.Etc(), "iproute2/rt_protos.d/ifisp.conf"), string(protos))
+}
+
+// Interfaces writes the router's /etc/network/interfaces.
+func (l *Lab) Interfaces(content string) {
+	l.t.Helper()
+	l.WriteFile(filepath.Join(l.Etc(), "network/interfaces"), content)
+}
+
+// Ifup runs the real ifup in the router's namespace, with a state folder of
+// the lab's own.
+func (l *Lab) Ifup(ifaces ...string) (string, error) {
+	return l.ifupdown("ifup", ifaces)
+}
+
+// Ifdown runs the real ifdown in the router's namespace.
+func (l *Lab) Ifdown(ifaces ...string) (string, error) {
+	return l.ifupdown("ifdown", ifaces)
+}
+
+func (l *Lab) ifupdown(cmd string, ifaces []string) (string, error) {
+	return l.Exec(l.Router, append([]string{cmd, "--state-dir", l.state}, ifaces...)...)
+}
+
+// MustIfup is Ifup that fails the test on error.
+func (l *Lab) MustIfup(ifaces ...string) {
+	l.t.Helper()
+	if _, err := l.Ifup(ifaces...); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// MustIfdown is Ifdown that fails the test on error.
+func (l *Lab) MustIfdown(ifaces ...string) {
+	l.t.Helper()
+	if _, err := l.Ifdown(ifaces...); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// envDump is a hook that records the environment ifupdown gave the hooks,
+// so a test can run one hook again exactly as ifupdown ran it. It is the
+// lab's, never installed on a real system.
+const envDump = "#!/bin/sh\nenv > \"/etc/network/env.$IFACE.$ADDRFAM.$PHASE\"\n"
+
+// HookEnv returns the environment ifupdown gave the hooks for iface, family
+// ("inet", "inet6") and phase, as recorded by the last ifup or ifdown.
+func (l *Lab) HookEnv(iface, family, phase string) []string {
+	l.t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.Etc(), "network", "env."+iface+"."+family+"."+phase))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+// RunHook runs the binary in the router's namespace with exactly env as
+// its environment, as run-parts would.
+func (l *Lab) RunHook(binary string, env []string) (string, error) {
+	return l.Exec(l.Router, append(append([]string{"env", "-i"}, env...), binary)...)
+}
