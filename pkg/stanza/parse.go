@@ -119,6 +119,13 @@ func Parse(environ []string, root string) (*Config, error) {
 		}
 	}
 	c.defaults()
+	// From here on, "missing" means not given at all: a bad value has
+	// been reported already.
+	for _, o := range []string{"address", "gateway"} {
+		if v := env["IF_"+strings.ToUpper(o)]; v != "" {
+			given[o] = v
+		}
+	}
 	c.check(given, bad)
 	if len(problems) > 0 {
 		return nil, &Error{Iface: c.Iface, Problems: problems}
@@ -217,11 +224,12 @@ func (c *Config) defaults() {
 
 // check finds the problems that lie between options.
 func (c *Config) check(given map[string]string, bad func(option, value, format string, args ...any)) {
+	has := func(o string) bool { _, ok := given[o]; return ok }
 	if c.Method == "static" {
-		if !c.Address.IsValid() {
+		if !has("address") {
 			bad("address", "", "missing (a static stanza needs its address)")
 		}
-		if _, ok := given["isp-table"]; ok && !c.ISPGateway.IsValid() {
+		if has("isp-table") && !has("isp-gateway") && !has("gateway") {
 			bad("isp-gateway", "", "missing (set isp-gateway, or gateway, on a static stanza)")
 		}
 	}
@@ -233,11 +241,11 @@ func (c *Config) check(given map[string]string, bad func(option, value, format s
 		return
 	}
 	s := c.SixRD
-	if _, ok := given["6rd-prefix"]; !ok {
+	if !has("6rd-prefix") {
 		bad("6rd-prefix", "", "missing (the other 6rd options need it)")
 		return
 	}
-	if _, ok := given["6rd-relay"]; !ok {
+	if !has("6rd-relay") {
 		bad("6rd-relay", "", "missing (the ISP's border relay, an IPv4 address)")
 	}
 	if !s.Prefix.IsValid() {
