@@ -66,9 +66,6 @@ func (l *Lab) Install(binDir string) {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
-		os.MkdirAll(filepath.Join(l.Etc(), "network", d), 0o755)
-	}
 	for _, h := range hooks {
 		if err := os.Symlink(filepath.Join(binDir, h.Binary), filepath.Join(l.Etc(), "network", h.Folder, h.Name)); err != nil {
 			l.t.Fatal(err)

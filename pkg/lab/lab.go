@@ -156,7 +156,8 @@ func (l *Lab) build() {
 	// The router's /etc/iproute2 inside its namespace: the host's files
 	// plus the lab's table names.
 	etc := l.Etc()
-	l.Must("", "mkdir", "-p", filepath.Join(etc, "network"), filepath.Join(etc, "iproute2"))
+	l.Must("", "mkdir", "-p", filepath.Join(etc, "iproute2"), filepath.Join(etc, "network/if-pre-up.d"),
+		filepath.Join(etc, "network/if-up.d"), filepath.Join(etc, "network/if-down.d"), filepath.Join(etc, "network/if-post-down.d"))
 	l.Must("", "cp", "-a", "/etc/iproute2/.", filepath.Join(etc, "iproute2"))
 	l.WriteFile(filepath.Join(etc, "iproute2/rt_tables.d/lab.conf"),
 		fmt.Sprintf("%d\t%s\n%d\t%s\n", l.A.Table, l.A.Name, l.B.Table, l.B.Name))
