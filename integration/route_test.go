@@ -7,40 +7,11 @@ import (
 	"github.com/ifisp/ifisp/pkg/lab"
 )
 
-// twoISPs is the lab's interfaces file: ISP B preferred, ISP A backup. The
-// two styles of main-table default are both used: wanb's comes from
-// ifupdown's own `gateway`/`metric`, wana's from isp-metric.
-const twoISPs = `
-iface wana inet static
-	address 198.51.100.2/24
-	isp-table ispa
-	isp-gateway 198.51.100.1
-	isp-metric 1
-	isp-source 198.51.100.64/28
-
-iface wana inet6 static
-	address 2001:db8:a::2/64
-	isp-table ispa
-	isp-gateway 2001:db8:a::1
-	isp-metric 2
-
-iface wanb inet static
-	address 203.0.113.2/24
-	gateway 203.0.113.1
-	isp-table ispb
-
-iface wanb inet6 static
-	address 2001:db8:b::2/64
-	gateway 2001:db8:b::1
-	metric 1
-	isp-table ispb
-`
-
 // newRouteLab builds a lab with ifisp's hooks installed and twoISPs written.
 func newRouteLab(t *testing.T) *lab.Lab {
 	l := lab.New(t)
 	l.Install(bin)
-	l.Interfaces(twoISPs)
+	l.Interfaces(lab.TwoISPs)
 	return l
 }
 
