@@ -10,7 +10,7 @@ export CGO_ENABLED = 0
 
 BINARIES := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test bench install clean
+.PHONY: all build test bench demo install clean
 
 all: build
 
@@ -41,3 +41,8 @@ clean:
 # as tables (root: the lab).
 bench:
 	$(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime 1x ./integration/
+
+# The lab's failover, ifisp against the seed recipe, as a timeline (root).
+demo:
+	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: it builds network namespaces (try: sudo make demo)"; exit 1; }
+	$(GO) run ./demo

@@ -1,0 +1,289 @@
+// Command demo shows, in the lab, what the LAN notices when the preferred
+// ISP goes down and comes back: once with ifisp's hooks, once with the seed
+// recipe (SNAT and `conntrack -D --src-nat` in up/down lines), side by side.
+//
+// It needs root (it builds network namespaces), cleans up after itself and
+// sends traffic only between its own namespaces. Run it with `make demo`.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ifisp/ifisp/pkg/lab"
+)
+
+const (
+	pingInterval = 50 * time.Millisecond // 20 pps
+	tcpPort      = "7000"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		// The demo's own traffic helpers, run inside the lab's namespaces.
+		switch os.Args[1] {
+		case "tcp-server":
+			tcpServer(os.Args[2])
+			return
+		case "tcp-client":
+			d, _ := time.ParseDuration(os.Args[3])
+			tcpClient(os.Args[2], d)
+			return
+		}
+		fmt.Fprintln(os.Stderr, "usage: demo (as root)")
+		os.Exit(2)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: needs root: it builds network namespaces (try: sudo make demo)")
+		os.Exit(1)
+	}
+	r := &runner{}
+	defer r.cleanup()
+	bin, err := os.MkdirTemp("", "ifisp-demo-")
+	if err != nil {
+		r.Fatal(err)
+	}
+	r.Cleanup(func() { os.RemoveAll(bin) })
+	if err := lab.Build(bin); err != nil {
+		r.Fatal(err)
+	}
+
+	fmt.Println("LAN host 10.1.0.10 pings 192.0.2.100 at 20 pps and keeps a TCP connection to it;")
+	fmt.Println("ISP B (wanb) is preferred, ISP A (wana) the backup. Each step lasts 4 s.")
+	ifisp := scenario(r, "ifisp", lab.TwoISPs, bin)
+	seed := scenario(r, "seed recipe", lab.Seed, "")
+	printTimelines(ifisp, seed)
+}
+
+// step is one row of a timeline.
+type step struct {
+	event    string
+	carries  string // which ISP the LAN's packets left by
+	lost     int    // ping replies lost
+	spoofed  int    // packets the ISPs dropped as spoofed
+	tcp      string // what the TCP connection did
+	received int
+	sent     int
+}
+
+// scenario brings both ISPs up with interfaces, runs the LAN traffic, takes
+// wanb down and up, and returns the timeline. With bin set, ifisp's hooks
+// from bin are installed.
+func scenario(r *runner, name, interfaces, bin string) []step {
+	r.scope = name
+	l := lab.New(r)
+	if bin != "" {
+		l.Install(bin)
+	}
+	l.Interfaces(interfaces)
+	l.MustIfup("wana", "wanb")
+
+	self, err := os.Executable()
+	if err != nil {
+		r.Fatal(err)
+	}
+	const steps = 3
+	const stepTime = 4 * time.Second
+	total := steps * stepTime
+	server := start(r, l.Inet, self, "tcp-server", lab.Internet+":"+tcpPort)
+	time.Sleep(100 * time.Millisecond)
+	client := start(r, l.LAN, self, "tcp-client", lab.Internet+":"+tcpPort, (total + time.Second).String())
+	count := strconv.Itoa(int(total/pingInterval) + 10)
+	ping := start(r, l.LAN, "ping", "-n", "-D", "-i", "0.05", "-W", "1", "-c", count, lab.Internet)
+	t0 := time.Now()
+
+	var timeline []step
+	for i, event := range []string{"both up", "ifdown wanb", "ifup wanb"} {
+		begin := time.Since(t0)
+		counts := seen(l)
+		spoofed := l.Spoofed()
+		switch event {
+		case "ifdown wanb":
+			l.MustIfdown("wanb")
+		case "ifup wanb":
+			l.MustIfup("wanb")
+		}
+		time.Sleep(time.Until(t0.Add(time.Duration(i+1) * stepTime)))
+		after := seen(l)
+		s := step{event: event, spoofed: l.Spoofed() - spoofed}
+		s.carries = carrier(after[0]-counts[0], after[1]-counts[1])
+		s.sent, s.received = ping.replies(t0, begin, time.Since(t0)-time.Second)
+		s.lost = s.sent - s.received
+		s.tcp = strings.Join(append(server.events(t0, begin, time.Since(t0)), client.events(t0, begin, time.Since(t0))...), ", ")
+		if s.tcp == "" {
+			s.tcp = "kept"
+		}
+		timeline = append(timeline, s)
+	}
+	ping.stop()
+	client.stop()
+	server.stop()
+	r.cleanup()
+	return timeline
+}
+
+// seen returns the legit IPv4 packets ISP A and ISP B have seen.
+func seen(l *lab.Lab) [2]int {
+	return [2]int{l.Seen(&l.A, 4).Legit, l.Seen(&l.B, 4).Legit}
+}
+
+func carrier(a, b int) string {
+	switch {
+	case a > 0 && b > 0:
+		return "A then B"
+	case a > 0:
+		return "A"
+	case b > 0:
+		return "B"
+	}
+	return "none"
+}
+
+func printTimelines(ifisp, seed []step) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "\nevent\t| ifisp: carried by\tlost\tspoofed\ttcp\t| seed: carried by\tlost\tspoofed\ttcp")
+	for i := range ifisp {
+		a, b := ifisp[i], seed[i]
+		fmt.Fprintf(w, "%s\t| %s\t%d/%d\t%d\t%s\t| %s\t%d/%d\t%d\t%s\n", a.event,
+			a.carries, a.lost, a.sent, a.spoofed, a.tcp, b.carries, b.lost, b.sent, b.spoofed, b.tcp)
+	}
+	w.Flush()
+	for _, tl := range []struct {
+		name  string
+		steps []step
+	}{{"ifisp", ifisp}, {"seed", seed}} {
+		last := tl.steps[len(tl.steps)-1]
+		verdict := "recovered: the last step's pings were answered"
+		if last.received < last.sent/2 {
+			verdict = "STUCK: the LAN's ping never recovered"
+		}
+		spoofed := 0
+		for _, s := range tl.steps {
+			spoofed += s.spoofed
+		}
+		fmt.Printf("%-6s %d spoofed packets in all; %s\n", tl.name+":", spoofed, verdict)
+	}
+}
+
+// proc is a bounded helper process inside a namespace whose output lines
+// are kept with their arrival times.
+type proc struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []line
+	done  chan struct{}
+}
+
+type line struct {
+	at   time.Time
+	text string
+}
+
+func start(r *runner, ns string, args ...string) *proc {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		r.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		r.Fatal(err)
+	}
+	go p.read(out)
+	r.Cleanup(p.stop)
+	return p
+}
+
+func (p *proc) read(out io.Reader) {
+	defer close(p.done)
+	s := bufio.NewScanner(out)
+	for s.Scan() {
+		p.mu.Lock()
+		p.lines = append(p.lines, line{time.Now(), s.Text()})
+		p.mu.Unlock()
+	}
+}
+
+func (p *proc) stop() {
+	if p.cmd.ProcessState == nil && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	}
+}
+
+var icmpSeq = regexp.MustCompile(`icmp_seq=(\d+)`)
+
+// replies counts the echo requests ping sent between from and to (after
+// t0) and how many of them were answered.
+func (p *proc) replies(t0 time.Time, from, to time.Duration) (sent, received int) {
+	first := int(from/pingInterval) + 1
+	last := int(to / pingInterval)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	got := map[int]bool{}
+	for _, l := range p.lines {
+		if m := icmpSeq.FindStringSubmatch(l.text); m != nil && strings.Contains(l.text, "bytes from") {
+			n, _ := strconv.Atoi(m[1])
+			got[n] = true
+		}
+	}
+	for seq := first; seq <= last; seq++ {
+		sent++
+		if got[seq] {
+			received++
+		}
+	}
+	return sent, received
+}
+
+// events returns the TCP helpers' events between from and to after t0.
+func (p *proc) events(t0 time.Time, from, to time.Duration) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var events []string
+	for _, l := range p.lines {
+		if ev, ok := strings.CutPrefix(l.text, "tcp: "); ok {
+			at, rest, _ := strings.Cut(ev, " ")
+			ms, _ := strconv.ParseInt(at, 10, 64)
+			if d := time.UnixMilli(ms).Sub(t0); d >= from && d < to {
+				events = append(events, rest)
+			}
+		}
+	}
+	return events
+}
+
+// runner lets the demo use the lab outside a test: Fatal cleans up and
+// exits.
+type runner struct {
+	scope    string
+	cleanups []func()
+}
+
+func (r *runner) Helper()                      {}
+func (r *runner) Cleanup(f func())             { r.cleanups = append(r.cleanups, f) }
+func (r *runner) Fatal(args ...any)            { r.fail(fmt.Sprint(args...)) }
+func (r *runner) Fatalf(f string, args ...any) { r.fail(fmt.Sprintf(f, args...)) }
+
+func (r *runner) fail(msg string) {
+	fmt.Fprintf(os.Stderr, "demo: %s: %s\n", r.scope, msg)
+	r.cleanup()
+	os.Exit(1)
+}
+
+func (r *runner) cleanup() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+	r.cleanups = nil
+}
