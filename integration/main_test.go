@@ -16,6 +16,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	lab.HelperMain()
 	os.Exit(run(m))
 }
 

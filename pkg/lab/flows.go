@@ -1,0 +1,275 @@
+package lab
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The lab's traffic helpers run as the test (or demo) binary itself,
+// re-executed inside a namespace with helperEnv naming the helper; HelperMain
+// must be the first thing its main or TestMain does.
+const helperEnv = "IFISP_LAB_HELPER"
+
+// FlowPort is where the internet host's echo servers listen (TCP and UDP).
+const FlowPort = 7000
+
+// HelperMain runs a traffic helper and exits when this process was started
+// as one; otherwise it returns at once.
+func HelperMain() {
+	args := strings.Fields(os.Getenv(helperEnv))
+	if len(args) == 0 {
+		return
+	}
+	var err error
+	switch args[0] {
+	case "echo":
+		err = echoServers(args[1])
+	case "client":
+		d, _ := time.ParseDuration(args[3])
+		err = client(args[1], args[2], d)
+	case "udp-burst":
+		n, _ := strconv.Atoi(args[2])
+		err = udpBurst(args[1], n)
+	default:
+		err = fmt.Errorf("unknown helper %q", args[0])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// echoServers echoes TCP lines and UDP datagrams on addr until killed.
+func echoServers(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			s := bufio.NewScanner(c)
+			for s.Scan() {
+				fmt.Fprintln(c, s.Text())
+			}
+		}()
+	}
+}
+
+// FlowResult is what one flow's client saw.
+type FlowResult struct {
+	Sent, Received int
+	// TailSent and TailReceived cover the last second: a flow that is
+	// stuck has TailReceived 0.
+	TailSent, TailReceived int
+	// Resets counts TCP connections that broke and were made again.
+	Resets int
+}
+
+// client sends a request every 20 ms for d over one flow (proto "udp" or
+// "tcp": one fixed source port; TCP reconnects when the connection breaks)
+// and prints a FlowResult as JSON.
+func client(proto, addr string, d time.Duration) error {
+	const every = 20 * time.Millisecond
+	start := time.Now()
+	var res FlowResult
+	var sentAt []time.Time
+	answered := map[int]bool{}
+	var conn net.Conn
+	var r *bufio.Reader
+	dial := func() {
+		if conn != nil {
+			conn.Close()
+		}
+		var err error
+		if conn, err = net.DialTimeout(proto, addr, time.Second); err != nil {
+			conn = nil
+			return
+		}
+		r = bufio.NewReader(conn)
+	}
+	// UDP keeps one socket (one conntrack flow) however its packets fare.
+	dial()
+	for seq := 0; time.Since(start) < d; seq++ {
+		time.Sleep(time.Until(start.Add(time.Duration(seq) * every)))
+		sentAt = append(sentAt, time.Now())
+		if conn == nil {
+			if proto == "tcp" {
+				dial()
+				res.Resets++
+			}
+			if conn == nil {
+				continue
+			}
+		}
+		conn.SetDeadline(time.Now().Add(every * 5))
+		_, err := fmt.Fprintf(conn, "%d\n", seq)
+		if err == nil {
+			var line string
+			for err == nil {
+				// Drain late answers of earlier requests too.
+				if line, err = r.ReadString('\n'); err == nil {
+					if n, e := strconv.Atoi(strings.TrimSpace(line)); e == nil {
+						answered[n] = true
+						if n == seq {
+							break
+						}
+					}
+				}
+			}
+		}
+		if err != nil && proto == "tcp" {
+			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+				conn.Close()
+				conn = nil
+			}
+		}
+	}
+	end := time.Now()
+	for seq, at := range sentAt {
+		res.Sent++
+		tail := end.Sub(at) <= time.Second
+		if tail {
+			res.TailSent++
+		}
+		if answered[seq] {
+			res.Received++
+			if tail {
+				res.TailReceived++
+			}
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// udpBurst opens n UDP flows to addr, each from its own source port, and
+// sends one datagram on each.
+func udpBurst(addr string, n int) error {
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			return err
+		}
+		c.Write([]byte("x\n"))
+		c.Close()
+	}
+	return nil
+}
+
+// helper starts this binary as a traffic helper in namespace ns.
+func (l *Lab) helper(ns string, args ...string) (*exec.Cmd, *strings.Builder, *sync.WaitGroup) {
+	l.t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, self)
+	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join(args, " "))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	var buf strings.Builder
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			buf.WriteString(s.Text() + "\n")
+		}
+	}()
+	return cmd, &buf, &wg
+}
+
+// EchoServers starts the internet host's TCP and UDP echo servers on
+// FlowPort; they run until the lab is removed.
+func (l *Lab) EchoServers() {
+	l.t.Helper()
+	l.helper(l.Inet, "echo", fmt.Sprintf("%s:%d", Internet, FlowPort))
+	for range 100 {
+		if out, _ := l.Exec(l.Inet, "ss", "-Hltn", fmt.Sprintf("sport = :%d", FlowPort)); out != "" {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l.t.Fatal("echo servers did not start")
+}
+
+// Flow is a running client of one flow from the LAN host.
+type Flow struct {
+	l   *Lab
+	cmd *exec.Cmd
+	out *strings.Builder
+	wg  *sync.WaitGroup
+}
+
+// StartFlow starts a flow ("udp" or "tcp") from the LAN host to the
+// internet host's echo server for d; it stops by itself.
+func (l *Lab) StartFlow(proto string, d time.Duration) *Flow {
+	l.t.Helper()
+	cmd, out, wg := l.helper(l.LAN, "client", proto, fmt.Sprintf("%s:%d", Internet, FlowPort), d.String())
+	return &Flow{l: l, cmd: cmd, out: out, wg: wg}
+}
+
+// Wait waits for the flow's end and returns what its client saw.
+func (f *Flow) Wait() FlowResult {
+	f.l.t.Helper()
+	f.wg.Wait()
+	if err := f.cmd.Wait(); err != nil {
+		f.l.t.Fatalf("flow client: %v", err)
+	}
+	var res FlowResult
+	if err := json.Unmarshal([]byte(f.out.String()), &res); err != nil {
+		f.l.t.Fatalf("flow client said %q: %v", f.out.String(), err)
+	}
+	return res
+}
+
+// UDPBurst opens n UDP flows from the LAN host to the internet host's echo
+// server, one datagram each, and returns when they are sent.
+func (l *Lab) UDPBurst(n int) {
+	l.t.Helper()
+	cmd, _, wg := l.helper(l.LAN, "udp-burst", fmt.Sprintf("%s:%d", Internet, FlowPort), strconv.Itoa(n))
+	wg.Wait()
+	if err := cmd.Wait(); err != nil {
+		l.t.Fatalf("udp burst: %v", err)
+	}
+}
