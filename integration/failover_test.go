@@ -36,19 +36,19 @@ func carrier(t *testing.T, l *lab.Lab) string {
 	return fmt.Sprintf("ispa %d, ispb %d packets", da, db)
 }
 
-// flows runs an ICMP, a UDP and a TCP flow from the LAN across steps, and
-// checks each flow recovered: its last second answered in full.
+// flows is an ICMP, a UDP and a TCP flow from the LAN across steps; check
+// makes sure each recovered: its last second answered in full.
 type flows struct {
-	udp, tcp *lab.Flow
+	icmp, udp, tcp *lab.Flow
 }
 
 func startFlows(l *lab.Lab, d time.Duration) *flows {
-	return &flows{udp: l.StartFlow("udp", d), tcp: l.StartFlow("tcp", d)}
+	return &flows{icmp: l.StartFlow("icmp", d), udp: l.StartFlow("udp", d), tcp: l.StartFlow("tcp", d)}
 }
 
 func (f *flows) check(t *testing.T, allowResets bool) {
 	t.Helper()
-	for name, flow := range map[string]*lab.Flow{"udp": f.udp, "tcp": f.tcp} {
+	for name, flow := range map[string]*lab.Flow{"icmp": f.icmp, "udp": f.udp, "tcp": f.tcp} {
 		r := flow.Wait()
 		t.Logf("%s flow: %+v", name, r)
 		if r.TailReceived < r.TailSent-1 {

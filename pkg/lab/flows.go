@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,9 @@ import (
 // re-executed inside a namespace with helperEnv naming the helper; HelperMain
 // must be the first thing its main or TestMain does.
 const helperEnv = "IFISP_LAB_HELPER"
+
+// flowEvery is the request period of every flow: 50 per second.
+const flowEvery = 20 * time.Millisecond
 
 // FlowPort is where the internet host's echo servers listen (TCP and UDP).
 const FlowPort = 7000
@@ -97,7 +101,7 @@ type FlowResult struct {
 // "tcp": one fixed source port; TCP reconnects when the connection breaks)
 // and prints a FlowResult as JSON.
 func client(proto, addr string, d time.Duration) error {
-	const every = 20 * time.Millisecond
+	const every = flowEvery
 	start := time.Now()
 	var res FlowResult
 	var sentAt []time.Time
@@ -235,16 +239,35 @@ func (l *Lab) EchoServers() {
 
 // Flow is a running client of one flow from the LAN host.
 type Flow struct {
-	l   *Lab
-	cmd *exec.Cmd
-	out *strings.Builder
-	wg  *sync.WaitGroup
+	l     *Lab
+	cmd   *exec.Cmd
+	out   *strings.Builder
+	wg    *sync.WaitGroup
+	pings int // for an ICMP flow, the echo requests ping sends
 }
 
-// StartFlow starts a flow ("udp" or "tcp") from the LAN host to the
-// internet host's echo server for d; it stops by itself.
+// StartFlow starts a flow ("icmp", "udp" or "tcp") from the LAN host to the
+// internet host for d, one request every 20 ms; it stops by itself. ICMP is
+// ping itself (one echo id: one conntrack flow); UDP and TCP go to the echo
+// servers.
 func (l *Lab) StartFlow(proto string, d time.Duration) *Flow {
 	l.t.Helper()
+	if proto == "icmp" {
+		n := int(d / flowEvery)
+		cmd := exec.Command("ip", "netns", "exec", l.LAN, "ping", "-n", "-i", "0.02", "-W", "1", "-c", strconv.Itoa(n), Internet)
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			l.t.Fatal(err)
+		}
+		l.t.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		})
+		return &Flow{l: l, cmd: cmd, out: &out, wg: &sync.WaitGroup{}, pings: n}
+	}
 	cmd, out, wg := l.helper(l.LAN, "client", proto, fmt.Sprintf("%s:%d", Internet, FlowPort), d.String())
 	return &Flow{l: l, cmd: cmd, out: out, wg: wg}
 }
@@ -253,15 +276,40 @@ func (l *Lab) StartFlow(proto string, d time.Duration) *Flow {
 func (f *Flow) Wait() FlowResult {
 	f.l.t.Helper()
 	f.wg.Wait()
-	if err := f.cmd.Wait(); err != nil {
+	err := f.cmd.Wait()
+	var res FlowResult
+	if f.pings > 0 {
+		// ping exits 1 when a reply was missing: that is a result.
+		return pingResult(f.out.String(), f.pings)
+	}
+	if err != nil {
 		f.l.t.Fatalf("flow client: %v", err)
 	}
-	var res FlowResult
 	if err := json.Unmarshal([]byte(f.out.String()), &res); err != nil {
 		f.l.t.Fatalf("flow client said %q: %v", f.out.String(), err)
 	}
 	return res
 }
+
+// pingResult reads ping's reply lines: n requests, the last second's
+// being the tail.
+func pingResult(out string, n int) FlowResult {
+	res := FlowResult{Sent: n, TailSent: min(n, int(time.Second/flowEvery))}
+	for _, line := range strings.Split(out, "\n") {
+		m := icmpSeq.FindStringSubmatch(line)
+		if m == nil || !strings.Contains(line, "bytes from") {
+			continue
+		}
+		seq, _ := strconv.Atoi(m[1])
+		res.Received++
+		if seq > n-res.TailSent {
+			res.TailReceived++
+		}
+	}
+	return res
+}
+
+var icmpSeq = regexp.MustCompile(`icmp_seq=(\d+)`)
 
 // UDPBurst opens n UDP flows from the LAN host to the internet host's echo
 // server, one datagram each, and returns when they are sent.
