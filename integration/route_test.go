@@ -250,17 +250,24 @@ iface wana inet static
 		t.Fatalf("ifup with a bad stanza succeeded:\n%s", out)
 	}
 	for _, want := range []string{
-		`ifisp-route: wana: isp-table "main": reserved table (0, 253, 254, 255 are refused)`,
-		`ifisp-route: wana: isp-metric "$(reboot)": `,
+		// The first hook to run refuses it, in if-pre-up.d, before
+		// ifupdown even adds the address.
+		`ifisp-snat: wana: isp-table "main": reserved table (0, 253, 254, 255 are refused)`,
+		`ifisp-snat: wana: isp-metric "$(reboot)": not a metric (a number from 0 to 4294967295)`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ifup output lacks %q:\n%s", want, out)
 		}
 	}
 	after := routingState(l)
-	// ifupdown itself configured the address; ifisp must have added nothing.
 	if strings.Contains(after, "proto ifisp") || after != before {
 		t.Errorf("a refused stanza changed the routing state:\n%s", after)
+	}
+	if out := l.Must(l.Router, "ip", "-4", "addr", "show", "dev", "wana"); strings.Contains(out, "inet ") {
+		t.Errorf("wana got its address although the stanza was refused:\n%s", out)
+	}
+	if out := l.Must(l.Router, "iptables-save"); strings.Contains(out, "IFISP") {
+		t.Errorf("a refused stanza left iptables rules:\n%s", out)
 	}
 }
 

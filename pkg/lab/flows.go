@@ -176,8 +176,13 @@ func client(proto, addr string, d time.Duration) error {
 // udpBurst opens n UDP flows to addr, each from its own source port, and
 // sends one datagram on each.
 func udpBurst(addr string, n int) error {
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return err
+	}
 	for i := 0; i < n; i++ {
-		c, err := net.Dial("udp", addr)
+		// Distinct source ports: a reused one would be the same flow.
+		c, err := net.DialUDP("udp", &net.UDPAddr{Port: 20000 + i}, raddr)
 		if err != nil {
 			return err
 		}

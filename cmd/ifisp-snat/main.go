@@ -1,0 +1,65 @@
+// Binary ifisp-snat is the ifupdown hook that installs a WAN's SNAT rules
+// (snat-from) and its egress guard, in ifisp's own iptables chains.
+//
+// Linked into if-pre-up.d it installs them before ifupdown adds the address
+// and its gateway route, so no flow can leave the WAN un-NATed or spoofed in
+// between; into if-up.d it makes sure of them again (for `inet dhcp`, whose
+// address is only known then); into if-post-down.d it removes them.
+package main
+
+import (
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/ifisp/ifisp/pkg/hook"
+	"github.com/ifisp/ifisp/pkg/nat"
+	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+func main() {
+	hook.Main("ifisp-snat", hook.Phases{
+		"pre-up":    up,
+		"post-up":   up,
+		"post-down": down,
+	})
+}
+
+func up(c *stanza.Config) error {
+	t, err := tables(c)
+	if err != nil {
+		return err
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := policy.Resolve(h, c)
+	if err != nil {
+		return err
+	}
+	if !l.Address.IsValid() {
+		// inet dhcp before its lease: if-up.d installs them.
+		return nil
+	}
+	return nat.Up(t, &nat.Link{Config: c, Address: l.Address})
+}
+
+func down(c *stanza.Config) error {
+	t, err := tables(c)
+	if err != nil {
+		return err
+	}
+	return nat.Down(t, c)
+}
+
+// tables is iptables or ip6tables, whichever backend the system's
+// alternatives (or PATH) pick.
+func tables(c *stanza.Config) (*iptables.IPTables, error) {
+	proto := iptables.ProtocolIPv4
+	if c.Family == stanza.Inet6 {
+		proto = iptables.ProtocolIPv6
+	}
+	return iptables.New(iptables.IPFamily(proto))
+}

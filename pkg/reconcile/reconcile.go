@@ -1,0 +1,151 @@
+// Package reconcile keeps conntrack honest after a route change: it deletes
+// exactly the entries whose source on the wire (their SNAT address, or
+// their own source when not NATed) does not belong to the WAN that routing
+// now picks for them, and leaves every other entry alone.
+//
+// Conntrack remembers each flow's SNAT mapping. When a link goes away or
+// the preferred one comes back, the flows keep their old source and would
+// leave by the new link spoofed (the egress guard drops them, but they stay
+// stuck until their entry goes). Flushing every NATed entry, as the seed
+// recipe does, also kills the healthy link's flows; reconciling does not.
+//
+// Everything is derived from the kernel, so the hook of one link needs no
+// configuration of the others: the WANs are the devices of ifisp's default
+// routes (protocol policy.Protocol) in the ISP tables, and a WAN's own
+// sources are its addresses plus the prefixes of ifisp's `from` rules that
+// look up its table.
+package reconcile
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/ti-mo/conntrack"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ifisp/ifisp/pkg/policy"
+)
+
+// Stats says what one reconcile did.
+type Stats struct {
+	Checked int // entries looked at
+	Deleted int // entries deleted
+}
+
+// Flows is the part of a conntrack connection reconcile uses.
+type Flows interface {
+	Dump(opts *conntrack.DumpOptions) ([]conntrack.Flow, error)
+	Delete(f conntrack.Flow) error
+}
+
+// Run reconciles the conntrack table of the namespace conn and h are
+// opened in.
+func Run(ct Flows, h *netlink.Handle) (Stats, error) {
+	wans, err := policy.ReadWANs(h)
+	if err != nil {
+		return Stats{}, err
+	}
+	flows, err := dump(ct)
+	if err != nil {
+		return Stats{}, err
+	}
+	r := &router{h: h, cache: map[[2]netip.Addr]route{}}
+	if r.local, err = policy.LocalAddrs(h); err != nil {
+		return Stats{}, err
+	}
+	var st Stats
+	var errs []error
+	for _, f := range flows {
+		st.Checked++
+		if !stale(f, wans, r.route) {
+			continue
+		}
+		// An entry may end on its own between dump and delete.
+		if err := ct.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("deleting conntrack entry %d (%s -> %s): %w", f.ID,
+				f.TupleOrig.IP.SourceAddress, f.TupleOrig.IP.DestinationAddress, err))
+			continue
+		}
+		st.Deleted++
+	}
+	return st, errors.Join(errs...)
+}
+
+// route is where routing sends one flow's original direction now.
+type route struct {
+	oif   int
+	local bool // the destination is the router's own (inbound)
+	ok    bool // false: no route
+}
+
+// stale reports whether f's source on the wire does not belong to the WAN
+// routing now picks for it. Inbound flows (to the router, port forwards
+// included), flows routed to no WAN, and flows without a route are never
+// stale.
+func stale(f conntrack.Flow, wans policy.WANs, lookup func(src, dst netip.Addr) route) bool {
+	src, dst := f.TupleOrig.IP.SourceAddress, f.TupleOrig.IP.DestinationAddress
+	r := lookup(src, dst)
+	if !r.ok || r.local {
+		return false
+	}
+	own, isWAN := wans[r.oif]
+	if !isWAN {
+		return false
+	}
+	wire := src
+	if f.Status.SrcNAT() {
+		wire = f.TupleReply.IP.DestinationAddress
+	}
+	for _, p := range own {
+		if p.Contains(wire) {
+			return false
+		}
+	}
+	return true
+}
+
+// dump reads the conntrack table, again if the kernel interrupted the
+// dump (the table changed under it) or ran out of buffer.
+func dump(ct Flows) ([]conntrack.Flow, error) {
+	var err error
+	for range 5 {
+		var flows []conntrack.Flow
+		if flows, err = ct.Dump(nil); err == nil {
+			return flows, nil
+		}
+		if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOBUFS) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("dumping the conntrack table: %w", err)
+}
+
+// router asks the kernel where a flow goes, once per source and
+// destination.
+type router struct {
+	h     *netlink.Handle
+	local map[netip.Addr]bool
+	cache map[[2]netip.Addr]route
+}
+
+func (r *router) route(src, dst netip.Addr) route {
+	key := [2]netip.Addr{src, dst}
+	if rt, ok := r.cache[key]; ok {
+		return rt
+	}
+	opts := &netlink.RouteGetOptions{SrcAddr: src.AsSlice()}
+	if !r.local[src] {
+		// A forwarded flow: look it up as the kernel would for a
+		// packet arriving from elsewhere (needs ip_forward, which a
+		// router has).
+		opts.Iif = "lo"
+	}
+	var rt route
+	if routes, err := r.h.RouteGetWithOptions(dst.AsSlice(), opts); err == nil && len(routes) > 0 {
+		rt = route{oif: routes[0].LinkIndex, local: routes[0].Type == unix.RTN_LOCAL || r.local[dst], ok: true}
+	}
+	r.cache[key] = rt
+	return rt
+}
