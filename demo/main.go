@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,20 +92,19 @@ func scenario(r *runner, name, interfaces, bin string) []step {
 	if err != nil {
 		r.Fatal(err)
 	}
-	const steps = 3
+	const nSteps = 3
 	const stepTime = 4 * time.Second
-	total := steps * stepTime
+	total := nSteps * stepTime
 	server := start(r, l.Inet, self, "tcp-server", lab.Internet+":"+tcpPort)
 	time.Sleep(100 * time.Millisecond)
 	client := start(r, l.LAN, self, "tcp-client", lab.Internet+":"+tcpPort, (total + time.Second).String())
 	count := strconv.Itoa(int(total/pingInterval) + 10)
-	ping := start(r, l.LAN, "ping", "-n", "-D", "-i", "0.05", "-W", "1", "-c", count, lab.Internet)
+	ping := start(r, l.LAN, "ping", "-n", "-D", "-O", "-i", "0.05", "-W", "1", "-c", count, lab.Internet)
 	t0 := time.Now()
 
-	var timeline []step
+	var steps []step
 	for i, event := range []string{"both up", "ifdown wanb", "ifup wanb"} {
 		begin := time.Since(t0)
-		counts := seen(l)
 		spoofed := l.Spoofed()
 		switch event {
 		case "ifdown wanb":
@@ -112,23 +112,23 @@ func scenario(r *runner, name, interfaces, bin string) []step {
 		case "ifup wanb":
 			l.MustIfup("wanb")
 		}
+		// Who carries the flows once the event is over.
+		time.Sleep(500 * time.Millisecond)
+		counts := seen(l)
 		time.Sleep(time.Until(t0.Add(time.Duration(i+1) * stepTime)))
 		after := seen(l)
 		s := step{event: event, spoofed: l.Spoofed() - spoofed}
 		s.carries = carrier(after[0]-counts[0], after[1]-counts[1])
-		s.sent, s.received = ping.replies(t0, begin, time.Since(t0)-time.Second)
+		s.sent, s.received = ping.replies(t0.Add(begin), time.Now())
 		s.lost = s.sent - s.received
-		s.tcp = strings.Join(append(server.events(t0, begin, time.Since(t0)), client.events(t0, begin, time.Since(t0))...), ", ")
-		if s.tcp == "" {
-			s.tcp = "kept"
-		}
-		timeline = append(timeline, s)
+		s.tcp = timeline(t0, begin, time.Since(t0), server, client)
+		steps = append(steps, s)
 	}
 	ping.stop()
 	client.stop()
 	server.stop()
 	r.cleanup()
-	return timeline
+	return steps
 }
 
 // seen returns the legit IPv4 packets ISP A and ISP B have seen.
@@ -139,7 +139,7 @@ func seen(l *lab.Lab) [2]int {
 func carrier(a, b int) string {
 	switch {
 	case a > 0 && b > 0:
-		return "A then B"
+		return "A and B"
 	case a > 0:
 		return "A"
 	case b > 0:
@@ -221,46 +221,75 @@ func (p *proc) stop() {
 	}
 }
 
-var icmpSeq = regexp.MustCompile(`icmp_seq=(\d+)`)
+var (
+	icmpSeq   = regexp.MustCompile(`^\[(\d+)\.(\d+)\] .*icmp_seq=(\d+)`)
+	replyLine = "bytes from"
+)
 
-// replies counts the echo requests ping sent between from and to (after
-// t0) and how many of them were answered.
-func (p *proc) replies(t0 time.Time, from, to time.Duration) (sent, received int) {
-	first := int(from/pingInterval) + 1
-	last := int(to / pingInterval)
+// replies counts the echo requests ping sent between from and to and how
+// many of them were answered. With -O -D ping prints a timestamped line for
+// every request, answered or not, which dates each one.
+func (p *proc) replies(from, to time.Time) (sent, received int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	got := map[int]bool{}
+	first := map[int]time.Time{}
+	answered := map[int]bool{}
 	for _, l := range p.lines {
-		if m := icmpSeq.FindStringSubmatch(l.text); m != nil && strings.Contains(l.text, "bytes from") {
-			n, _ := strconv.Atoi(m[1])
-			got[n] = true
+		m := icmpSeq.FindStringSubmatch(l.text)
+		if m == nil {
+			continue
+		}
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		usec, _ := strconv.ParseInt(m[2], 10, 64)
+		seq, _ := strconv.Atoi(m[3])
+		if _, ok := first[seq]; !ok {
+			first[seq] = time.Unix(sec, usec*1000)
+		}
+		if strings.Contains(l.text, replyLine) {
+			answered[seq] = true
 		}
 	}
-	for seq := first; seq <= last; seq++ {
-		sent++
-		if got[seq] {
-			received++
+	for seq, at := range first {
+		if !at.Before(from) && at.Before(to) {
+			sent++
+			if answered[seq] {
+				received++
+			}
 		}
 	}
 	return sent, received
 }
 
-// events returns the TCP helpers' events between from and to after t0.
-func (p *proc) events(t0 time.Time, from, to time.Duration) []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var events []string
-	for _, l := range p.lines {
-		if ev, ok := strings.CutPrefix(l.text, "tcp: "); ok {
-			at, rest, _ := strings.Cut(ev, " ")
-			ms, _ := strconv.ParseInt(at, 10, 64)
-			if d := time.UnixMilli(ms).Sub(t0); d >= from && d < to {
-				events = append(events, rest)
+// timeline merges the TCP helpers' events between from and to (after t0)
+// in the order they happened.
+func timeline(t0 time.Time, from, to time.Duration, procs ...*proc) string {
+	type ev struct {
+		at   int64
+		text string
+	}
+	var evs []ev
+	for _, p := range procs {
+		p.mu.Lock()
+		for _, l := range p.lines {
+			if rest, ok := strings.CutPrefix(l.text, "tcp: "); ok {
+				at, text, _ := strings.Cut(rest, " ")
+				ms, _ := strconv.ParseInt(at, 10, 64)
+				if d := time.UnixMilli(ms).Sub(t0); d >= from && d < to {
+					evs = append(evs, ev{ms, text})
+				}
 			}
 		}
+		p.mu.Unlock()
 	}
-	return events
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
+	var texts []string
+	for _, e := range evs {
+		texts = append(texts, e.text)
+	}
+	if len(texts) == 0 {
+		return "kept"
+	}
+	return strings.Join(texts, ", ")
 }
 
 // runner lets the demo use the lab outside a test: Fatal cleans up and

@@ -20,9 +20,20 @@ import (
 func main() {
 	hook.Main("ifisp-snat", hook.Phases{
 		"pre-up":    up,
-		"post-up":   up,
+		"post-up":   dynamicUp,
 		"post-down": down,
 	})
+}
+
+// dynamicUp installs the rules of a stanza whose address only the kernel
+// knows (inet dhcp); a static stanza's are in place since pre-up, and
+// running through them again would only lengthen the moment in which
+// if-up.d stands between the new route and the conntrack reconcile.
+func dynamicUp(c *stanza.Config) error {
+	if c.Address.IsValid() {
+		return nil
+	}
+	return up(c)
 }
 
 func up(c *stanza.Config) error {
