@@ -103,6 +103,23 @@ func (l *Lab) ifupdown(cmd string, ifaces []string) (string, error) {
 	return l.Exec(l.Router, append([]string{cmd, "--state-dir", l.state}, ifaces...)...)
 }
 
+// UseIptablesLegacy switches the router to iptables-legacy the way Debian
+// does, through update-alternatives' links, but only inside the router's
+// namespace: its /etc/alternatives is a copy with the iptables links
+// pointing at the legacy binaries.
+func (l *Lab) UseIptablesLegacy() {
+	l.t.Helper()
+	alt := filepath.Join(l.Etc(), "alternatives")
+	l.Must("", "cp", "-a", "/etc/alternatives/.", alt+"/")
+	for _, cmd := range []string{"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"} {
+		legacy := strings.Replace(cmd, "tables", "tables-legacy", 1)
+		os.Remove(filepath.Join(alt, cmd))
+		if err := os.Symlink("/usr/sbin/"+legacy, filepath.Join(alt, cmd)); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+}
+
 // MustIfup is Ifup that fails the test on error.
 func (l *Lab) MustIfup(ifaces ...string) {
 	l.t.Helper()

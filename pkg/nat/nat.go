@@ -118,8 +118,9 @@ func (l *Link) guard() *chain {
 	ret := []string{"-j", "RETURN"}
 	if l.Config.Family == stanza.Inet6 {
 		// No NAT: the source on the wire is the source here. Link-local
-		// sources (neighbour discovery) belong to every link.
-		for _, p := range append([]netip.Prefix{netip.MustParsePrefix("fe80::/10")}, l.own()...) {
+		// sources (neighbour discovery) and the unspecified one (DAD)
+		// belong to every link.
+		for _, p := range append([]netip.Prefix{netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("::/128")}, l.own()...) {
 			ch.rules = append(ch.rules, join([]string{"-s", p.String()}, l.comment(""), ret))
 		}
 	} else {

@@ -1,0 +1,174 @@
+package integration
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/ifisp/ifisp/pkg/lab"
+)
+
+// natUp is ifisp's part of iptables-save after `ifup wana wanb`, IPv4
+// then IPv6, exactly as an operator would read it.
+const natUp = `*filter
+:IFISP-GUARD - [0:0]
+:IFISP-GUARD-wana - [0:0]
+:IFISP-GUARD-wanb - [0:0]
+-A FORWARD -m comment --comment ifisp -j IFISP-GUARD
+-A OUTPUT -m comment --comment ifisp -j IFISP-GUARD
+-A IFISP-GUARD -o wanb -m comment --comment "ifisp: wanb" -j IFISP-GUARD-wanb
+-A IFISP-GUARD -o wana -m comment --comment "ifisp: wana" -j IFISP-GUARD-wana
+-A IFISP-GUARD-wana -m conntrack --ctrepldst 198.51.100.2 --ctdir ORIGINAL -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -m conntrack --ctorigdst 198.51.100.2 --ctdir REPLY -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -m conntrack --ctrepldst 198.51.100.64/28 --ctdir ORIGINAL -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -m conntrack --ctorigdst 198.51.100.64/28 --ctdir REPLY -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -s 10.1.0.0/24 -m conntrack ! --ctstatus CONFIRMED -m comment --comment "ifisp: wana new flow, SNAT follows" -j RETURN
+-A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
+-A IFISP-GUARD-wanb -m conntrack --ctrepldst 203.0.113.2 --ctdir ORIGINAL -m comment --comment "ifisp: wanb" -j RETURN
+-A IFISP-GUARD-wanb -m conntrack --ctorigdst 203.0.113.2 --ctdir REPLY -m comment --comment "ifisp: wanb" -j RETURN
+-A IFISP-GUARD-wanb -s 10.1.0.0/24 -m conntrack ! --ctstatus CONFIRMED -m comment --comment "ifisp: wanb new flow, SNAT follows" -j RETURN
+-A IFISP-GUARD-wanb -m comment --comment "ifisp: wanb egress guard" -j DROP
+*nat
+:IFISP-SNAT - [0:0]
+:IFISP-SNAT-wana - [0:0]
+:IFISP-SNAT-wanb - [0:0]
+-A POSTROUTING -m comment --comment ifisp -j IFISP-SNAT
+-A IFISP-SNAT -o wanb -m comment --comment "ifisp: wanb" -j IFISP-SNAT-wanb
+-A IFISP-SNAT -o wana -m comment --comment "ifisp: wana" -j IFISP-SNAT-wana
+-A IFISP-SNAT-wana -s 10.1.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
+-A IFISP-SNAT-wanb -s 10.1.0.0/24 -o wanb -m comment --comment "ifisp: wanb snat" -j SNAT --to-source 203.0.113.2
+*filter
+:IFISP-GUARD - [0:0]
+:IFISP-GUARD-wana - [0:0]
+:IFISP-GUARD-wanb - [0:0]
+-A FORWARD -m comment --comment ifisp -j IFISP-GUARD
+-A OUTPUT -m comment --comment ifisp -j IFISP-GUARD
+-A IFISP-GUARD -o wanb -m comment --comment "ifisp: wanb" -j IFISP-GUARD-wanb
+-A IFISP-GUARD -o wana -m comment --comment "ifisp: wana" -j IFISP-GUARD-wana
+-A IFISP-GUARD-wana -s fe80::/10 -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -s ::/128 -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -s 2001:db8:a::2/128 -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
+-A IFISP-GUARD-wanb -s fe80::/10 -m comment --comment "ifisp: wanb" -j RETURN
+-A IFISP-GUARD-wanb -s ::/128 -m comment --comment "ifisp: wanb" -j RETURN
+-A IFISP-GUARD-wanb -s 2001:db8:b::2/128 -m comment --comment "ifisp: wanb" -j RETURN
+-A IFISP-GUARD-wanb -m comment --comment "ifisp: wanb egress guard" -j DROP
+`
+
+// adminNAT is the administrator's own iptables state, which ifisp must
+// never touch.
+var adminNAT = [][]string{
+	{"-t", "nat", "-N", "MYNAT"},
+	{"-t", "nat", "-A", "MYNAT", "-s", "10.2.0.0/24", "-j", "MASQUERADE"},
+	{"-t", "nat", "-A", "POSTROUTING", "-j", "MYNAT"},
+	{"-t", "filter", "-A", "FORWARD", "-i", "lan0", "-j", "ACCEPT"},
+}
+
+// backends are the iptables the test runs with: the nf_tables one Debian
+// installs, and iptables-legacy when it is there.
+func backends(t *testing.T) map[string]string {
+	b := map[string]string{"nft": ""}
+	if _, err := exec.LookPath("iptables-legacy"); err == nil {
+		b["legacy"] = "-legacy"
+	}
+	return b
+}
+
+// ifispRules returns ifisp's lines of iptables-save (both families), each
+// under its table's header, and the administrator's rules and chains;
+// counters are zeroed.
+func ifispRules(l *lab.Lab, suffix string) (ours, theirs string) {
+	var o, r strings.Builder
+	for _, save := range []string{"iptables" + suffix + "-save", "ip6tables" + suffix + "-save"} {
+		table := ""
+		for _, line := range strings.Split(l.Must(l.Router, save), "\n") {
+			line = counters.ReplaceAllString(line, "[0:0]")
+			switch {
+			case strings.HasPrefix(line, "#"), line == "COMMIT", line == "":
+			case strings.HasPrefix(line, "*"):
+				table = line
+			case strings.Contains(line, "IFISP") || strings.Contains(line, "ifisp"):
+				if table != "" {
+					o.WriteString(table + "\n")
+					table = ""
+				}
+				o.WriteString(line + "\n")
+			case strings.HasPrefix(line, "-A"), strings.HasSuffix(line, " - [0:0]"):
+				// Rules and user chains; a built-in chain's policy line
+				// comes with the table, whoever made it.
+				r.WriteString(save + " " + line + "\n")
+			}
+		}
+	}
+	return o.String(), r.String()
+}
+
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+func TestSNATChains(t *testing.T) {
+	for name, suffix := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			l := newRouteLab(t)
+			if suffix != "" {
+				l.UseIptablesLegacy()
+			}
+			for _, rule := range adminNAT {
+				l.Must(l.Router, append([]string{"iptables" + suffix}, rule...)...)
+			}
+			_, adminBefore := ifispRules(l, suffix)
+
+			l.MustIfup("wana", "wanb")
+			ours, admin := ifispRules(l, suffix)
+			if ours != natUp {
+				t.Errorf("ifisp's iptables after ifup:\n--- want\n%s--- got\n%s", natUp, ours)
+			}
+			if !strings.Contains(admin, "-A MYNAT -s 10.2.0.0/24 -j MASQUERADE") {
+				t.Errorf("the administrator's nat chain is gone:\n%s", admin)
+			}
+
+			// The up hooks again, as ifupdown ran them: nothing changes.
+			for _, iface := range []string{"wana", "wanb"} {
+				for _, fam := range []string{"inet", "inet6"} {
+					for _, phase := range []string{"pre-up", "post-up"} {
+						if out, err := l.RunHook(binary("ifisp-snat"), l.HookEnv(iface, fam, phase)); err != nil {
+							t.Fatal(err, out)
+						}
+					}
+				}
+			}
+			if again, _ := ifispRules(l, suffix); again != ours {
+				t.Errorf("the up hooks run twice changed iptables:\n%s", again)
+			}
+
+			l.MustIfdown("wana", "wanb")
+			ours, admin = ifispRules(l, suffix)
+			if ours != "" {
+				t.Errorf("ifisp's chains are left after both links went down:\n%s", ours)
+			}
+			if admin != adminBefore {
+				t.Errorf("the administrator's iptables changed:\n--- before\n%s--- after\n%s", adminBefore, admin)
+			}
+		})
+	}
+}
+
+// TestSNATBadStanza: a bad snat-from or snat-to is refused in if-pre-up.d,
+// one line, nothing changed.
+func TestSNATBadStanza(t *testing.T) {
+	for _, tc := range []struct{ option, want string }{
+		{"snat-from 10.1.0.0/33", `ifisp-snat: wana: snat-from "10.1.0.0/33": 10.1.0.0/33: not a CIDR prefix`},
+		{"snat-from fd00::/8", `ifisp-snat: wana: snat-from "fd00::/8": fd00::/8: not an inet6 prefix (this is an inet stanza)`},
+		{"snat-to lan0", `ifisp-snat: wana: snat-to "lan0": not an IP address`},
+	} {
+		l := newRouteLab(t)
+		l.Interfaces("iface wana inet static\n\taddress 198.51.100.2/24\n\tisp-table ispa\n\tisp-gateway 198.51.100.1\n\t" + tc.option + "\n")
+		out, err := l.Ifup("wana")
+		if err == nil || !strings.Contains(out, tc.want+"\n") {
+			t.Errorf("%s: ifup said (%v):\n%s\nwant the line %q", tc.option, err, out, tc.want)
+		}
+		if ours, _ := ifispRules(l, ""); ours != "" {
+			t.Errorf("%s: refused, yet iptables changed:\n%s", tc.option, ours)
+		}
+	}
+}
