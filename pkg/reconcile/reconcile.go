@@ -55,11 +55,16 @@ func Run(ct Flows, h *netlink.Handle) (Stats, error) {
 	if r.local, err = policy.LocalAddrs(h); err != nil {
 		return Stats{}, err
 	}
+	return prune(ct, flows, wans, r.route)
+}
+
+// prune deletes the stale entries among flows.
+func prune(ct Flows, flows []conntrack.Flow, wans policy.WANs, lookup func(src, dst netip.Addr) route) (Stats, error) {
 	var st Stats
 	var errs []error
 	for _, f := range flows {
 		st.Checked++
-		if !stale(f, wans, r.route) {
+		if !stale(f, wans, lookup) {
 			continue
 		}
 		// An entry may end on its own between dump and delete.

@@ -1,0 +1,118 @@
+package reconcile
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
+
+	"github.com/ifisp/ifisp/pkg/policy"
+)
+
+const (
+	wana = 3 // interface indexes
+	wanb = 4
+	lan0 = 2
+)
+
+var (
+	a      = netip.MustParseAddr
+	wans   = policy.WANs{wana: {netip.MustParsePrefix("198.51.100.2/32")}, wanb: {netip.MustParsePrefix("203.0.113.2/32"), netip.MustParsePrefix("203.0.113.64/29")}}
+	inside = a("10.1.0.10")
+	remote = a("192.0.2.100")
+)
+
+// flow builds a conntrack entry from src to dst whose replies come back to
+// replyDst (the SNAT address when it differs from src).
+func flow(src, dst, replyDst netip.Addr) conntrack.Flow {
+	f := conntrack.Flow{}
+	f.TupleOrig.IP.SourceAddress, f.TupleOrig.IP.DestinationAddress = src, dst
+	f.TupleReply.IP.SourceAddress, f.TupleReply.IP.DestinationAddress = dst, replyDst
+	if replyDst != src {
+		f.Status |= conntrack.StatusSrcNAT
+	}
+	return f
+}
+
+func TestStale(t *testing.T) {
+	via := func(oif int) func(_, _ netip.Addr) route {
+		return func(_, _ netip.Addr) route { return route{oif: oif, ok: true} }
+	}
+	for _, tc := range []struct {
+		name   string
+		f      conntrack.Flow
+		lookup func(_, _ netip.Addr) route
+		want   bool
+	}{
+		{"NATed to the link routing picks", flow(inside, remote, a("203.0.113.2")), via(wanb), false},
+		{"NATed to the other link", flow(inside, remote, a("198.51.100.2")), via(wanb), true},
+		{"NATed to a link that went away", flow(inside, remote, a("203.0.113.2")), via(wana), true},
+		{"inside source without NAT out a WAN", flow(inside, remote, inside), via(wanb), true},
+		{"public LAN host of the WAN's isp-source", flow(a("203.0.113.65"), remote, a("203.0.113.65")), via(wanb), false},
+		{"public LAN host of the other WAN", flow(a("203.0.113.65"), remote, a("203.0.113.65")), via(wana), true},
+		{"router's own flow from its WAN address", flow(a("198.51.100.2"), remote, a("198.51.100.2")), via(wana), false},
+		{"inbound to the router", flow(remote, a("203.0.113.2"), remote), func(_, _ netip.Addr) route { return route{oif: 1, local: true, ok: true} }, false},
+		{"routed to the LAN", flow(remote, inside, remote), via(lan0), false},
+		{"no route", flow(inside, remote, inside), func(_, _ netip.Addr) route { return route{} }, false},
+	} {
+		if got := stale(tc.f, wans, tc.lookup); got != tc.want {
+			t.Errorf("%s: stale = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// fakeFlows is a conntrack table whose dump fails as the kernel's can.
+type fakeFlows struct {
+	flows     []conntrack.Flow
+	failDumps []error
+	deleted   []conntrack.Flow
+	deleteErr error
+}
+
+func (f *fakeFlows) Dump(*conntrack.DumpOptions) ([]conntrack.Flow, error) {
+	if len(f.failDumps) > 0 {
+		err := f.failDumps[0]
+		f.failDumps = f.failDumps[1:]
+		return nil, err
+	}
+	return f.flows, nil
+}
+
+func (f *fakeFlows) Delete(fl conntrack.Flow) error {
+	f.deleted = append(f.deleted, fl)
+	return f.deleteErr
+}
+
+func TestDumpRetries(t *testing.T) {
+	ct := &fakeFlows{flows: []conntrack.Flow{{ID: 7}}, failDumps: []error{unix.EINTR, unix.ENOBUFS}}
+	got, err := dump(ct)
+	if err != nil || len(got) != 1 {
+		t.Errorf("dump after two interrupted tries: %v, %v", got, err)
+	}
+	ct = &fakeFlows{failDumps: []error{unix.EPERM}}
+	if _, err := dump(ct); !errors.Is(err, unix.EPERM) {
+		t.Errorf("dump with EPERM: got %v, want it reported", err)
+	}
+	ct = &fakeFlows{failDumps: []error{unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR}}
+	if _, err := dump(ct); err == nil {
+		t.Error("dump interrupted every time: got no error")
+	}
+}
+
+// An entry that ends between the dump and its delete counts as deleted;
+// other delete errors are reported, and the rest still run.
+func TestPruneVanished(t *testing.T) {
+	via := func(_, _ netip.Addr) route { return route{oif: wanb, ok: true} }
+	flows := []conntrack.Flow{flow(inside, remote, a("198.51.100.2")), flow(inside, remote, a("203.0.113.2"))}
+	ct := &fakeFlows{deleteErr: unix.ENOENT}
+	st, err := prune(ct, flows, wans, via)
+	if err != nil || st != (Stats{Checked: 2, Deleted: 1}) || len(ct.deleted) != 1 {
+		t.Errorf("got %+v, %v, deleted %d; want 2 checked, 1 deleted", st, err, len(ct.deleted))
+	}
+	ct = &fakeFlows{deleteErr: unix.EPERM}
+	if _, err := prune(ct, append(flows, flows[0]), wans, via); !errors.Is(err, unix.EPERM) || len(ct.deleted) != 2 {
+		t.Errorf("EPERM: got %v after %d deletes, want it reported after trying both", err, len(ct.deleted))
+	}
+}
