@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,8 +97,8 @@ func scenario(r *runner, name, interfaces, bin string) []step {
 	server := start(r, l.Inet, self, "tcp-server", lab.Internet+":"+tcpPort)
 	time.Sleep(100 * time.Millisecond)
 	client := start(r, l.LAN, self, "tcp-client", lab.Internet+":"+tcpPort, (total + time.Second).String())
-	count := strconv.Itoa(int(total/pingInterval) + 10)
-	ping := start(r, l.LAN, "ping", "-n", "-D", "-O", "-i", "0.05", "-W", "1", "-c", count, lab.Internet)
+	count := int(total/pingInterval) + 10
+	ping := l.StartPing(l.LAN, lab.Internet, pingInterval, count)
 	t0 := time.Now()
 
 	var steps []step
@@ -119,12 +118,12 @@ func scenario(r *runner, name, interfaces, bin string) []step {
 		after := seen(l)
 		s := step{event: event, spoofed: l.Spoofed() - spoofed}
 		s.carries = carrier(after[0]-counts[0], after[1]-counts[1])
-		s.sent, s.received = ping.replies(t0.Add(begin), time.Now())
+		s.sent, s.received = ping.Count(t0.Add(begin), time.Now())
 		s.lost = s.sent - s.received
 		s.tcp = timeline(t0, begin, time.Since(t0), server, client)
 		steps = append(steps, s)
 	}
-	ping.stop()
+	ping.Stop()
 	client.stop()
 	server.stop()
 	r.cleanup()
@@ -219,45 +218,6 @@ func (p *proc) stop() {
 		p.cmd.Process.Kill()
 		p.cmd.Wait()
 	}
-}
-
-var (
-	icmpSeq   = regexp.MustCompile(`^\[(\d+)\.(\d+)\] .*icmp_seq=(\d+)`)
-	replyLine = "bytes from"
-)
-
-// replies counts the echo requests ping sent between from and to and how
-// many of them were answered. With -O -D ping prints a timestamped line for
-// every request, answered or not, which dates each one.
-func (p *proc) replies(from, to time.Time) (sent, received int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	first := map[int]time.Time{}
-	answered := map[int]bool{}
-	for _, l := range p.lines {
-		m := icmpSeq.FindStringSubmatch(l.text)
-		if m == nil {
-			continue
-		}
-		sec, _ := strconv.ParseInt(m[1], 10, 64)
-		usec, _ := strconv.ParseInt(m[2], 10, 64)
-		seq, _ := strconv.Atoi(m[3])
-		if _, ok := first[seq]; !ok {
-			first[seq] = time.Unix(sec, usec*1000)
-		}
-		if strings.Contains(l.text, replyLine) {
-			answered[seq] = true
-		}
-	}
-	for seq, at := range first {
-		if !at.Before(from) && at.Before(to) {
-			sent++
-			if answered[seq] {
-				received++
-			}
-		}
-	}
-	return sent, received
 }
 
 // timeline merges the TCP helpers' events between from and to (after t0)

@@ -41,7 +41,7 @@ func HelperMain() {
 		err = client(args[1], args[2], d)
 	case "udp-burst":
 		n, _ := strconv.Atoi(args[2])
-		err = udpBurst(args[1], n)
+		err = udpBurst(args[1], n, args[3:])
 	default:
 		err = fmt.Errorf("unknown helper %q", args[0])
 	}
@@ -173,16 +173,20 @@ func client(proto, addr string, d time.Duration) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// udpBurst opens n UDP flows to addr, each from its own source port, and
-// sends one datagram on each.
-func udpBurst(addr string, n int) error {
+// udpBurst opens n UDP flows to addr, each from its own source port (and
+// address, cycling through srcs when given), and sends one datagram on each.
+func udpBurst(addr string, n int, srcs []string) error {
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return err
 	}
+	if len(srcs) == 0 {
+		srcs = []string{""}
+	}
+	const ports = 40000 // 20000..59999: distinct ports, distinct flows
 	for i := 0; i < n; i++ {
-		// Distinct source ports: a reused one would be the same flow.
-		c, err := net.DialUDP("udp", &net.UDPAddr{Port: 20000 + i}, raddr)
+		local := &net.UDPAddr{IP: net.ParseIP(srcs[i/ports%len(srcs)]), Port: 20000 + i%ports}
+		c, err := net.DialUDP("udp", local, raddr)
 		if err != nil {
 			return err
 		}
@@ -317,12 +321,82 @@ func pingResult(out string, n int) FlowResult {
 var icmpSeq = regexp.MustCompile(`icmp_seq=(\d+)`)
 
 // UDPBurst opens n UDP flows from the LAN host to the internet host's echo
-// server, one datagram each, and returns when they are sent.
-func (l *Lab) UDPBurst(n int) {
+// server, one datagram each, and returns when they are sent. Past 40,000
+// flows it needs more source addresses: srcs, added to the LAN host first.
+func (l *Lab) UDPBurst(n int, srcs ...string) {
 	l.t.Helper()
-	cmd, _, wg := l.helper(l.LAN, "udp-burst", fmt.Sprintf("%s:%d", Internet, FlowPort), strconv.Itoa(n))
+	cmd, _, wg := l.helper(l.LAN, append([]string{"udp-burst", fmt.Sprintf("%s:%d", Internet, FlowPort), strconv.Itoa(n)}, srcs...)...)
 	wg.Wait()
 	if err := cmd.Wait(); err != nil {
 		l.t.Fatalf("udp burst: %v", err)
 	}
+}
+
+// Pinger is a bounded ping from a namespace whose every request is dated:
+// with -O -D ping prints a timestamped line for each, answered or not.
+type Pinger struct {
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	out []byte
+}
+
+func (p *Pinger) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.out = append(p.out, b...)
+	return len(b), nil
+}
+
+// StartPing pings dst from ns every interval, count times at most; it
+// stops by itself, or with the lab.
+func (l *Lab) StartPing(ns, dst string, interval time.Duration, count int) *Pinger {
+	l.t.Helper()
+	p := &Pinger{}
+	p.cmd = exec.Command("ip", "netns", "exec", ns, "ping", "-n", "-D", "-O", "-W", "1",
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count), dst)
+	p.cmd.Stdout = p
+	if err := p.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(p.Stop)
+	return p
+}
+
+// Stop ends the ping if it still runs.
+func (p *Pinger) Stop() {
+	if p.cmd.ProcessState == nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	}
+}
+
+var datedSeq = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] (.*icmp_seq=(\d+).*)$`)
+
+// Count returns how many requests ping sent between from and to, and how
+// many of those were answered (then or later).
+func (p *Pinger) Count(from, to time.Time) (sent, received int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first := map[int]time.Time{}
+	answered := map[int]bool{}
+	for _, m := range datedSeq.FindAllStringSubmatch(string(p.out), -1) {
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		usec, _ := strconv.ParseInt(m[2], 10, 64)
+		seq, _ := strconv.Atoi(m[4])
+		if _, ok := first[seq]; !ok {
+			first[seq] = time.Unix(sec, usec*1000)
+		}
+		if strings.Contains(m[3], "bytes from") {
+			answered[seq] = true
+		}
+	}
+	for seq, at := range first {
+		if !at.Before(from) && at.Before(to) {
+			sent++
+			if answered[seq] {
+				received++
+			}
+		}
+	}
+	return sent, received
 }
