@@ -3,9 +3,14 @@
 // (or un-NATed source) no longer fits the WAN routing picks for them, and
 // keeps every flow whose mapping still fits.
 //
-// It runs last in if-up.d (after routes and SNAT), in if-down.d after
-// ifisp-route has withdrawn the link's default, and in if-post-down.d once
-// the address is gone (the router's own flows from it go then).
+// It runs last in if-up.d (after routes and SNAT) and in if-down.d after
+// ifisp-route has withdrawn the link's default, for inet stanzas: NAT is
+// IPv4's, and an IPv6 flow's source is its host's own address, which no
+// conntrack delete can move to another link. It does not run in
+// if-post-down.d: the only entries that could go stale there are the
+// router's own flows from the address just removed, which carry no packet
+// (the kernel sends from no address it does not have), are valid again if
+// the address returns, and would cost a full conntrack dump to find.
 package main
 
 import (
@@ -19,23 +24,30 @@ import (
 
 func main() {
 	hook.Main("ifisp-conntrack", hook.Phases{
-		"post-up":   run,
-		"pre-down":  run,
-		"post-down": run,
+		"post-up":  run,
+		"pre-down": run,
 	})
 }
 
-func run(*stanza.Config) error {
+func run(c *stanza.Config) error {
+	if c.Family != stanza.Inet {
+		return nil
+	}
 	ct, err := conntrack.Dial(nil)
 	if err != nil {
 		return err
 	}
 	defer ct.Close()
+	del, err := reconcile.DialDeleter(nil)
+	if err != nil {
+		return err
+	}
+	defer del.Close()
 	h, err := netlink.NewHandle()
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	_, err = reconcile.Run(ct, h)
+	_, err = reconcile.Run(ct, del, h)
 	return err
 }

@@ -34,15 +34,19 @@ type Stats struct {
 	Deleted int // entries deleted
 }
 
-// Flows is the part of a conntrack connection reconcile uses.
-type Flows interface {
+// Dumper reads the conntrack table: a *conntrack.Conn.
+type Dumper interface {
 	Dump(opts *conntrack.DumpOptions) ([]conntrack.Flow, error)
-	Delete(f conntrack.Flow) error
 }
 
-// Run reconciles the conntrack table of the namespace conn and h are
+// Remover deletes conntrack entries: a *Deleter.
+type Remover interface {
+	Delete(flows []conntrack.Flow) (int, error)
+}
+
+// Run reconciles the conntrack table of the namespace ct, del and h are
 // opened in.
-func Run(ct Flows, h *netlink.Handle) (Stats, error) {
+func Run(ct Dumper, del Remover, h *netlink.Handle) (Stats, error) {
 	wans, err := policy.ReadWANs(h)
 	if err != nil {
 		return Stats{}, err
@@ -55,27 +59,14 @@ func Run(ct Flows, h *netlink.Handle) (Stats, error) {
 	if r.local, err = policy.LocalAddrs(h); err != nil {
 		return Stats{}, err
 	}
-	return prune(ct, flows, wans, r.route)
-}
-
-// prune deletes the stale entries among flows.
-func prune(ct Flows, flows []conntrack.Flow, wans policy.WANs, lookup func(src, dst netip.Addr) route) (Stats, error) {
-	var st Stats
-	var errs []error
+	var gone []conntrack.Flow
 	for _, f := range flows {
-		st.Checked++
-		if !stale(f, wans, lookup) {
-			continue
+		if stale(f, wans, r.route) {
+			gone = append(gone, f)
 		}
-		// An entry may end on its own between dump and delete.
-		if err := ct.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("deleting conntrack entry %d (%s -> %s): %w", f.ID,
-				f.TupleOrig.IP.SourceAddress, f.TupleOrig.IP.DestinationAddress, err))
-			continue
-		}
-		st.Deleted++
 	}
-	return st, errors.Join(errs...)
+	deleted, err := del.Delete(gone)
+	return Stats{Checked: len(flows), Deleted: deleted}, err
 }
 
 // route is where routing sends one flow's original direction now.
@@ -113,7 +104,7 @@ func stale(f conntrack.Flow, wans policy.WANs, lookup func(src, dst netip.Addr) 
 
 // dump reads the conntrack table, again if the kernel interrupted the
 // dump (the table changed under it) or ran out of buffer.
-func dump(ct Flows) ([]conntrack.Flow, error) {
+func dump(ct Dumper) ([]conntrack.Flow, error) {
 	var err error
 	for range 5 {
 		var flows []conntrack.Flow

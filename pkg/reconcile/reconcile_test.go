@@ -63,15 +63,13 @@ func TestStale(t *testing.T) {
 	}
 }
 
-// fakeFlows is a conntrack table whose dump fails as the kernel's can.
-type fakeFlows struct {
+// fakeDumper is a conntrack table whose dump fails as the kernel's can.
+type fakeDumper struct {
 	flows     []conntrack.Flow
 	failDumps []error
-	deleted   []conntrack.Flow
-	deleteErr error
 }
 
-func (f *fakeFlows) Dump(*conntrack.DumpOptions) ([]conntrack.Flow, error) {
+func (f *fakeDumper) Dump(*conntrack.DumpOptions) ([]conntrack.Flow, error) {
 	if len(f.failDumps) > 0 {
 		err := f.failDumps[0]
 		f.failDumps = f.failDumps[1:]
@@ -80,39 +78,18 @@ func (f *fakeFlows) Dump(*conntrack.DumpOptions) ([]conntrack.Flow, error) {
 	return f.flows, nil
 }
 
-func (f *fakeFlows) Delete(fl conntrack.Flow) error {
-	f.deleted = append(f.deleted, fl)
-	return f.deleteErr
-}
-
 func TestDumpRetries(t *testing.T) {
-	ct := &fakeFlows{flows: []conntrack.Flow{{ID: 7}}, failDumps: []error{unix.EINTR, unix.ENOBUFS}}
+	ct := &fakeDumper{flows: []conntrack.Flow{{ID: 7}}, failDumps: []error{unix.EINTR, unix.ENOBUFS}}
 	got, err := dump(ct)
 	if err != nil || len(got) != 1 {
 		t.Errorf("dump after two interrupted tries: %v, %v", got, err)
 	}
-	ct = &fakeFlows{failDumps: []error{unix.EPERM}}
+	ct = &fakeDumper{failDumps: []error{unix.EPERM}}
 	if _, err := dump(ct); !errors.Is(err, unix.EPERM) {
 		t.Errorf("dump with EPERM: got %v, want it reported", err)
 	}
-	ct = &fakeFlows{failDumps: []error{unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR}}
+	ct = &fakeDumper{failDumps: []error{unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR, unix.EINTR}}
 	if _, err := dump(ct); err == nil {
 		t.Error("dump interrupted every time: got no error")
-	}
-}
-
-// An entry that ends between the dump and its delete counts as deleted;
-// other delete errors are reported, and the rest still run.
-func TestPruneVanished(t *testing.T) {
-	via := func(_, _ netip.Addr) route { return route{oif: wanb, ok: true} }
-	flows := []conntrack.Flow{flow(inside, remote, a("198.51.100.2")), flow(inside, remote, a("203.0.113.2"))}
-	ct := &fakeFlows{deleteErr: unix.ENOENT}
-	st, err := prune(ct, flows, wans, via)
-	if err != nil || st != (Stats{Checked: 2, Deleted: 1}) || len(ct.deleted) != 1 {
-		t.Errorf("got %+v, %v, deleted %d; want 2 checked, 1 deleted", st, err, len(ct.deleted))
-	}
-	ct = &fakeFlows{deleteErr: unix.EPERM}
-	if _, err := prune(ct, append(flows, flows[0]), wans, via); !errors.Is(err, unix.EPERM) || len(ct.deleted) != 2 {
-		t.Errorf("EPERM: got %v after %d deletes, want it reported after trying both", err, len(ct.deleted))
 	}
 }
