@@ -173,8 +173,10 @@ func client(proto, addr string, d time.Duration) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// udpBurst opens n UDP flows to addr, each from its own source port (and
-// address, cycling through srcs when given), and sends one datagram on each.
+// udpBurst opens n UDP flows to addr, each from its own source port, and
+// sends one datagram on each. Flows come in blocks of 40,000, each from the
+// next of srcs and to the next destination port: SNAT to one address can
+// map at most 64,512 flows to one destination.
 func udpBurst(addr string, n int, srcs []string) error {
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -183,10 +185,11 @@ func udpBurst(addr string, n int, srcs []string) error {
 	if len(srcs) == 0 {
 		srcs = []string{""}
 	}
-	const ports = 40000 // 20000..59999: distinct ports, distinct flows
+	const block = 40000 // source ports 20000..59999
 	for i := 0; i < n; i++ {
-		local := &net.UDPAddr{IP: net.ParseIP(srcs[i/ports%len(srcs)]), Port: 20000 + i%ports}
-		c, err := net.DialUDP("udp", local, raddr)
+		local := &net.UDPAddr{IP: net.ParseIP(srcs[i/block%len(srcs)]), Port: 20000 + i%block}
+		remote := &net.UDPAddr{IP: raddr.IP, Port: raddr.Port + i/block}
+		c, err := net.DialUDP("udp", local, remote)
 		if err != nil {
 			return err
 		}
