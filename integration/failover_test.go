@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -109,9 +110,10 @@ func TestFailoverBackup(t *testing.T) {
 	f.check(t, false)
 	after := flowIDs(t, l)
 	lost := 0
-	for id := range before {
-		if !after[id] {
+	for id, line := range before {
+		if _, ok := after[id]; !ok {
 			lost++
+			t.Logf("lost: %s", line)
 		}
 	}
 	if lost > 0 {
@@ -147,18 +149,17 @@ func TestFailoverBoth(t *testing.T) {
 	}
 }
 
-// flowIDs returns the conntrack ids of the router's UDP flows to the echo
-// server.
-func flowIDs(t *testing.T, l *lab.Lab) map[string]bool {
+var conntrackID = regexp.MustCompile(`(?m)^(udp .* id=(\d+))`)
+
+// flowIDs returns the router's UDP flows to the echo server, by conntrack
+// id.
+func flowIDs(t *testing.T, l *lab.Lab) map[string]string {
 	t.Helper()
-	out := l.Must(l.Router, "conntrack", "-L", "-p", "udp", "--dport", fmt.Sprint(lab.FlowPort), "-o", "id")
-	ids := map[string]bool{}
-	for _, line := range strings.Split(out, "\n") {
-		for _, f := range strings.Fields(line) {
-			if id, ok := strings.CutPrefix(f, "id="); ok {
-				ids[id] = true
-			}
-		}
+	// conntrack's summary goes to stderr, which would run into the lines.
+	out := l.Must(l.Router, "sh", "-c", fmt.Sprintf("conntrack -L -p udp --dport %d -o id 2>/dev/null", lab.FlowPort))
+	ids := map[string]string{}
+	for _, m := range conntrackID.FindAllStringSubmatch(out, -1) {
+		ids[m[2]] = m[1]
 	}
 	return ids
 }
