@@ -22,18 +22,7 @@ func main() {
 	})
 }
 
-// do resolves the stanza's link in the current network namespace and runs f.
+// do runs f on the stanza's link in the current network namespace.
 func do(f func(*netlink.Handle, *policy.Link) error) hook.Action {
-	return func(c *stanza.Config) error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		l, err := policy.Resolve(h, c)
-		if err != nil {
-			return err
-		}
-		return f(h, l)
-	}
+	return func(c *stanza.Config) error { return policy.WithLink(c, f) }
 }

@@ -41,20 +41,13 @@ func up(c *stanza.Config) error {
 	if err != nil {
 		return err
 	}
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	l, err := policy.Resolve(h, c)
-	if err != nil {
-		return err
-	}
-	if !l.Address.IsValid() {
-		// inet dhcp before its lease: if-up.d installs them.
-		return nil
-	}
-	return nat.Up(t, &nat.Link{Config: c, Address: l.Address})
+	return policy.WithLink(c, func(_ *netlink.Handle, l *policy.Link) error {
+		if !l.Address.IsValid() {
+			// inet dhcp before its lease: if-up.d installs them.
+			return nil
+		}
+		return nat.Up(t, &nat.Link{Config: c, Address: l.Address})
+	})
 }
 
 func down(c *stanza.Config) error {

@@ -213,15 +213,7 @@ func (l *Lab) helper(ns string, args ...string) (*exec.Cmd, *strings.Builder, *s
 		l.t.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		l.t.Fatal(err)
-	}
-	l.t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	l.start(cmd)
 	var buf strings.Builder
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -251,11 +243,11 @@ func (l *Lab) EchoServers() {
 
 // Flow is a running client of one flow from the LAN host.
 type Flow struct {
-	l     *Lab
-	cmd   *exec.Cmd
-	out   *strings.Builder
-	wg    *sync.WaitGroup
-	pings int // for an ICMP flow, the echo requests ping sends
+	l    *Lab
+	cmd  *exec.Cmd
+	out  *strings.Builder
+	wg   *sync.WaitGroup
+	ping *Pinger // an ICMP flow's
 }
 
 // StartFlow starts a flow ("icmp", "udp" or "tcp") from the LAN host to the
@@ -265,20 +257,7 @@ type Flow struct {
 func (l *Lab) StartFlow(proto string, d time.Duration) *Flow {
 	l.t.Helper()
 	if proto == "icmp" {
-		n := int(d / flowEvery)
-		cmd := exec.Command("ip", "netns", "exec", l.LAN, "ping", "-n", "-i", "0.02", "-W", "1", "-c", strconv.Itoa(n), Internet)
-		var out strings.Builder
-		cmd.Stdout = &out
-		if err := cmd.Start(); err != nil {
-			l.t.Fatal(err)
-		}
-		l.t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}
-		})
-		return &Flow{l: l, cmd: cmd, out: &out, wg: &sync.WaitGroup{}, pings: n}
+		return &Flow{l: l, ping: l.StartPing(l.LAN, Internet, flowEvery, int(d/flowEvery))}
 	}
 	cmd, out, wg := l.helper(l.LAN, "client", proto, fmt.Sprintf("%s:%d", Internet, FlowPort), d.String())
 	return &Flow{l: l, cmd: cmd, out: out, wg: wg}
@@ -287,14 +266,14 @@ func (l *Lab) StartFlow(proto string, d time.Duration) *Flow {
 // Wait waits for the flow's end and returns what its client saw.
 func (f *Flow) Wait() FlowResult {
 	f.l.t.Helper()
-	f.wg.Wait()
-	err := f.cmd.Wait()
-	var res FlowResult
-	if f.pings > 0 {
+	if f.ping != nil {
 		// ping exits 1 when a reply was missing: that is a result.
-		return pingResult(f.out.String(), f.pings)
+		f.ping.cmd.Wait()
+		return f.ping.result()
 	}
-	if err != nil {
+	f.wg.Wait()
+	var res FlowResult
+	if err := f.cmd.Wait(); err != nil {
 		f.l.t.Fatalf("flow client: %v", err)
 	}
 	if err := json.Unmarshal([]byte(f.out.String()), &res); err != nil {
@@ -302,26 +281,6 @@ func (f *Flow) Wait() FlowResult {
 	}
 	return res
 }
-
-// pingResult reads ping's reply lines: n requests, the last second's
-// being the tail.
-func pingResult(out string, n int) FlowResult {
-	res := FlowResult{Sent: n, TailSent: min(n, int(time.Second/flowEvery))}
-	for _, line := range strings.Split(out, "\n") {
-		m := icmpSeq.FindStringSubmatch(line)
-		if m == nil || !strings.Contains(line, "bytes from") {
-			continue
-		}
-		seq, _ := strconv.Atoi(m[1])
-		res.Received++
-		if seq > n-res.TailSent {
-			res.TailReceived++
-		}
-	}
-	return res
-}
-
-var icmpSeq = regexp.MustCompile(`icmp_seq=(\d+)`)
 
 // UDPBurst opens n UDP flows from the LAN host to the internet host's echo
 // server, one datagram each, and returns when they are sent. Past 40,000
@@ -358,45 +317,79 @@ func (l *Lab) StartPing(ns, dst string, interval time.Duration, count int) *Ping
 	p.cmd = exec.Command("ip", "netns", "exec", ns, "ping", "-n", "-D", "-O", "-W", "1",
 		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count), dst)
 	p.cmd.Stdout = p
-	if err := p.cmd.Start(); err != nil {
-		l.t.Fatal(err)
-	}
-	l.t.Cleanup(p.Stop)
+	l.start(p.cmd)
 	return p
 }
 
-// Stop ends the ping if it still runs.
-func (p *Pinger) Stop() {
-	if p.cmd.ProcessState == nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
+// start starts cmd and makes sure it ends with the lab.
+func (l *Lab) start(cmd *exec.Cmd) {
+	l.t.Helper()
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
 	}
+	l.t.Cleanup(func() { stop(cmd) })
+}
+
+// stop kills cmd if it still runs.
+func stop(cmd *exec.Cmd) {
+	if cmd.ProcessState == nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+}
+
+// Stop ends the ping if it still runs.
+func (p *Pinger) Stop() { stop(p.cmd) }
+
+// result is the whole ping as a flow: the tail is its last second.
+func (p *Pinger) result() FlowResult {
+	var last time.Time
+	for _, r := range p.requests() {
+		last = r.at
+	}
+	var r FlowResult
+	r.Sent, r.Received = p.Count(time.Time{}, last.Add(time.Second))
+	r.TailSent, r.TailReceived = p.Count(last.Add(-time.Second), last.Add(time.Second))
+	return r
 }
 
 var datedSeq = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] (.*icmp_seq=(\d+).*)$`)
 
-// Count returns how many requests ping sent between from and to, and how
-// many of those were answered (then or later).
-func (p *Pinger) Count(from, to time.Time) (sent, received int) {
+// request is one echo request as ping's output dates it.
+type request struct {
+	seq      int
+	at       time.Time // of ping's first line about it
+	answered bool
+}
+
+// requests reads ping's output so far, in order.
+func (p *Pinger) requests() []request {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	first := map[int]time.Time{}
-	answered := map[int]bool{}
+	var reqs []request
+	index := map[int]int{}
 	for _, m := range datedSeq.FindAllStringSubmatch(string(p.out), -1) {
 		sec, _ := strconv.ParseInt(m[1], 10, 64)
 		usec, _ := strconv.ParseInt(m[2], 10, 64)
 		seq, _ := strconv.Atoi(m[4])
-		if _, ok := first[seq]; !ok {
-			first[seq] = time.Unix(sec, usec*1000)
+		i, ok := index[seq]
+		if !ok {
+			i = len(reqs)
+			index[seq] = i
+			reqs = append(reqs, request{seq: seq, at: time.Unix(sec, usec*1000)})
 		}
-		if strings.Contains(m[3], "bytes from") {
-			answered[seq] = true
-		}
+		reqs[i].answered = reqs[i].answered || strings.Contains(m[3], "bytes from")
 	}
-	for seq, at := range first {
-		if !at.Before(from) && at.Before(to) {
+	return reqs
+}
+
+// Count returns how many requests ping sent between from and to, and how
+// many of those were answered (then or later).
+func (p *Pinger) Count(from, to time.Time) (sent, received int) {
+	for _, r := range p.requests() {
+		if !r.at.Before(from) && r.at.Before(to) {
 			sent++
-			if answered[seq] {
+			if r.answered {
 				received++
 			}
 		}
