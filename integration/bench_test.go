@@ -16,14 +16,16 @@ import (
 )
 
 // BenchmarkIfupdown times `ifup wana wanb` + `ifdown wana wanb` in the lab,
-// ifisp's hooks against the seed's `up`/`down` lines, median of 10 each,
-// and prints the table. Run it with `make bench`.
+// ifisp's hooks against the seed's `up`/`down` lines, median of 10 each:
+// routing alone (ifisp-route against ip rule/ip route lines), and
+// everything (with SNAT, the guard and conntrack against the seed's
+// iptables and conntrack -D lines). Run it with `make bench`.
 func BenchmarkIfupdown(b *testing.B) {
 	const rounds = 10
-	measure := func(interfaces string, hooks bool) time.Duration {
+	measure := func(interfaces string, hooks bool, only ...string) time.Duration {
 		l := lab.New(b)
 		if hooks {
-			l.Install(bin)
+			l.Install(bin, only...)
 		}
 		l.Interfaces(interfaces)
 		var times []time.Duration
@@ -40,13 +42,21 @@ func BenchmarkIfupdown(b *testing.B) {
 		return times[rounds/2]
 	}
 	for range b.N {
-		seed := measure(lab.SeedRoutes, false)
-		ifisp := measure(lab.TwoISPs, true)
 		w := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
 		fmt.Fprintf(w, "\nifup wana wanb + ifdown wana wanb (median of %d)\tseed up/down lines\tifisp hooks\tratio\n", rounds)
-		fmt.Fprintf(w, "\t%v\t%v\t%.2fx\n", seed.Round(time.Millisecond), ifisp.Round(time.Millisecond), float64(ifisp)/float64(seed))
+		for _, row := range []struct {
+			name, seed string
+			only       []string
+		}{
+			{"routing only", lab.SeedRoutes, []string{"ifisp-route"}},
+			{"routing, SNAT, guard, conntrack", lab.Seed, nil},
+		} {
+			seed := measure(row.seed, false)
+			ifisp := measure(lab.TwoISPs, true, row.only...)
+			fmt.Fprintf(w, "%s\t%v\t%v\t%.2fx\n", row.name, seed.Round(time.Millisecond), ifisp.Round(time.Millisecond), float64(ifisp)/float64(seed))
+			b.ReportMetric(float64(ifisp)/float64(seed), strings.ReplaceAll(strings.ReplaceAll(row.name, " ", "-"), ",", "")+"-ifisp/seed")
+		}
 		w.Flush()
-		b.ReportMetric(float64(ifisp)/float64(seed), "ifisp/seed")
 	}
 }
 

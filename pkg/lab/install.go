@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 )
 
@@ -59,14 +60,17 @@ func Layout() ([]Hook, error) {
 // Install links the hooks of hooks/layout, pointing at the binaries in
 // binDir, into the router's /etc/network/if-*.d, and names ifisp's route
 // protocol in its /etc/iproute2/rt_protos.d, as `make install` does on a
-// real system.
-func (l *Lab) Install(binDir string) {
+// real system. With only, just the hooks of those binaries.
+func (l *Lab) Install(binDir string, only ...string) {
 	l.t.Helper()
 	hooks, err := Layout()
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	for _, h := range hooks {
+		if len(only) > 0 && !slices.Contains(only, h.Binary) {
+			continue
+		}
 		if err := os.Symlink(filepath.Join(binDir, h.Binary), filepath.Join(l.Etc(), "network", h.Folder, h.Name)); err != nil {
 			l.t.Fatal(err)
 		}
