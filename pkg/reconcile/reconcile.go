@@ -22,6 +22,7 @@ import (
 	"net/netip"
 
 	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -36,7 +37,7 @@ type Stats struct {
 
 // Dumper reads the conntrack table: a *conntrack.Conn.
 type Dumper interface {
-	Dump(opts *conntrack.DumpOptions) ([]conntrack.Flow, error)
+	DumpFilter(filter conntrack.Filter, opts *conntrack.DumpOptions) ([]conntrack.Flow, error)
 }
 
 // Remover deletes conntrack entries: a *Deleter.
@@ -44,8 +45,9 @@ type Remover interface {
 	Delete(flows []conntrack.Flow) (int, error)
 }
 
-// Run reconciles the conntrack table of the namespace ct, del and h are
-// opened in.
+// Run reconciles the IPv4 conntrack entries of the namespace ct, del and h
+// are opened in (NAT is IPv4's; the kernel filters the dump, Linux 4.20 or
+// later).
 func Run(ct Dumper, del Remover, h *netlink.Handle) (Stats, error) {
 	wans, err := policy.ReadWANs(h)
 	if err != nil {
@@ -102,13 +104,13 @@ func stale(f conntrack.Flow, wans policy.WANs, lookup func(src, dst netip.Addr) 
 	return true
 }
 
-// dump reads the conntrack table, again if the kernel interrupted the
+// dump reads the IPv4 conntrack table, again if the kernel interrupted the
 // dump (the table changed under it) or ran out of buffer.
 func dump(ct Dumper) ([]conntrack.Flow, error) {
 	var err error
 	for range 5 {
 		var flows []conntrack.Flow
-		if flows, err = ct.Dump(nil); err == nil {
+		if flows, err = ct.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4), nil); err == nil {
 			return flows, nil
 		}
 		if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOBUFS) {

@@ -1,11 +1,14 @@
 package reconcile
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"testing"
 
+	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 
 	"github.com/ifisp/ifisp/pkg/policy"
@@ -69,7 +72,7 @@ type fakeDumper struct {
 	failDumps []error
 }
 
-func (f *fakeDumper) Dump(*conntrack.DumpOptions) ([]conntrack.Flow, error) {
+func (f *fakeDumper) DumpFilter(conntrack.Filter, *conntrack.DumpOptions) ([]conntrack.Flow, error) {
 	if len(f.failDumps) > 0 {
 		err := f.failDumps[0]
 		f.failDumps = f.failDumps[1:]
@@ -92,4 +95,60 @@ func TestDumpRetries(t *testing.T) {
 	if _, err := dump(ct); err == nil {
 		t.Error("dump interrupted every time: got no error")
 	}
+}
+
+// The hand-written delete request is byte for byte what ti-mo/netfilter's
+// attribute encoder makes of the same tuple.
+func TestDeleteMessage(t *testing.T) {
+	for _, f := range []conntrack.Flow{
+		conntrack.NewFlow(unix.IPPROTO_UDP, 0, a("10.1.0.10"), remote, 20000, 7000, 0, 0),
+		conntrack.NewFlow(unix.IPPROTO_TCP, 0, a("2001:db8:b::10"), a("2001:db8:ffff::100"), 40000, 443, 0, 0),
+		{TupleOrig: conntrack.Tuple{IP: conntrack.IPTuple{SourceAddress: inside, DestinationAddress: remote},
+			Proto: conntrack.ProtoTuple{Protocol: unix.IPPROTO_ICMP, ICMPID: 77, ICMPType: 8}}, ID: 1234, Zone: 3},
+	} {
+		f.ID += 99
+		got, err := deleteMessage(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := referenceDelete(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Data, want.Data) || got.Header.Type != want.Header.Type || got.Header.Flags != want.Header.Flags {
+			t.Errorf("%v:\n got %x %v\nwant %x %v", f.TupleOrig, got.Data, got.Header, want.Data, want.Header)
+		}
+	}
+}
+
+// referenceDelete builds the request through netfilter.Attribute.
+func referenceDelete(f conntrack.Flow) (netlink.Message, error) {
+	t := f.TupleOrig
+	family := netfilter.ProtoIPv4
+	ip := []netfilter.Attribute{{Type: ctaIPv4Src, Data: t.IP.SourceAddress.AsSlice()}, {Type: ctaIPv4Dst, Data: t.IP.DestinationAddress.AsSlice()}}
+	if t.IP.SourceAddress.Is6() {
+		family = netfilter.ProtoIPv6
+		ip = []netfilter.Attribute{{Type: ctaIPv6Src, Data: t.IP.SourceAddress.AsSlice()}, {Type: ctaIPv6Dst, Data: t.IP.DestinationAddress.AsSlice()}}
+	}
+	proto := []netfilter.Attribute{{Type: ctaProtoNum, Data: []byte{t.Proto.Protocol}}}
+	if t.Proto.Protocol == unix.IPPROTO_ICMP {
+		proto = append(proto, netfilter.Attribute{Type: ctaProtoICMPID, Data: netfilter.Uint16Bytes(t.Proto.ICMPID)},
+			netfilter.Attribute{Type: ctaProtoICMPType, Data: []byte{t.Proto.ICMPType}},
+			netfilter.Attribute{Type: ctaProtoICMPCode, Data: []byte{t.Proto.ICMPCode}})
+	} else {
+		proto = append(proto, netfilter.Attribute{Type: ctaProtoSrcPort, Data: netfilter.Uint16Bytes(t.Proto.SourcePort)},
+			netfilter.Attribute{Type: ctaProtoDstPort, Data: netfilter.Uint16Bytes(t.Proto.DestinationPort)})
+	}
+	attrs := []netfilter.Attribute{
+		{Type: ctaTupleOrig, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaTupleIP, Nested: true, Children: ip},
+			{Type: ctaTupleProto, Nested: true, Children: proto},
+		}},
+		{Type: ctaID, Data: netfilter.Uint32Bytes(f.ID)},
+	}
+	if f.Zone != 0 {
+		attrs = append(attrs, netfilter.Attribute{Type: ctaZone, Data: netfilter.Uint16Bytes(f.Zone)})
+	}
+	return netfilter.MarshalNetlink(netfilter.Header{SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: msgCTDelete,
+		Family: family, Flags: netlink.Request}, attrs)
 }
