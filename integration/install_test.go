@@ -5,6 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
 	"testing"
 
 	"github.com/ifisp/ifisp/pkg/lab"
@@ -60,4 +63,35 @@ func dynamic(t *testing.T, path string) bool {
 		}
 	}
 	return false
+}
+
+// TestLayoutOrder checks hooks/layout against what DESIGN.md's order needs,
+// as run-parts will see it: valid names, and in every folder the route
+// before SNAT before the conntrack reconcile, which comes last of all.
+func TestLayoutOrder(t *testing.T) {
+	hooks, err := lab.Layout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	rank := map[string]int{"ifisp-route": 1, "ifisp-snat": 2, "ifisp-conntrack": 3}
+	byFolder := map[string][]lab.Hook{}
+	for _, h := range hooks {
+		if !valid.MatchString(h.Name) {
+			t.Errorf("%s/%s: run-parts would not run that name", h.Folder, h.Name)
+		}
+		byFolder[h.Folder] = append(byFolder[h.Folder], h)
+	}
+	for folder, hs := range byFolder {
+		sort.Slice(hs, func(i, j int) bool { return hs[i].Name < hs[j].Name }) // C locale
+		for i := 1; i < len(hs); i++ {
+			if rank[hs[i-1].Binary] > rank[hs[i].Binary] {
+				t.Errorf("%s: %s runs before %s", folder, hs[i-1].Name, hs[i].Name)
+			}
+		}
+		if last := hs[len(hs)-1]; slices.ContainsFunc(hs, func(h lab.Hook) bool { return h.Binary == "ifisp-conntrack" }) &&
+			(last.Binary != "ifisp-conntrack" || last.Name < "zz") {
+			t.Errorf("%s: the reconcile must sort after every other hook, got %s last", folder, last.Name)
+		}
+	}
 }
