@@ -3,8 +3,10 @@ package integration
 import (
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ifisp/ifisp/pkg/lab"
 )
@@ -171,4 +173,43 @@ func TestSNATBadStanza(t *testing.T) {
 			t.Errorf("%s: refused, yet iptables changed:\n%s", tc.option, ours)
 		}
 	}
+}
+
+// TestGuardDrops moves a flow NATed to wanb onto wana behind ifisp's back
+// (no reconcile runs): the guard drops its packets at the router and ISP A
+// sees not one spoofed packet. Without the guard, the same move makes ISP
+// A count them: the test can tell.
+func TestGuardDrops(t *testing.T) {
+	l := newFailoverLab(t)
+	p := l.StartPing(l.LAN, lab.Internet, 20*time.Millisecond, 150)
+	time.Sleep(500 * time.Millisecond) // the flow is NATed to wanb
+	l.Must(l.Router, "ip", "route", "del", "default", "via", l.B.Gate, "dev", "wanb")
+	time.Sleep(time.Second)
+	if n := l.Seen(&l.A, 4).Spoofed; n != 0 {
+		t.Errorf("with the guard, ISP A dropped %d spoofed packets, want 0", n)
+	}
+	if n := guardDrops(t, l, "wana"); n == 0 {
+		t.Error("the guard on wana dropped nothing, yet the flow NATed to wanb was routed there")
+	}
+
+	l.Must(l.Router, "iptables", "-D", "FORWARD", "-m", "comment", "--comment", "ifisp", "-j", "IFISP-GUARD")
+	time.Sleep(500 * time.Millisecond)
+	p.Stop()
+	if n := l.Seen(&l.A, 4).Spoofed; n == 0 {
+		t.Error("without the guard ISP A saw no spoofed packet: the test proves nothing")
+	}
+}
+
+// guardDrops returns the packets the egress guard of iface dropped.
+func guardDrops(t *testing.T, l *lab.Lab, iface string) int {
+	t.Helper()
+	out := l.Must(l.Router, "iptables", "-nvxL", "IFISP-GUARD-"+iface)
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "DROP" {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	t.Fatalf("no DROP rule in IFISP-GUARD-%s:\n%s", iface, out)
+	return 0
 }
