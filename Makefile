@@ -10,7 +10,7 @@ export CGO_ENABLED = 0
 
 BINARIES := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test bench demo install clean
+.PHONY: all build test test-vm bench demo install clean
 
 all: build
 
@@ -36,6 +36,11 @@ install: build
 
 clean:
 	rm -rf bin/
+
+# The VM tier: a stock Debian kernel under qemu, for what this kernel lacks
+# (sit/6rd, VLAN, netem). See vm/README.md.
+test-vm:
+	vm/run.sh $(VMTARGETS)
 
 # Speed goals as ratios against a baseline measured in the same run, printed
 # as tables (root: the lab).
