@@ -71,9 +71,24 @@ type Lab struct {
 	state string // ifupdown's --state-dir for the router
 }
 
+// VLANWAN is the name of ISP B's WAN when NewVLAN builds the lab: VLAN 4 on
+// the router's eth2, as the seed site's WANs are. ifupdown creates it.
+const VLANWAN = "eth2.4"
+
+// NewVLAN builds the lab with ISP B behind a VLAN: the router's veth is
+// eth2, and the stanza for ISP B names VLANWAN; ISP B's edge is VLAN 4 too.
+// It needs a kernel with 8021q (the VM tier's).
+func NewVLAN(t T) *Lab {
+	return newLab(t, true)
+}
+
 // New builds a lab and registers its removal with t.Cleanup, which runs also
 // when the test fails.
 func New(t T) *Lab {
+	return newLab(t, false)
+}
+
+func newLab(t T, vlan bool) *Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the lab needs root: it makes network namespaces")
@@ -94,13 +109,16 @@ func New(t T) *Lab {
 			core: "10.255.2.1", core6: "fd00:255:2::1", inet: "10.255.2.2", inet6: "fd00:255:2::2"},
 		t: t,
 	}
+	if vlan {
+		l.B.Iface = VLANWAN
+	}
 	t.Cleanup(l.remove)
 	state, err := os.MkdirTemp("", "ifisp-ifstate-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.state = state
-	l.build()
+	l.build(vlan)
 	return l
 }
 
@@ -112,7 +130,7 @@ func (l *Lab) Namespaces() []string {
 // ISPs returns both ISPs.
 func (l *Lab) ISPs() []*ISP { return []*ISP{&l.A, &l.B} }
 
-func (l *Lab) build() {
+func (l *Lab) build(vlan bool) {
 	for _, ns := range l.Namespaces() {
 		l.Must("", "ip", "netns", "add", ns)
 		// Before any interface exists, so every one inherits it: DAD
@@ -123,10 +141,14 @@ func (l *Lab) build() {
 	l.sysctls(l.Router, "net.ipv4.conf.all.rp_filter=2", "net.ipv4.conf.default.rp_filter=2")
 	l.sysctls(l.LAN, "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
 
+	wanb, cpeb := "wanb", "cpe"
+	if vlan {
+		wanb, cpeb = "eth2", "cpe0"
+	}
 	l.ipBatch("",
 		fmt.Sprintf("link add eth0 netns %s type veth peer lan0 netns %s", l.LAN, l.Router),
 		fmt.Sprintf("link add wana netns %s type veth peer cpe netns %s", l.Router, l.A.NS),
-		fmt.Sprintf("link add wanb netns %s type veth peer cpe netns %s", l.Router, l.B.NS),
+		fmt.Sprintf("link add %s netns %s type veth peer %s netns %s", wanb, l.Router, cpeb, l.B.NS),
 		fmt.Sprintf("link add uplink netns %s type veth peer ispa netns %s", l.A.NS, l.Inet),
 		fmt.Sprintf("link add uplink netns %s type veth peer ispb netns %s", l.B.NS, l.Inet),
 	)
@@ -137,6 +159,10 @@ func (l *Lab) build() {
 	l.ipBatch(l.Router,
 		"link set lo up", "link set lan0 up",
 		"addr add "+LANRouter+"/24 dev lan0", "addr add "+LANRouter6+"/64 dev lan0")
+	if vlan {
+		// ISP B's edge speaks VLAN 4 on cpe0; its spoof filter stays on cpe.
+		l.ipBatch(l.B.NS, "link set cpe0 up", "link add link cpe0 name cpe type vlan id 4")
+	}
 	inet := []string{"link set lo up",
 		"addr add " + Internet + "/32 dev lo", "addr add " + Internet6 + "/128 dev lo"}
 	for _, isp := range l.ISPs() {
