@@ -350,3 +350,16 @@ func (l *Lab) Ping(ns, dst string, count int, extra ...string) int {
 	n, _ := strconv.Atoi(m[2])
 	return n
 }
+
+// Impair puts netem on the ISP's uplink toward the internet host, e.g.
+// Impair(&l.B, "delay", "50ms", "loss", "10%"): the lossy or dead upstream
+// behind a modem that keeps carrier. With no arguments it removes it. It
+// needs sch_netem (the VM tier's kernel).
+func (l *Lab) Impair(isp *ISP, netem ...string) {
+	l.t.Helper()
+	if len(netem) == 0 {
+		l.Must(isp.NS, "tc", "qdisc", "del", "dev", "uplink", "root")
+		return
+	}
+	l.Must(isp.NS, append([]string{"tc", "qdisc", "replace", "dev", "uplink", "root", "netem"}, netem...)...)
+}
