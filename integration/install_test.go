@@ -74,7 +74,7 @@ func TestLayoutOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	valid := regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	rank := map[string]int{"ifisp-route": 1, "ifisp-snat": 2, "ifisp-conntrack": 3}
+	rank := map[string]int{"ifisp-6rd": 0, "ifisp-route": 1, "ifisp-snat": 2, "ifisp-conntrack": 3}
 	byFolder := map[string][]lab.Hook{}
 	for _, h := range hooks {
 		if !valid.MatchString(h.Name) {

@@ -22,7 +22,13 @@ func main() {
 	})
 }
 
-// do runs f on the stanza's link in the current network namespace.
+// do runs f on the stanza's link in the current network namespace. A 6rd
+// stanza's routing is ifisp-6rd's: only it knows the delegated prefix.
 func do(f func(*netlink.Handle, *policy.Link) error) hook.Action {
-	return func(c *stanza.Config) error { return policy.WithLink(c, f) }
+	return func(c *stanza.Config) error {
+		if c.SixRD != nil {
+			return nil
+		}
+		return policy.WithLink(c, f)
+	}
 }

@@ -37,6 +37,11 @@ func dynamicUp(c *stanza.Config) error {
 }
 
 func up(c *stanza.Config) error {
+	if c.SixRD != nil {
+		// A 6rd tunnel's sources come from its delegated prefix, which
+		// only ifisp-6rd computes; it has no guard yet.
+		return nil
+	}
 	t, err := tables(c)
 	if err != nil {
 		return err

@@ -1,0 +1,130 @@
+//go:build vmtest
+
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ifisp/ifisp/pkg/lab"
+)
+
+// The 6rd domain of the lab's ISP B: prefix 2001:db8:6000::/40, the
+// leading 8 bits of its IPv4 addresses shared, its border relay at ISP B's
+// edge. The router's 203.0.113.2 thus delegates 2001:db8:6000:7102::/64.
+const (
+	sixrdPrefix    = "2001:db8:6000::/40"
+	sixrdDelegated = "2001:db8:6000:7102::/64"
+	sixrdLANHost   = "2001:db8:6000:7102::10"
+)
+
+// sixrdStanzas is ISP B with IPv6 only through 6rd, the tunnel's /64 on
+// the LAN.
+const sixrdStanzas = `
+iface wanb inet static
+	address 203.0.113.2/24
+	isp-table ispb
+	isp-gateway 203.0.113.1
+	isp-metric 0
+	snat-from 10.1.0.0/24
+
+iface sixrd inet6 v4tunnel
+	endpoint any
+	local 203.0.113.2
+	ttl 64
+	isp-table ispb
+	isp-metric 1
+	6rd-prefix ` + sixrdPrefix + `
+	6rd-ipv4-masklen 8
+	6rd-relay 203.0.113.1
+	6rd-lan lan0
+`
+
+// TestSixRD is the 6rd scenario end to end on a real kernel: ifupdown makes
+// the sit tunnel, ifisp-6rd gives it its 6rd parameters and the LAN its /64
+// from the delegated prefix; a LAN host numbered from it reaches the IPv6
+// internet host through the tunnel and ISP B's border relay; ifdown leaves
+// nothing of ifisp's.
+func TestSixRD(t *testing.T) {
+	l := lab.New(t)
+	// ISP B's border relay: a 6rd sit device for the whole domain.
+	l.Must(l.B.NS, "ip", "tunnel", "add", "relay", "mode", "sit", "local", l.B.Gate, "ttl", "64")
+	l.Must(l.B.NS, "ip", "tunnel", "6rd", "dev", "relay", "6rd-prefix", sixrdPrefix, "6rd-relay_prefix", "203.0.0.0/8")
+	l.Must(l.B.NS, "ip", "link", "set", "relay", "up")
+	l.Must(l.B.NS, "ip", "addr", "add", "2001:db8:6000:7101::1/40", "dev", "relay")
+	l.Must(l.Inet, "ip", "route", "add", sixrdPrefix, "via", "fd00:255:2::1")
+	// ifupdown gives hooks a clean environment, so IFISP_RUN_DIR cannot
+	// reach them: they publish in /run/ifisp, which is the disposable
+	// guest's own (this test runs only in the VM tier).
+	run := "/run/ifisp"
+	l.Install(bin)
+	l.Interfaces(sixrdStanzas)
+	l.MustIfup("wanb", "sixrd")
+
+	if out := l.Must(l.Router, "ip", "-d", "link", "show", "sixrd"); !strings.Contains(out, "6rd-prefix "+sixrdPrefix+" 6rd-relay_prefix 203.0.0.0/8") {
+		t.Errorf("the tunnel lacks its 6rd parameters:\n%s", out)
+	}
+	if out := l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0"); !strings.Contains(out, "2001:db8:6000:7102::1/64") {
+		t.Errorf("lan0 lacks the delegated /64's ::1:\n%s", out)
+	}
+	if out := l.Must(l.Router, "ip", "-6", "rule"); !strings.Contains(out, "from "+sixrdDelegated+" lookup ispb proto ifisp") {
+		t.Errorf("no rule for the delegated prefix:\n%s", out)
+	}
+	if out := l.Must(l.Router, "ip", "-6", "route", "show", "table", "ispb"); !strings.Contains(out, "default via ::203.0.113.1 dev sixrd proto ifisp") {
+		t.Errorf("table ispb lacks the default via the relay:\n%s", out)
+	}
+	published, err := os.ReadFile(filepath.Join(run, "6rd.sixrd"))
+	if err != nil || !strings.Contains(string(published), "prefix="+sixrdDelegated) {
+		t.Errorf("published delegated prefix: %q, %v", published, err)
+	}
+
+	l.Must(l.LAN, "ip", "addr", "add", sixrdLANHost+"/64", "dev", "eth0")
+	l.Must(l.LAN, "ip", "-6", "route", "replace", "default", "via", "2001:db8:6000:7102::1")
+	before := l.Seen(&l.B, 4).Legit
+	if got := l.Ping(l.LAN, lab.Internet6, 5, "-I", sixrdLANHost); got != 5 {
+		t.Errorf("LAN host %s to %s: %d of 5 answered", sixrdLANHost, lab.Internet6, got)
+	}
+	if d := l.Seen(&l.B, 4).Legit - before; d < 5 {
+		t.Errorf("ISP B's edge saw %d IPv4 (6rd) packets from the router, want >= 5: the tunnel did not carry them", d)
+	}
+	if n := l.Spoofed(); n != 0 {
+		t.Errorf("the ISPs dropped %d spoofed packets, want 0", n)
+	}
+
+	l.MustIfdown("sixrd", "wanb")
+	if out := routingState(l); strings.Contains(out, "proto ifisp") {
+		t.Errorf("ifisp state left after ifdown:\n%s", out)
+	}
+	if out := l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0"); strings.Contains(out, "2001:db8:6000") {
+		t.Errorf("lan0 keeps the 6rd address after ifdown:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(run, "6rd.sixrd")); err == nil {
+		t.Error("the published prefix is left after ifdown")
+	}
+}
+
+// TestSixRDBadInput: 6rd-lan or 6rd-local naming an interface that is not
+// there, or one without IPv4, is refused in one line and changes nothing.
+func TestSixRDBadInput(t *testing.T) {
+	for _, tc := range []struct{ option, want string }{
+		{"6rd-lan nosuch0", `ifisp-6rd: sixrd: 6rd-lan "nosuch0": no such interface`},
+		{"6rd-local nosuch0", `ifisp-6rd: sixrd: 6rd-local "nosuch0": no such interface`},
+		{"6rd-local lan0", `ifisp-6rd: sixrd: 6rd-local "lan0": the interface has no IPv4 address yet`},
+	} {
+		l := lab.New(t)
+		l.Install(bin)
+		l.Must(l.Router, "ip", "-4", "addr", "flush", "dev", "lan0")
+		l.Interfaces(strings.Replace(sixrdStanzas, "6rd-lan lan0", tc.option, 1))
+		l.MustIfup("wanb")
+		before := routingState(l)
+		out, err := l.Ifup("sixrd")
+		if err == nil || !strings.Contains(out, tc.want+"\n") {
+			t.Errorf("%s: ifup said (%v):\n%s\nwant the line %q", tc.option, err, out, tc.want)
+		}
+		if after := routingState(l); after != before {
+			t.Errorf("%s: refused, yet the routing changed:\n%s", tc.option, after)
+		}
+	}
+}

@@ -1,0 +1,34 @@
+package sixrdlink
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+func TestNewPlan(t *testing.T) {
+	p := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name string
+		s    stanza.SixRD
+		v4   string
+		want Plan
+	}{
+		{"tunnel numbered, 6rd prefix length", stanza.SixRD{Prefix: p("2001:db8::/32"), Relay: netip.MustParseAddr("192.0.2.254")}, "192.0.2.1",
+			Plan{Delegated: p("2001:db8:c000:201::/64"), NextHop: netip.MustParseAddr("::192.0.2.254"), Address: p("2001:db8:c000:201::1/32")}},
+		{"LAN subnet 5 of a /56", stanza.SixRD{Prefix: p("2001:db8::/32"), IPv4MaskLen: 8, Relay: netip.MustParseAddr("192.0.2.254"), LANIface: "lan0", LANSubnet: 5}, "192.0.2.1",
+			Plan{Delegated: p("2001:db8:2:100::/56"), NextHop: netip.MustParseAddr("::192.0.2.254"), Address: p("2001:db8:2:105::1/64"), OnLAN: true}},
+	} {
+		c := &stanza.Config{Iface: "sixrd", Family: stanza.Inet6, SixRD: &tc.s}
+		tc.want.Local = netip.MustParseAddr(tc.v4)
+		got, err := NewPlan(c, tc.want.Local)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %+v, %v\nwant %+v", tc.name, got, err, tc.want)
+		}
+	}
+	c := &stanza.Config{Iface: "sixrd", SixRD: &stanza.SixRD{Prefix: p("2001:db8::/32"), IPv4MaskLen: 8, LANIface: "lan0", LANSubnet: 0x100}}
+	if _, err := NewPlan(c, netip.MustParseAddr("192.0.2.1")); err == nil {
+		t.Error("subnet 0x100 of a /56: no error")
+	}
+}

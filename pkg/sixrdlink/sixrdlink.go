@@ -1,0 +1,251 @@
+// Package sixrdlink configures a 6rd tunnel (RFC 5969) from an `inet6
+// v4tunnel` stanza's 6rd options: the sit device's 6rd parameters, the
+// address numbered from the delegated prefix, the LAN's /64, and the
+// published prefix; the routing goes through package policy.
+package sixrdlink
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/rundir"
+	"github.com/ifisp/ifisp/pkg/sixrd"
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+// Plan is what a 6rd stanza configures for one IPv4 address.
+type Plan struct {
+	Local     netip.Addr   // the IPv4 address embedded in the delegated prefix
+	Delegated netip.Prefix // the customer's delegated prefix
+	NextHop   netip.Addr   // ::<relay>, the default route's gateway
+	// Address is the router's address from the delegated prefix: on the
+	// LAN interface (its /64's ::1) with 6rd-lan, else on the tunnel
+	// (<delegated>::1 with the 6rd prefix's length, so the domain's other
+	// routers are reached directly through the tunnel).
+	Address netip.Prefix
+	OnLAN   bool
+}
+
+// NewPlan computes the plan of stanza c for the IPv4 address v4.
+func NewPlan(c *stanza.Config, v4 netip.Addr) (Plan, error) {
+	s := c.SixRD
+	delegated, err := sixrd.Delegated(s.Prefix, s.IPv4MaskLen, v4)
+	if err != nil {
+		return Plan{}, fmt.Errorf("%s: 6rd-prefix %s: %w", c.Iface, s.Prefix, err)
+	}
+	p := Plan{Local: v4, Delegated: delegated, NextHop: sixrd.RelayNextHop(s.Relay)}
+	if s.LANIface != "" {
+		subnet, err := sixrd.Subnet(delegated, s.LANSubnet)
+		if err != nil {
+			return Plan{}, fmt.Errorf("%s: 6rd-lan %s: %w", c.Iface, s.LANIface, err)
+		}
+		p.Address, p.OnLAN = netip.PrefixFrom(sixrd.LANAddr(subnet), 64), true
+	} else {
+		p.Address = netip.PrefixFrom(sixrd.LANAddr(netip.PrefixFrom(delegated.Addr(), 64)), s.Prefix.Bits())
+	}
+	return p, nil
+}
+
+// localIPv4 finds the IPv4 address to embed: 6rd-local's (an interface's
+// first global address, or a literal), else the tunnel's own `local`.
+func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (netip.Addr, error) {
+	s := c.SixRD
+	switch {
+	case s.LocalAddr.IsValid():
+		return s.LocalAddr, nil
+	case s.LocalIface != "":
+		link, err := h.LinkByName(s.LocalIface)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("%s: 6rd-local %q: no such interface", c.Iface, s.LocalIface)
+		}
+		addrs, err := h.AddrList(link, netlink.FAMILY_V4)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("%s: 6rd-local %q: listing addresses: %w", c.Iface, s.LocalIface, err)
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && a.Scope == unix.RT_SCOPE_UNIVERSE {
+				return ip.Unmap(), nil
+			}
+		}
+		return netip.Addr{}, fmt.Errorf("%s: 6rd-local %q: the interface has no IPv4 address yet", c.Iface, s.LocalIface)
+	case tunnelLocal.IsValid() && !tunnelLocal.IsUnspecified():
+		return tunnelLocal, nil
+	}
+	return netip.Addr{}, fmt.Errorf("%s: 6rd-local: missing (set 6rd-local, or local on the stanza)", c.Iface)
+}
+
+// Up configures the tunnel c names, which ifupdown has just made, and its
+// routing, and publishes the delegated prefix. Running it again after the
+// IPv4 address changed moves everything to the new prefix.
+func Up(h *netlink.Handle, c *stanza.Config) error {
+	link, err := h.LinkByName(c.Iface)
+	if err != nil {
+		return fmt.Errorf("%s: no such tunnel (does the stanza say inet6 v4tunnel?)", c.Iface)
+	}
+	sit, ok := link.(*netlink.Sittun)
+	if !ok {
+		return fmt.Errorf("%s: is a %s device, not a sit tunnel", c.Iface, link.Type())
+	}
+	tunnelLocal, _ := netip.AddrFromSlice(sit.Local.To4())
+	v4, err := localIPv4(h, c, tunnelLocal)
+	if err != nil {
+		return err
+	}
+	plan, err := NewPlan(c, v4)
+	if err != nil {
+		return err
+	}
+	var lan netlink.Link
+	if plan.OnLAN {
+		if lan, err = h.LinkByName(c.SixRD.LANIface); err != nil {
+			return fmt.Errorf("%s: 6rd-lan %q: no such interface", c.Iface, c.SixRD.LANIface)
+		}
+	}
+	// A re-run after the IPv4 address changed: the old prefix goes first.
+	if err := removePublished(h, c); err != nil {
+		return err
+	}
+	if err := set6rd(sit, c.SixRD.Prefix, v4, c.SixRD.IPv4MaskLen); err != nil {
+		return fmt.Errorf("%s: setting the 6rd parameters: %w", c.Iface, err)
+	}
+	addrLink := netlink.Link(sit)
+	if plan.OnLAN {
+		addrLink = lan
+	}
+	if err := h.AddrReplace(addrLink, &netlink.Addr{IPNet: ipNet(plan.Address)}); err != nil {
+		return fmt.Errorf("%s: adding %s to %s: %w", c.Iface, plan.Address, addrLink.Attrs().Name, err)
+	}
+	if err := rundir.Write(fileName(c), []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\n",
+		plan.Delegated, plan.Address, addrLink.Attrs().Name))); err != nil {
+		return fmt.Errorf("%s: publishing the delegated prefix: %w", c.Iface, err)
+	}
+	if c.Table == 0 {
+		return mainDefault(h, sit, plan, c)
+	}
+	routed := *c
+	routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), plan.Delegated)
+	return policy.Up(h, &policy.Link{Config: &routed, Index: sit.Attrs().Index, Address: plan.Address.Addr(), Gateway: plan.NextHop})
+}
+
+// Down removes what Up added: the routing (the tunnel itself ifupdown has
+// deleted by now) and the LAN address, found through the published file.
+func Down(h *netlink.Handle, c *stanza.Config) error {
+	var errs []error
+	if c.Table != 0 {
+		routed := *c
+		if p, ok := published(c); ok {
+			routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), p.delegated)
+		}
+		l, err := policy.Resolve(h, &routed)
+		if err == nil {
+			err = policy.Down(h, l)
+		}
+		errs = append(errs, err)
+	}
+	errs = append(errs, removePublished(h, c))
+	return errors.Join(errs...)
+}
+
+// mainDefault adds the main-table default via the relay for a stanza
+// without isp-table (with isp-table, policy does it for isp-metric).
+func mainDefault(h *netlink.Handle, sit netlink.Link, plan Plan, c *stanza.Config) error {
+	if c.Metric < 0 {
+		return nil
+	}
+	r := &netlink.Route{LinkIndex: sit.Attrs().Index, Dst: ipNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0)),
+		Gw: plan.NextHop.AsSlice(), Priority: c.Metric, Protocol: policy.Protocol, Table: unix.RT_TABLE_MAIN}
+	if err := h.RouteReplace(r); err != nil {
+		return fmt.Errorf("%s: isp-metric %d: default via %s: %w", c.Iface, c.Metric, plan.NextHop, err)
+	}
+	return nil
+}
+
+type publishedFile struct {
+	delegated netip.Prefix
+	address   netip.Prefix
+	dev       string
+}
+
+func fileName(c *stanza.Config) string { return "6rd." + c.Iface }
+
+// published reads back what Up published for the stanza.
+func published(c *stanza.Config) (publishedFile, bool) {
+	b, err := rundir.Read(fileName(c))
+	if err != nil || b == nil {
+		return publishedFile{}, false
+	}
+	var p publishedFile
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "prefix":
+			p.delegated, _ = netip.ParsePrefix(v)
+		case "address":
+			p.address, _ = netip.ParsePrefix(v)
+		case "dev":
+			p.dev = v
+		}
+	}
+	return p, p.delegated.IsValid()
+}
+
+// removePublished removes the address of the published prefix (when its
+// interface is still there) and the file.
+func removePublished(h *netlink.Handle, c *stanza.Config) error {
+	p, ok := published(c)
+	if !ok {
+		return nil
+	}
+	if link, err := h.LinkByName(p.dev); err == nil && p.address.IsValid() {
+		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(p.address)}); err != nil &&
+			!errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("%s: removing %s from %s: %w", c.Iface, p.address, p.dev, err)
+		}
+	}
+	return rundir.Remove(fileName(c))
+}
+
+// set6rd sets the sit device's 6rd prefix and relay prefix over netlink
+// (vishvananda/netlink's Sittun has no 6rd fields). A changelink resets
+// what it is not given, so the tunnel's own parameters go along.
+func set6rd(sit *netlink.Sittun, prefix netip.Prefix, v4 netip.Addr, maskLen int) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(sit.Attrs().Index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("sit"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_IPTUN_LINK, nl.Uint32Attr(sit.Link))
+	if ip := sit.Local.To4(); ip != nil {
+		data.AddRtAttr(nl.IFLA_IPTUN_LOCAL, []byte(ip))
+	}
+	if ip := sit.Remote.To4(); ip != nil {
+		data.AddRtAttr(nl.IFLA_IPTUN_REMOTE, []byte(ip))
+	}
+	data.AddRtAttr(nl.IFLA_IPTUN_TTL, nl.Uint8Attr(sit.Ttl))
+	data.AddRtAttr(nl.IFLA_IPTUN_TOS, nl.Uint8Attr(sit.Tos))
+	data.AddRtAttr(nl.IFLA_IPTUN_PMTUDISC, nl.Uint8Attr(sit.PMtuDisc))
+	data.AddRtAttr(nl.IFLA_IPTUN_PROTO, nl.Uint8Attr(sit.Proto))
+	pfx := prefix.Addr().As16()
+	data.AddRtAttr(nl.IFLA_IPTUN_6RD_PREFIX, pfx[:])
+	relayPrefix := netip.PrefixFrom(v4, maskLen).Masked().Addr().As4()
+	data.AddRtAttr(nl.IFLA_IPTUN_6RD_RELAY_PREFIX, relayPrefix[:])
+	data.AddRtAttr(nl.IFLA_IPTUN_6RD_PREFIXLEN, nl.Uint16Attr(uint16(prefix.Bits())))
+	data.AddRtAttr(nl.IFLA_IPTUN_6RD_RELAY_PREFIXLEN, nl.Uint16Attr(uint16(maskLen)))
+	req.AddData(info)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
