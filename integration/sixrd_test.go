@@ -128,3 +128,72 @@ func TestSixRDBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestSixRDBesideNative: ISP A native IPv6, ISP B 6rd, side by side in the
+// same table numbers as their IPv4 stanzas; a LAN host numbered from each
+// ISP's prefix leaves by that ISP, and neither ISP sees a spoofed packet.
+// Then ISP B's IPv4 address changes and ifup's hook, run again, moves the
+// 6rd prefix along.
+func TestSixRDBesideNative(t *testing.T) {
+	l := lab.New(t)
+	l.Must(l.B.NS, "ip", "tunnel", "add", "relay", "mode", "sit", "local", l.B.Gate, "ttl", "64")
+	l.Must(l.B.NS, "ip", "tunnel", "6rd", "dev", "relay", "6rd-prefix", sixrdPrefix, "6rd-relay_prefix", "203.0.0.0/8")
+	l.Must(l.B.NS, "ip", "link", "set", "relay", "up")
+	l.Must(l.B.NS, "ip", "addr", "add", "2001:db8:6000:7101::1/40", "dev", "relay")
+	l.Must(l.Inet, "ip", "route", "add", sixrdPrefix, "via", "fd00:255:2::1")
+	// ISP A routes the customer's /56 to the router.
+	l.Must(l.A.NS, "ip", "route", "add", "2001:db8:a:100::/56", "via", l.A.Router6)
+	l.Install(bin)
+	l.Interfaces(strings.Replace(sixrdStanzas, "local 203.0.113.2", "local 203.0.113.2\n\t6rd-local wanb", 1) + `
+iface wana inet static
+	address 198.51.100.2/24
+	isp-table ispa
+	isp-gateway 198.51.100.1
+	isp-metric 1
+
+iface wana inet6 static
+	address 2001:db8:a::2/64
+	isp-table ispa
+	isp-gateway 2001:db8:a::1
+	isp-metric 2
+	isp-source 2001:db8:a:100::/56
+`)
+	l.MustIfup("wana", "wanb", "sixrd")
+	l.Must(l.Router, "ip", "addr", "add", "2001:db8:a:100::1/64", "dev", "lan0")
+	hostA := "2001:db8:a:100::10"
+	l.Must(l.LAN, "ip", "addr", "add", hostA+"/64", "dev", "eth0")
+	l.Must(l.LAN, "ip", "addr", "add", sixrdLANHost+"/64", "dev", "eth0")
+	l.Must(l.LAN, "ip", "-6", "route", "replace", "default", "via", "2001:db8:6000:7102::1")
+
+	for _, tc := range []struct {
+		src    string
+		isp    *lab.ISP
+		family int // what the ISP's edge sees: IPv6, or 6rd's IPv4
+	}{{hostA, &l.A, 6}, {sixrdLANHost, &l.B, 4}} {
+		before := l.Seen(tc.isp, tc.family).Legit
+		if got := l.Ping(l.LAN, lab.Internet6, 5, "-I", tc.src); got != 5 {
+			t.Errorf("from %s: %d of 5 answered", tc.src, got)
+		}
+		if d := l.Seen(tc.isp, tc.family).Legit - before; d < 5 {
+			t.Errorf("from %s: %s's edge saw %d packets, want >= 5", tc.src, tc.isp.Name, d)
+		}
+	}
+	if n := l.Spoofed(); n != 0 {
+		t.Errorf("the ISPs dropped %d spoofed packets, want 0", n)
+	}
+
+	// ISP B renumbers the router: the hook, run again, follows.
+	l.Must(l.Router, "ip", "addr", "del", "203.0.113.2/24", "dev", "wanb")
+	l.Must(l.Router, "ip", "addr", "add", "203.0.113.3/24", "dev", "wanb")
+	if out, err := l.RunHook(binary("ifisp-6rd"), l.HookEnv("sixrd", "inet6", "post-up")); err != nil {
+		t.Fatal(err, out)
+	}
+	addrs := l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0")
+	if !strings.Contains(addrs, "2001:db8:6000:7103::1/64") || strings.Contains(addrs, "2001:db8:6000:7102::1") {
+		t.Errorf("after renumbering, lan0 has:\n%s", addrs)
+	}
+	rules := l.Must(l.Router, "ip", "-6", "rule")
+	if !strings.Contains(rules, "from 2001:db8:6000:7103::/64 lookup ispb") || strings.Contains(rules, "7102") {
+		t.Errorf("after renumbering, the rules are:\n%s", rules)
+	}
+}
