@@ -80,6 +80,17 @@ func TestSixRD(t *testing.T) {
 		t.Errorf("published delegated prefix: %q, %v", published, err)
 	}
 
+	// The up hooks again, as ifupdown ran them: nothing changes.
+	up := routingState(l) + l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0")
+	for _, hook := range []string{"ifisp-6rd", "ifisp-route"} {
+		if out, err := l.RunHook(binary(hook), l.HookEnv("sixrd", "inet6", "post-up")); err != nil {
+			t.Fatal(err, out)
+		}
+	}
+	if again := routingState(l) + l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0"); again != up {
+		t.Errorf("the up hooks run twice changed the state:\n--- once\n%s--- twice\n%s", up, again)
+	}
+
 	l.Must(l.LAN, "ip", "addr", "add", sixrdLANHost+"/64", "dev", "eth0")
 	l.Must(l.LAN, "ip", "-6", "route", "replace", "default", "via", "2001:db8:6000:7102::1")
 	before := l.Seen(&l.B, 4).Legit

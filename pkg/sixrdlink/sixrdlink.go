@@ -110,8 +110,11 @@ func Up(h *netlink.Handle, c *stanza.Config) error {
 		}
 	}
 	// A re-run after the IPv4 address changed: the old prefix goes first.
-	if err := removePublished(h, c); err != nil {
-		return err
+	// An unchanged one stays, so a re-run never blinks the LAN's address.
+	if old, ok := published(c); ok && (old.delegated != plan.Delegated || old.address != plan.Address) {
+		if err := removePublished(h, c); err != nil {
+			return err
+		}
 	}
 	if err := set6rd(sit, c.SixRD.Prefix, v4, c.SixRD.IPv4MaskLen); err != nil {
 		return fmt.Errorf("%s: setting the 6rd parameters: %w", c.Iface, err)
