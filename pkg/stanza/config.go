@@ -31,9 +31,10 @@ func (f Family) Bits() int {
 	return 32
 }
 
-// Contains reports whether a belongs to the family.
+// Contains reports whether a belongs to the family. An IPv4-mapped IPv6
+// address is an inet6 address, as the kernel sees it.
 func (f Family) Contains(a netip.Addr) bool {
-	return a.IsValid() && a.Unmap().Is4() == (f == Inet)
+	return a.IsValid() && a.Is4() == (f == Inet)
 }
 
 // Config is one stanza, parsed and validated. The zero value of an optional

@@ -1,6 +1,7 @@
 package stanza
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -27,13 +28,23 @@ type Option struct {
 	// ifupdown facts (Family, Method, Gateway, ...) already read; root is
 	// the filesystem root the rt_tables files are read below.
 	parse func(c *Config, value, root string) error
+	// wrongFamily says what is wrong with the option on a stanza of the
+	// other family, when the generic "only for inet stanzas" does not.
+	wrongFamily string
 }
+
+// natIPv4Only is what is wrong with a snat-* option on an inet6 stanza.
+const natIPv4Only = "NAT is IPv4 only (move it to the interface's inet stanza)"
 
 // options is the single source of truth: every ifisp option, in the order
 // they are parsed and documented.
 var options = []Option{
 	{Name: "isp-table", Doc: "this ISP's routing table: a name from rt_tables (or rt_tables.d, /usr/share/iproute2/rt_tables) or a number; 0, 253, 254, 255 are refused",
-		parse: func(c *Config, v, root string) (err error) { c.Table, err = table(v, root); return err }},
+		parse: func(c *Config, v, root string) (err error) {
+			c.Table, err = table(v, root)
+			c.TableName = v
+			return err
+		}},
 	{Name: "isp-gateway", Default: "the stanza's gateway", Doc: "gateway for this ISP's table; for dhcp or a tunnel, what the kernel has",
 		parse: func(c *Config, v, _ string) (err error) { c.ISPGateway, err = c.addr(v); return err }},
 	{Name: "isp-metric", Doc: "install a main-table default route through this ISP with this metric (lower wins)",
@@ -42,9 +53,9 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) (err error) { c.Sources, err = c.prefixes(v); return err }},
 	{Name: "isp-throw", Default: "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 (inet), fc00::/7 (inet6)", Doc: "destinations sent back to the main table",
 		parse: func(c *Config, v, _ string) (err error) { c.Throw, err = c.prefixes(v); return err }},
-	{Name: "snat-from", Family: Inet, Doc: "inside source ranges NATed to this link's address on the way out",
+	{Name: "snat-from", Family: Inet, wrongFamily: natIPv4Only, Doc: "inside source ranges NATed to this link's address on the way out",
 		parse: func(c *Config, v, _ string) (err error) { c.SNATFrom, err = c.prefixes(v); return err }},
-	{Name: "snat-to", Family: Inet, Default: "the stanza's address", Doc: "the address to NAT to",
+	{Name: "snat-to", Family: Inet, wrongFamily: natIPv4Only, Default: "the stanza's address", Doc: "the address to NAT to",
 		parse: func(c *Config, v, _ string) (err error) { c.SNATTo, err = c.addr(v); return err }},
 	{Name: "isp-check", Doc: "targets the health monitor probes through this link; none: carrier and gateway only",
 		parse: func(c *Config, v, _ string) (err error) { c.Check, err = c.addrs(v); return err }},
@@ -62,7 +73,7 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().IPv4MaskLen, err = maskLen(v); return err }},
 	{Name: "6rd-local", Family: Inet6, Default: "the tunnel's local", Doc: "interface or IPv4 address whose address is embedded in the delegated prefix",
 		parse: func(c *Config, v, _ string) error { return c.sixrd().setLocal(v) }},
-	{Name: "6rd-lan", Family: Inet6, Doc: "LAN interface[:subnet-id] that gets that /64 of the delegated prefix, address ::1",
+	{Name: "6rd-lan", Family: Inet6, Doc: "LAN interface[:subnet-id] that gets /64 number subnet-id (hex, default 0) of the delegated prefix, address ::1",
 		parse: func(c *Config, v, _ string) error { return c.sixrd().setLAN(v) }},
 }
 
@@ -75,6 +86,18 @@ func Options() []Option {
 // unknown option with one of them is a typo.
 var optionPrefixes = []string{"isp-", "snat-", "6rd-"}
 
+// set parses value into c, refusing it on a stanza of the wrong family.
+func (o *Option) set(c *Config, value, root string) error {
+	switch {
+	case o.Family == "" || o.Family == c.Family:
+		return o.parse(c, value, root)
+	case o.wrongFamily != "":
+		return errors.New(o.wrongFamily)
+	}
+	return fmt.Errorf("only for %s stanzas (this is an %s stanza)", o.Family, c.Family)
+}
+
+// findOption returns the option called name, or nil.
 func findOption(name string) *Option {
 	for i := range options {
 		if options[i].Name == name {
@@ -88,7 +111,7 @@ func findOption(name string) *Option {
 func (c *Config) addr(v string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(v)
 	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("not an IP address")
+		return netip.Addr{}, errors.New("not an IP address")
 	}
 	if !c.Family.Contains(a) {
 		return netip.Addr{}, fmt.Errorf("not an %s address (this is an %s stanza)", familyName(a), c.Family)
@@ -102,7 +125,7 @@ func (c *Config) addrs(v string) ([]netip.Addr, error) {
 	for _, f := range strings.Fields(v) {
 		a, err := c.addr(f)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+			return nil, fmt.Errorf("%s: %v", f, err)
 		}
 		for _, o := range list {
 			if o == a {
@@ -121,7 +144,7 @@ func (c *Config) prefixes(v string) ([]netip.Prefix, error) {
 	for _, f := range strings.Fields(v) {
 		p, err := prefix(f)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+			return nil, fmt.Errorf("%s: %v", f, err)
 		}
 		if !c.Family.Contains(p.Addr()) {
 			return nil, fmt.Errorf("%s: not an %s prefix (this is an %s stanza)", f, familyName(p.Addr()), c.Family)
@@ -134,7 +157,7 @@ func (c *Config) prefixes(v string) ([]netip.Prefix, error) {
 		list = append(list, p)
 	}
 	if len(list) == 0 {
-		return nil, fmt.Errorf("empty list")
+		return nil, errors.New("empty list")
 	}
 	return list, nil
 }
@@ -144,7 +167,7 @@ func (c *Config) prefixes(v string) ([]netip.Prefix, error) {
 func prefix(v string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(v)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("not a CIDR prefix")
+		return netip.Prefix{}, errors.New("not a CIDR prefix")
 	}
 	if p.Masked() != p {
 		return netip.Prefix{}, fmt.Errorf("host bits set, did you mean %s", p.Masked())
@@ -152,6 +175,7 @@ func prefix(v string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// familyName returns the family of a, for messages.
 func familyName(a netip.Addr) Family {
 	if a.Is4() {
 		return Inet
@@ -159,108 +183,117 @@ func familyName(a netip.Addr) Family {
 	return Inet6
 }
 
-// table resolves isp-table to a number a table of ISP's own may have.
+// table resolves isp-table to the number of a table an ISP may have.
 func table(v, root string) (int, error) {
-	n, ok, err := LookupTable(root, v)
+	n, err := LookupTable(root, v)
 	switch {
+	case errors.Is(err, ErrNoTable) && !tableName.MatchString(v):
+		return 0, errors.New("not a table name or number")
+	case errors.Is(err, ErrNoTable):
+		return 0, fmt.Errorf("no such table in /etc/iproute2/rt_tables, rt_tables.d/*.conf or /usr/share/iproute2/rt_tables (add \"NUMBER %s\" to /etc/iproute2/rt_tables.d/isp.conf, or give a number)", v)
 	case err != nil:
 		return 0, err
-	case !ok && !tableName.MatchString(v):
-		return 0, fmt.Errorf("not a table name or number")
-	case !ok && numeric.MatchString(v):
-		return 0, fmt.Errorf("table number out of range (1 to 4294967295)")
-	case !ok:
-		return 0, fmt.Errorf("no such table in /etc/iproute2/rt_tables, rt_tables.d/*.conf or /usr/share/iproute2/rt_tables (add \"NUMBER %s\" to /etc/iproute2/rt_tables.d/isp.conf, or give a number)", v)
 	case n == 0 || n == 253 || n == 254 || n == 255:
-		return 0, fmt.Errorf("reserved table (0, 253, 254, 255 are refused)")
-	case n > 0xffffffff:
-		return 0, fmt.Errorf("table number out of range (1 to 4294967295)")
+		return 0, errors.New("reserved table (0, 253, 254, 255 are refused)")
 	}
-	return int(n), nil
+	return n, nil
 }
 
 // tableName matches the names iproute2 writes in rt_tables.
 var tableName = regexp.MustCompile(`^[-+A-Za-z0-9_.]+$`)
 
-// numeric matches what was meant as a number, in or out of range.
-var numeric = regexp.MustCompile(`^[-+]?[0-9]+$`)
-
+// metric parses a route metric.
 func metric(v string) (int, error) {
-	n, err := strconv.ParseUint(v, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("not a metric (a number from 0 to 4294967295)")
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > maxUint32 {
+		return 0, fmt.Errorf("not a metric (a number from 0 to %d)", maxUint32)
 	}
 	return int(n), nil
 }
 
+// count parses a number of probe rounds.
 func count(v string) (int, error) {
 	n, err := strconv.ParseUint(v, 10, 16)
 	if err != nil || n == 0 {
-		return 0, fmt.Errorf("not a count (a number from 1 to 65535)")
+		return 0, errors.New("not a count (a number from 1 to 65535)")
 	}
 	return int(n), nil
 }
 
+// duration parses a probe period.
 func duration(v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("not a positive duration (e.g. 200ms, 1s)")
+		return 0, errors.New("not a positive duration (e.g. 200ms, 1s)")
 	}
 	return d, nil
 }
 
+// ipv4 parses an IPv4 address, whatever the stanza's family.
 func ipv4(v string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(v)
 	if err != nil || !a.Is4() {
-		return netip.Addr{}, fmt.Errorf("not an IPv4 address")
+		return netip.Addr{}, errors.New("not an IPv4 address")
 	}
 	return a, nil
 }
 
+// sixrdPrefix parses a 6rd prefix: IPv6, at most a /64.
 func sixrdPrefix(v string) (netip.Prefix, error) {
 	p, err := prefix(v)
 	if err != nil {
 		return p, err
 	}
 	if !p.Addr().Is6() || p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("not an IPv6 prefix")
+		return netip.Prefix{}, errors.New("not an IPv6 prefix")
 	}
 	if p.Bits() > 64 {
-		return netip.Prefix{}, fmt.Errorf("longer than /64")
+		return netip.Prefix{}, errors.New("longer than /64")
 	}
 	return p, nil
 }
 
+// maskLen parses 6rd-ipv4-masklen.
 func maskLen(v string) (int, error) {
 	n, err := strconv.ParseUint(v, 10, 8)
 	if err != nil || n > 32 {
-		return 0, fmt.Errorf("not a length from 0 to 32")
+		return 0, errors.New("not a length from 0 to 32")
 	}
 	return int(n), nil
 }
 
-// ifname matches what the kernel accepts as an interface name.
-var ifname = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+// ifnameChars matches the interface names ifisp accepts: 1 to 15
+// characters, as the kernel allows, from a conservative set (the kernel
+// refuses only '/', ':' and whitespace, but a name like "eth0;ls" is more
+// likely a mistake than an interface).
+var ifnameChars = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 
+// isIfname reports whether name is an interface name ifisp accepts.
+func isIfname(name string) bool {
+	return ifnameChars.MatchString(name) && name != "." && name != ".."
+}
+
+// setLocal parses 6rd-local: an IPv4 address or an interface name.
 func (s *SixRD) setLocal(v string) error {
 	if a, err := netip.ParseAddr(v); err == nil {
 		if !a.Is4() {
-			return fmt.Errorf("not an IPv4 address")
+			return errors.New("not an IPv4 address")
 		}
 		s.LocalAddr = a
 		return nil
 	}
-	if !ifname.MatchString(v) {
-		return fmt.Errorf("neither an interface name nor an IPv4 address")
+	if !isIfname(v) {
+		return errors.New("neither an interface name nor an IPv4 address")
 	}
 	s.LocalIface = v
 	return nil
 }
 
+// setLAN parses 6rd-lan: IFACE or IFACE:SUBNET-ID, the id in hex.
 func (s *SixRD) setLAN(v string) error {
 	name, id, hasID := strings.Cut(v, ":")
-	if !ifname.MatchString(name) {
-		return fmt.Errorf("not an interface name (IFACE or IFACE:SUBNET-ID)")
+	if !isIfname(name) {
+		return errors.New("not an interface name (IFACE or IFACE:SUBNET-ID)")
 	}
 	s.LANIface = name
 	if hasID {
@@ -273,6 +306,7 @@ func (s *SixRD) setLAN(v string) error {
 	return nil
 }
 
+// sixrd returns c's SixRD, making it on the first 6rd option.
 func (c *Config) sixrd() *SixRD {
 	if c.SixRD == nil {
 		c.SixRD = &SixRD{}

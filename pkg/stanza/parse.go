@@ -29,6 +29,7 @@ type Error struct {
 	Problems []Problem
 }
 
+// Error returns the problems, one line each, without a trailing newline.
 func (e *Error) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
@@ -83,39 +84,30 @@ func Parse(environ []string, root string) (*Config, error) {
 			}
 		}
 	}
+	var problems []Problem
+	bad := func(option, value, format string, args ...any) {
+		problems = append(problems, Problem{Option: option, Value: value, Msg: fmt.Sprintf(format, args...)})
+	}
 	_, hasTable := given["isp-table"]
 	_, has6rd := given["6rd-prefix"]
 	if !hasTable && !has6rd {
 		if len(given) == 0 {
 			return nil, ErrNotOptedIn
 		}
-		names := sortedKeys(given)
-		return nil, &Error{Iface: c.Iface, Problems: []Problem{{Option: "isp-table",
-			Msg: fmt.Sprintf("missing: %s does nothing without it (add isp-table to the stanza)", strings.Join(names, ", "))}}}
+		reportUnknown(given, bad)
+		reportNoOptIn(given, bad)
+		return nil, &Error{Iface: c.Iface, Problems: problems}
 	}
 
-	var problems []Problem
-	bad := func(option, value, format string, args ...any) {
-		problems = append(problems, Problem{Option: option, Value: value, Msg: fmt.Sprintf(format, args...)})
-	}
 	c.parseIfupdown(env, bad)
-
-	for _, name := range sortedKeys(given) {
-		if findOption(name) == nil {
-			bad(name, given[name], "unknown option%s", suggest(name))
-		}
-	}
+	reportUnknown(given, bad)
+	failed := map[string]bool{} // the options given with a bad value
 	for _, o := range options {
-		v, ok := given[o.Name]
-		if !ok {
-			continue
-		}
-		if o.Family != "" && o.Family != c.Family {
-			bad(o.Name, v, "only for %s stanzas (this is an %s stanza)", o.Family, c.Family)
-			continue
-		}
-		if err := o.parse(c, v, root); err != nil {
-			bad(o.Name, v, "%v", err)
+		if v, ok := given[o.Name]; ok {
+			if err := o.set(c, v, root); err != nil {
+				bad(o.Name, v, "%v", err)
+				failed[o.Name] = true
+			}
 		}
 	}
 	c.defaults()
@@ -126,11 +118,42 @@ func Parse(environ []string, root string) (*Config, error) {
 			given[o] = v
 		}
 	}
-	c.check(given, bad)
+	c.check(given, failed, bad)
 	if len(problems) > 0 {
 		return nil, &Error{Iface: c.Iface, Problems: problems}
 	}
 	return c, nil
+}
+
+// reportUnknown reports the given options that look like ifisp's but are
+// not: typos must not pass silently.
+func reportUnknown(given map[string]string, bad func(option, value, format string, args ...any)) {
+	for _, name := range sortedKeys(given) {
+		if findOption(name) == nil {
+			bad(name, given[name], "unknown option%s", suggest(name))
+		}
+	}
+}
+
+// reportNoOptIn reports the ifisp options of a stanza that has neither
+// isp-table nor 6rd-prefix, which they do nothing without.
+func reportNoOptIn(given map[string]string, bad func(option, value, format string, args ...any)) {
+	var known []string
+	only6rd := true
+	for _, name := range sortedKeys(given) {
+		if findOption(name) != nil {
+			known = append(known, name)
+			only6rd = only6rd && strings.HasPrefix(name, "6rd-")
+		}
+	}
+	if len(known) == 0 {
+		return
+	}
+	missing := "isp-table"
+	if only6rd {
+		missing = "6rd-prefix"
+	}
+	bad(missing, "", "missing: %s does nothing without it (add %s to the stanza)", strings.Join(known, ", "), missing)
 }
 
 // parseIfupdown reads ifupdown's own options that ifisp needs: address
@@ -165,7 +188,7 @@ func (c *Config) address(v, netmask string) (netip.Prefix, error) {
 	if strings.Contains(v, "/") {
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("not an address with prefix length")
+			return netip.Prefix{}, errors.New("not an address with prefix length")
 		}
 		if !c.Family.Contains(p.Addr()) {
 			return netip.Prefix{}, fmt.Errorf("not an %s address (this is an %s stanza)", familyName(p.Addr()), c.Family)
@@ -176,7 +199,9 @@ func (c *Config) address(v, netmask string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	bits := a.BitLen() // a lone address is a host route's
+	// Without a netmask, ifupdown runs `ip addr add ADDRESS`, which gives
+	// the address a host prefix (/32, /128): so does ifisp.
+	bits := a.BitLen()
 	if netmask != "" {
 		if bits, err = maskBits(netmask, a.BitLen()); err != nil {
 			return netip.Prefix{}, fmt.Errorf("netmask %q: %v", netmask, err)
@@ -185,14 +210,15 @@ func (c *Config) address(v, netmask string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, bits), nil
 }
 
-// maskBits reads a netmask as a length ("24", "64") or a dotted mask.
-func maskBits(m string, max int) (int, error) {
-	if n, err := strconv.Atoi(m); err == nil && n >= 0 && n <= max {
+// maskBits reads a netmask as a length ("24", "64") or, for an address of
+// addrBits 32, a dotted mask.
+func maskBits(m string, addrBits int) (int, error) {
+	if n, err := strconv.Atoi(m); err == nil && n >= 0 && n <= addrBits {
 		return n, nil
 	}
 	a, err := netip.ParseAddr(m)
-	if err != nil || !a.Is4() || max != 32 {
-		return 0, fmt.Errorf("not a netmask")
+	if err != nil || !a.Is4() || addrBits != 32 {
+		return 0, errors.New("not a netmask")
 	}
 	b := a.As4()
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
@@ -202,7 +228,7 @@ func maskBits(m string, max int) (int, error) {
 		v <<= 1
 	}
 	if v != 0 {
-		return 0, fmt.Errorf("not a contiguous netmask")
+		return 0, errors.New("not a contiguous netmask")
 	}
 	return ones, nil
 }
@@ -222,8 +248,9 @@ func (c *Config) defaults() {
 	}
 }
 
-// check finds the problems that lie between options.
-func (c *Config) check(given map[string]string, bad func(option, value, format string, args ...any)) {
+// check finds the problems that lie between options; failed names the
+// options whose own value was bad, which have been reported already.
+func (c *Config) check(given map[string]string, failed map[string]bool, bad func(option, value, format string, args ...any)) {
 	has := func(o string) bool { _, ok := given[o]; return ok }
 	if c.Method == "static" {
 		if !has("address") {
@@ -233,11 +260,19 @@ func (c *Config) check(given map[string]string, bad func(option, value, format s
 			bad("isp-gateway", "", "missing (set isp-gateway, or gateway, on a static stanza)")
 		}
 	}
+	// No 6rd option was accepted (on an inet stanza, each was refused).
 	if c.SixRD == nil {
 		return
 	}
-	if c.Family != Inet6 || c.Method != "v4tunnel" {
-		bad("6rd-prefix", given["6rd-prefix"], "6rd options belong on an `inet6 v4tunnel` stanza (this is %s %s)", c.Family, c.Method)
+	if c.Method != "v4tunnel" {
+		first := "6rd-prefix"
+		for _, o := range options {
+			if strings.HasPrefix(o.Name, "6rd-") && has(o.Name) {
+				first = o.Name
+				break
+			}
+		}
+		bad(first, given[first], "6rd options belong on an `inet6 v4tunnel` stanza (this is inet6 %s)", c.Method)
 		return
 	}
 	s := c.SixRD
@@ -248,7 +283,7 @@ func (c *Config) check(given map[string]string, bad func(option, value, format s
 	if !has("6rd-relay") {
 		bad("6rd-relay", "", "missing (the ISP's border relay, an IPv4 address)")
 	}
-	if !s.Prefix.IsValid() {
+	if failed["6rd-prefix"] || failed["6rd-ipv4-masklen"] {
 		return
 	}
 	delegated := s.Prefix.Bits() + 32 - s.IPv4MaskLen
@@ -257,11 +292,15 @@ func (c *Config) check(given map[string]string, bad func(option, value, format s
 			s.Prefix.Bits(), 32-s.IPv4MaskLen, delegated, s.Prefix.Bits()-32)
 		return
 	}
-	if s.LANIface != "" && delegated < 64 && s.LANSubnet >= 1<<(64-delegated) {
-		bad("6rd-lan", given["6rd-lan"], "subnet id %x does not fit in the /%d delegated prefix (at most %x)", s.LANSubnet, delegated, uint64(1)<<(64-delegated)-1)
+	if s.LANIface == "" || failed["6rd-lan"] {
+		return
 	}
-	if s.LANIface != "" && delegated == 64 && s.LANSubnet != 0 {
+	// The subnet id numbers a /64 within the delegated prefix.
+	switch bits := 64 - delegated; {
+	case bits == 0 && s.LANSubnet != 0:
 		bad("6rd-lan", given["6rd-lan"], "the delegated prefix is a single /64: subnet id must be 0")
+	case bits < 64 && s.LANSubnet>>bits != 0:
+		bad("6rd-lan", given["6rd-lan"], "subnet id %x does not fit in the /%d delegated prefix (at most %x)", s.LANSubnet, delegated, uint64(1)<<bits-1)
 	}
 }
 

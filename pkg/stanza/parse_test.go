@@ -2,16 +2,26 @@ package stanza
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 const root = "../../testdata/rt"
+
+// The highest table number and metric: 4294967295, or less where an int
+// has 32 bits.
+var (
+	outOfRange = fmt.Sprintf("table number out of range (1 to %d)", maxUint32)
+	notMetric  = fmt.Sprintf("not a metric (a number from 0 to %d)", maxUint32)
+)
 
 // env builds ifupdown's environment for a stanza: the base variables, then
 // "option value" lines as IF_* variables, as ifupdown exports them.
@@ -25,55 +35,141 @@ func env(iface, family, method string, options ...string) []string {
 	return e
 }
 
-func TestParseTwoISPs(t *testing.T) {
-	got, err := Parse(env("wana", "inet", "static",
-		"address 198.51.100.2/24", "gateway 198.51.100.1", "metric 3",
-		"isp-table ispa", "isp-metric 1", "isp-source 198.51.100.64/28 192.0.2.0/29",
-		"snat-from 10.1.0.0/24", "isp-check 192.0.2.1 192.0.2.2", "isp-check-interval 500ms"), root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := &Config{
-		Iface: "wana", Logical: "wana", Family: Inet, Method: "static", Mode: "start", Phase: "post-up",
-		Address:       netip.MustParsePrefix("198.51.100.2/24"),
-		Gateway:       netip.MustParseAddr("198.51.100.1"),
-		GatewayMetric: 3,
-		Table:         100, TableName: "",
-		ISPGateway: netip.MustParseAddr("198.51.100.1"),
-		Metric:     1,
-		Sources:    []netip.Prefix{netip.MustParsePrefix("198.51.100.64/28"), netip.MustParsePrefix("192.0.2.0/29")},
-		Throw: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"),
-			netip.MustParsePrefix("192.168.0.0/16")},
-		SNATFrom:      []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")},
-		Check:         []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")},
-		CheckInterval: 500 * time.Millisecond, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
-	}
-	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
-		cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
-		t.Errorf("inet stanza (-want +got):\n%s", d)
-	}
+// equate compares netip values by value.
+var equate = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
-	got, err = Parse(env("wanb", "inet6", "static",
-		"address 2001:db8:b::2", "netmask 64", "isp-table ispb", "isp-gateway fe80::1", "isp-throw fc00::/7 2001:db8:ffff::/48"), root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Table != 0x65 || got.Address != netip.MustParsePrefix("2001:db8:b::2/64") ||
-		got.ISPGateway != netip.MustParseAddr("fe80::1") || got.Metric != -1 || len(got.Throw) != 2 {
-		t.Errorf("inet6 stanza: got %+v", got)
+func TestParseGood(t *testing.T) {
+	a := netip.MustParseAddr
+	p := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want *Config
+	}{
+		{"inet static, ispa by name", env("wana", "inet", "static",
+			"address 198.51.100.2", "netmask 255.255.255.0", "gateway 198.51.100.1", "metric 3",
+			"isp-table ispa", "isp-metric 1", "isp-source 198.51.100.64/28 192.0.2.0/29",
+			"snat-from 10.1.0.0/24", "isp-check 192.0.2.1 192.0.2.2", "isp-check-interval 500ms"),
+			&Config{
+				Iface: "wana", Logical: "wana", Family: Inet, Method: "static", Mode: "start", Phase: "post-up",
+				Address: p("198.51.100.2/24"), Gateway: a("198.51.100.1"), GatewayMetric: 3,
+				Table: 100, TableName: "ispa", ISPGateway: a("198.51.100.1"), Metric: 1,
+				Sources:       []netip.Prefix{p("198.51.100.64/28"), p("192.0.2.0/29")},
+				Throw:         []netip.Prefix{p("10.0.0.0/8"), p("172.16.0.0/12"), p("192.168.0.0/16")},
+				SNATFrom:      []netip.Prefix{p("10.1.0.0/24")},
+				Check:         []netip.Addr{a("192.0.2.1"), a("192.0.2.2")},
+				CheckInterval: 500 * time.Millisecond, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+			}},
+		{"inet static, ispb by number, isp-gateway and snat-to", env("wanb", "inet", "static",
+			"address 203.0.113.2/24", "isp-table 101", "isp-gateway 203.0.113.1", "isp-metric 0",
+			"snat-from 10.1.0.0/24 10.2.0.0/16", "snat-to 203.0.113.3", "isp-throw 10.0.0.0/8",
+			"isp-check-down 3", "isp-check-up 7"),
+			&Config{
+				Iface: "wanb", Logical: "wanb", Family: Inet, Method: "static", Mode: "start", Phase: "post-up",
+				Address: p("203.0.113.2/24"), GatewayMetric: -1,
+				Table: 101, TableName: "101", ISPGateway: a("203.0.113.1"), Metric: 0,
+				Throw:    []netip.Prefix{p("10.0.0.0/8")},
+				SNATFrom: []netip.Prefix{p("10.1.0.0/24"), p("10.2.0.0/16")}, SNATTo: a("203.0.113.3"),
+				CheckInterval: DefaultCheckInterval, CheckDown: 3, CheckUp: 7,
+			}},
+		{"inet6 static, ispb by hex number in rt_tables", env("wanb", "inet6", "static",
+			"address 2001:db8:b::2", "netmask 64", "gateway fe80::1", "isp-table ispb",
+			"isp-source 2001:db8:b100::/56", "isp-throw fc00::/7 2001:db8:ffff::/48", "isp-check 2001:db8::53"),
+			&Config{
+				Iface: "wanb", Logical: "wanb", Family: Inet6, Method: "static", Mode: "start", Phase: "post-up",
+				Address: p("2001:db8:b::2/64"), Gateway: a("fe80::1"), GatewayMetric: -1,
+				Table: 101, TableName: "ispb", ISPGateway: a("fe80::1"), Metric: -1,
+				Sources:       []netip.Prefix{p("2001:db8:b100::/56")},
+				Throw:         []netip.Prefix{p("fc00::/7"), p("2001:db8:ffff::/48")},
+				Check:         []netip.Addr{a("2001:db8::53")},
+				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+			}},
+		{"inet6 static without netmask: a host prefix, as ip addr add gives", env("wana", "inet6", "static",
+			"address 2001:db8:a::2", "gateway 2001:db8:a::1", "isp-table ispa"),
+			&Config{
+				Iface: "wana", Logical: "wana", Family: Inet6, Method: "static", Mode: "start", Phase: "post-up",
+				Address: p("2001:db8:a::2/128"), Gateway: a("2001:db8:a::1"), GatewayMetric: -1,
+				Table: 100, TableName: "ispa", ISPGateway: a("2001:db8:a::1"), Metric: -1,
+				Throw:         []netip.Prefix{p("fc00::/7")},
+				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+			}},
+		{"inet dhcp: address and gateway from the kernel later", env("wana", "inet", "dhcp", "isp-table cable"),
+			&Config{
+				Iface: "wana", Logical: "wana", Family: Inet, Method: "dhcp", Mode: "start", Phase: "post-up",
+				GatewayMetric: -1, Table: 102, TableName: "cable", Metric: -1,
+				Throw:         []netip.Prefix{p("10.0.0.0/8"), p("172.16.0.0/12"), p("192.168.0.0/16")},
+				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+			}},
+		{"inet6 v4tunnel with 6rd, opted in by 6rd-prefix", env("sixrd", "inet6", "v4tunnel",
+			"6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254", "6rd-ipv4-masklen 8", "6rd-local wana",
+			"6rd-lan lan0:ff"),
+			&Config{
+				Iface: "sixrd", Logical: "sixrd", Family: Inet6, Method: "v4tunnel", Mode: "start", Phase: "post-up",
+				GatewayMetric: -1, Metric: -1,
+				Throw:         []netip.Prefix{p("fc00::/7")},
+				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				SixRD: &SixRD{Prefix: p("2001:db8::/32"), Relay: a("192.0.2.254"), IPv4MaskLen: 8,
+					LocalIface: "wana", LANIface: "lan0", LANSubnet: 0xff},
+			}},
+		{"6rd-local as an address, a /64 delegated", env("sixrd", "inet6", "v4tunnel",
+			"6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254", "6rd-local 198.51.100.2", "6rd-lan lan0"),
+			&Config{
+				Iface: "sixrd", Logical: "sixrd", Family: Inet6, Method: "v4tunnel", Mode: "start", Phase: "post-up",
+				GatewayMetric: -1, Metric: -1,
+				Throw:         []netip.Prefix{p("fc00::/7")},
+				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				SixRD: &SixRD{Prefix: p("2001:db8::/32"), Relay: a("192.0.2.254"),
+					LocalAddr: a("198.51.100.2"), LANIface: "lan0"},
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse(tc.env, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got, equate); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
 	}
 }
 
-func TestParseTables(t *testing.T) {
-	for name, want := range map[string]int{"ispa": 100, "ispb": 101, "cable": 102, "7": 7, "0x10": 16, "4294967295": 4294967295} {
-		c, err := Parse(env("wana", "inet", "dhcp", "isp-table "+name), root)
-		if err != nil {
-			t.Errorf("isp-table %s: %v", name, err)
-			continue
+func TestLookupTable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want int
+	}{
+		{"ispa", 100},  // /etc/iproute2/rt_tables, before usr/share's 150
+		{"ispb", 101},  // rt_tables.d/isp.conf, in hex
+		{"cable", 102}, // /usr/share/iproute2/rt_tables
+		{"main", 254},  // reserved numbers are the caller's call
+		{"unspec", 0},  //
+		{"7", 7},       // numbers are themselves
+		{"0x10", 16},   //
+		{"010", 10},    // decimal, not octal
+		{strconv.Itoa(maxUint32), maxUint32},
+	} {
+		n, err := LookupTable(root, tc.name)
+		if err != nil || n != tc.want {
+			t.Errorf("LookupTable(%q) = %d, %v; want %d", tc.name, n, err, tc.want)
 		}
-		if c.Table != want {
-			t.Errorf("isp-table %s: got %d, want %d", name, c.Table, want)
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"telco", "no such table"},
+		{"-1", outOfRange},
+		{"4294967296", outOfRange},
+		{"0x100000000", outOfRange},
+		{"broken", root + `/etc/iproute2/rt_tables.d/broken.conf: table broken: "1x" is not a number`},
+	} {
+		if n, err := LookupTable(root, tc.name); err == nil || err.Error() != tc.want {
+			t.Errorf("LookupTable(%q) = %d, %v; want %q", tc.name, n, err, tc.want)
 		}
+	}
+	if _, err := LookupTable(root, "telco"); !errors.Is(err, ErrNoTable) {
+		t.Errorf("LookupTable(telco): %v is not ErrNoTable", err)
+	}
+	if n, err := LookupTable(t.TempDir(), "ispa"); !errors.Is(err, ErrNoTable) {
+		t.Errorf("LookupTable without any rt_tables: got %d, %v; want ErrNoTable", n, err)
 	}
 }
 
@@ -81,11 +177,13 @@ func TestParseNotOptedIn(t *testing.T) {
 	for _, e := range [][]string{
 		env("lo", "inet", "loopback"),
 		env("lan0", "inet", "static", "address 10.1.0.1/24"),
+		env("lan0", "inet6", "static", "address 2001:db8:1::1/64", "accept-ra 0"),
 		env("--all", "inet", "", "isp-table ispa"),
 		env("wana", "ipx", "static", "isp-table ispa"),
+		env("wana", "can", "static", "isp-table ispa"),
 		{"ADDRFAM=inet"},
 	} {
-		if c, err := Parse(e, root); !errors.Is(err, ErrNotOptedIn) {
+		if c, err := Parse(e, root); !errors.Is(err, ErrNotOptedIn) || c != nil {
 			t.Errorf("%v: got %+v, %v; want ErrNotOptedIn", e, c, err)
 		}
 	}
@@ -94,98 +192,154 @@ func TestParseNotOptedIn(t *testing.T) {
 // TestParseErrors is the user interface of a refused stanza: one line per
 // problem, naming interface, option and value, saying what to do.
 func TestParseErrors(t *testing.T) {
-	v4 := []string{"address 198.51.100.2/24", "gateway 198.51.100.1"}
-	v6 := []string{"address 2001:db8:a::2/64", "gateway 2001:db8:a::1"}
+	v4 := func(o ...string) []string {
+		return env("wana", "inet", "static", append([]string{"address 198.51.100.2/24", "gateway 198.51.100.1", "isp-table ispa"}, o...)...)
+	}
+	v6 := func(o ...string) []string {
+		return env("wana", "inet6", "static", append([]string{"address 2001:db8:a::2/64", "gateway 2001:db8:a::1", "isp-table ispa"}, o...)...)
+	}
+	table := func(v string) []string {
+		return env("wana", "inet", "static", "address 198.51.100.2/24", "gateway 198.51.100.1", "isp-table "+v)
+	}
 	tunnel := func(o ...string) []string { return env("sixrd", "inet6", "v4tunnel", o...) }
+	const reserved = `reserved table (0, 253, 254, 255 are refused)`
 	for _, tc := range []struct {
 		env  []string
 		want string
 	}{
-		{env("wana", "inet", "static", append(v4, "isp-table main")...),
-			`wana: isp-table "main": reserved table (0, 253, 254, 255 are refused)`},
-		{env("wana", "inet", "static", append(v4, "isp-table 255")...),
-			`wana: isp-table "255": reserved table (0, 253, 254, 255 are refused)`},
-		{env("wana", "inet", "static", append(v4, "isp-table 0")...),
-			`wana: isp-table "0": reserved table (0, 253, 254, 255 are refused)`},
-		{env("wana", "inet", "static", append(v4, "isp-table telco")...),
+		// isp-table
+		{table("main"), `wana: isp-table "main": ` + reserved},
+		{table("local"), `wana: isp-table "local": ` + reserved},
+		{table("unspec"), `wana: isp-table "unspec": ` + reserved},
+		{table("255"), `wana: isp-table "255": ` + reserved},
+		{table("254"), `wana: isp-table "254": ` + reserved},
+		{table("0xfd"), `wana: isp-table "0xfd": ` + reserved},
+		{table("0"), `wana: isp-table "0": ` + reserved},
+		{table("telco"),
 			`wana: isp-table "telco": no such table in /etc/iproute2/rt_tables, rt_tables.d/*.conf or /usr/share/iproute2/rt_tables (add "NUMBER telco" to /etc/iproute2/rt_tables.d/isp.conf, or give a number)`},
-		{env("wana", "inet", "static", append(v4, "isp-table 4294967296")...),
-			`wana: isp-table "4294967296": table number out of range (1 to 4294967295)`},
-		{env("wana", "inet", "static", append(v4, "isp-table -1")...),
-			`wana: isp-table "-1": table number out of range (1 to 4294967295)`},
-		{env("wana", "inet", "static", append(v4, "isp-table 1;reboot")...),
-			`wana: isp-table "1;reboot": not a table name or number`},
-		{env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table ispa", "isp-gateway 198.51.100.300"),
-			`wana: isp-gateway "198.51.100.300": not an IP address`},
-		{env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table ispa", "isp-gateway $(reboot)"),
-			`wana: isp-gateway "$(reboot)": not an IP address`},
-		{env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table ispa", "isp-gateway 2001:db8::1"),
-			`wana: isp-gateway "2001:db8::1": not an inet6 address (this is an inet stanza)`},
-		{env("wana", "inet", "static", "address 198.51.100.2/24", "gateway 2001:db8::1", "isp-table ispa"),
-			`wana: gateway "2001:db8::1": not an inet6 address (this is an inet stanza)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-metric low")...),
-			`wana: isp-metric "low": not a metric (a number from 0 to 4294967295)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-metric -1")...),
-			`wana: isp-metric "-1": not a metric (a number from 0 to 4294967295)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-source 10.0.0.0/33")...),
-			`wana: isp-source "10.0.0.0/33": 10.0.0.0/33: not a CIDR prefix`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-throw 10.0.0.1/8")...),
-			`wana: isp-throw "10.0.0.1/8": 10.0.0.1/8: host bits set, did you mean 10.0.0.0/8`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "snat-from 10.1.0.0/24 10.0.0.1/8")...),
-			`wana: snat-from "10.1.0.0/24 10.0.0.1/8": 10.0.0.1/8: host bits set, did you mean 10.0.0.0/8`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "snat-from fd00::/8")...),
-			`wana: snat-from "fd00::/8": fd00::/8: not an inet6 prefix (this is an inet stanza)`},
-		{env("wana", "inet6", "static", append(v6, "isp-table ispa", "snat-from 10.1.0.0/24")...),
-			`wana: snat-from "10.1.0.0/24": only for inet stanzas (this is an inet6 stanza)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "snat-to wana")...),
-			`wana: snat-to "wana": not an IP address`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-tabel ispa")...),
-			`wana: isp-tabel "ispa": unknown option (did you mean isp-table?)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "snat-form 10.1.0.0/24")...),
-			`wana: snat-form "10.1.0.0/24": unknown option (did you mean snat-from?)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "6rd-whatever 1")...),
-			`wana: 6rd-whatever "1": unknown option (see the option table in README.md)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-source 192.0.2.0/29 192.0.2.0/29")...),
-			`wana: isp-source "192.0.2.0/29 192.0.2.0/29": 192.0.2.0/29: given twice`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-check 192.0.2.1 192.0.2.1")...),
-			`wana: isp-check "192.0.2.1 192.0.2.1": 192.0.2.1: given twice`},
+		{table("4294967296"), `wana: isp-table "4294967296": ` + outOfRange},
+		{table("99999999999999999999999"), `wana: isp-table "99999999999999999999999": ` + outOfRange},
+		{table("-1"), `wana: isp-table "-1": ` + outOfRange},
+		{table("1;reboot"), `wana: isp-table "1;reboot": not a table name or number`},
+		{table("$(reboot)"), `wana: isp-table "$(reboot)": not a table name or number`},
+		{table(""), `wana: isp-table: not a table name or number`},
+		// ifupdown's own options
 		{env("wana", "inet", "static", "gateway 198.51.100.1", "isp-table ispa"),
 			`wana: address: missing (a static stanza needs its address)`},
 		{env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table ispa"),
 			`wana: isp-gateway: missing (set isp-gateway, or gateway, on a static stanza)`},
-		{env("wana", "inet", "static", append(v4, "snat-from 10.1.0.0/24")...),
-			`wana: isp-table: missing: snat-from does nothing without it (add isp-table to the stanza)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-check-interval 0")...),
-			`wana: isp-check-interval "0": not a positive duration (e.g. 200ms, 1s)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "isp-check-down 0")...),
-			`wana: isp-check-down "0": not a count (a number from 1 to 65535)`},
+		{env("wana", "inet", "static", "address 198.51.100.256/24", "gateway 198.51.100.1", "isp-table ispa"),
+			`wana: address "198.51.100.256/24": not an address with prefix length`},
+		{env("wana", "inet", "static", "address 2001:db8::2/64", "gateway 198.51.100.1", "isp-table ispa"),
+			`wana: address "2001:db8::2/64": not an inet6 address (this is an inet stanza)`},
 		{env("wana", "inet", "static", "address 198.51.100.2", "netmask 255.0.255.0", "gateway 198.51.100.1", "isp-table ispa"),
 			`wana: address "198.51.100.2": netmask "255.0.255.0": not a contiguous netmask`},
+		{env("wana", "inet6", "static", "address 2001:db8::2", "netmask ffff::", "gateway 2001:db8::1", "isp-table ispa"),
+			`wana: address "2001:db8::2": netmask "ffff::": not a netmask`},
+		{env("wana", "inet", "static", "address 198.51.100.2/24", "gateway 198.51.100.1.1", "isp-table ispa"),
+			`wana: gateway "198.51.100.1.1": not an IP address`},
+		{env("wana", "inet", "static", "address 198.51.100.2/24", "gateway 2001:db8::1", "isp-table ispa"),
+			`wana: gateway "2001:db8::1": not an inet6 address (this is an inet stanza)`},
+		{env("wana", "inet6", "static", "address 2001:db8::2/64", "gateway 198.51.100.1", "isp-table ispa"),
+			`wana: gateway "198.51.100.1": not an inet address (this is an inet6 stanza)`},
+		{v4("metric high"), `wana: metric "high": ` + notMetric},
+		// isp-gateway, isp-metric
+		{v4("isp-gateway 198.51.100.300"), `wana: isp-gateway "198.51.100.300": not an IP address`},
+		{v4("isp-gateway $(reboot)"), `wana: isp-gateway "$(reboot)": not an IP address`},
+		{v4("isp-gateway 198.51.100.1;reboot"), `wana: isp-gateway "198.51.100.1;reboot": not an IP address`},
+		{v4("isp-gateway 2001:db8::1"), `wana: isp-gateway "2001:db8::1": not an inet6 address (this is an inet stanza)`},
+		{v6("isp-gateway 198.51.100.1"), `wana: isp-gateway "198.51.100.1": not an inet address (this is an inet6 stanza)`},
+		{v4("isp-metric low"), `wana: isp-metric "low": ` + notMetric},
+		{v4("isp-metric -1"), `wana: isp-metric "-1": ` + notMetric},
+		{v4("isp-metric 4294967296"), `wana: isp-metric "4294967296": ` + notMetric},
+		// CIDR lists
+		{v4("isp-source 10.0.0.0/33"), `wana: isp-source "10.0.0.0/33": 10.0.0.0/33: not a CIDR prefix`},
+		{v4("isp-source 10.0.0.1/8"), `wana: isp-source "10.0.0.1/8": 10.0.0.1/8: host bits set, did you mean 10.0.0.0/8`},
+		{v4("isp-source 192.0.2.0/29 192.0.2.0/29"), `wana: isp-source "192.0.2.0/29 192.0.2.0/29": 192.0.2.0/29: given twice`},
+		{v4("isp-source 2001:db8::/48"), `wana: isp-source "2001:db8::/48": 2001:db8::/48: not an inet6 prefix (this is an inet stanza)`},
+		{v4("isp-source"), `wana: isp-source: empty list`},
+		{v4("isp-throw 10.0.0.0/33"), `wana: isp-throw "10.0.0.0/33": 10.0.0.0/33: not a CIDR prefix`},
+		{v4("isp-throw 10.0.0.1/8"), `wana: isp-throw "10.0.0.1/8": 10.0.0.1/8: host bits set, did you mean 10.0.0.0/8`},
+		{v4("isp-throw 10.0.0.0/8 10.0.0.0/8"), `wana: isp-throw "10.0.0.0/8 10.0.0.0/8": 10.0.0.0/8: given twice`},
+		{v6("isp-throw 10.0.0.0/8"), `wana: isp-throw "10.0.0.0/8": 10.0.0.0/8: not an inet prefix (this is an inet6 stanza)`},
+		{v4("isp-throw 10.0.0.0/8;reboot"), `wana: isp-throw "10.0.0.0/8;reboot": 10.0.0.0/8;reboot: not a CIDR prefix`},
+		{v4("snat-from 10.0.0.0/33"), `wana: snat-from "10.0.0.0/33": 10.0.0.0/33: not a CIDR prefix`},
+		{v4("snat-from 10.1.0.0/24 10.0.0.1/8"), `wana: snat-from "10.1.0.0/24 10.0.0.1/8": 10.0.0.1/8: host bits set, did you mean 10.0.0.0/8`},
+		{v4("snat-from 10.1.0.0/24 10.1.0.0/24"), `wana: snat-from "10.1.0.0/24 10.1.0.0/24": 10.1.0.0/24: given twice`},
+		{v4("snat-from fd00::/8"), `wana: snat-from "fd00::/8": fd00::/8: not an inet6 prefix (this is an inet stanza)`},
+		{v6("snat-from 10.1.0.0/24"), `wana: snat-from "10.1.0.0/24": NAT is IPv4 only (move it to the interface's inet stanza)`},
+		// snat-to
+		{v4("snat-to wana"), `wana: snat-to "wana": not an IP address`},
+		{v4("snat-to `reboot`"), "wana: snat-to \"`reboot`\": not an IP address"},
+		{v4("snat-to 2001:db8::2"), `wana: snat-to "2001:db8::2": not an inet6 address (this is an inet stanza)`},
+		{v6("snat-to 198.51.100.2"), `wana: snat-to "198.51.100.2": NAT is IPv4 only (move it to the interface's inet stanza)`},
+		// health checks
+		{v4("isp-check 192.0.2.1 192.0.2.1"), `wana: isp-check "192.0.2.1 192.0.2.1": 192.0.2.1: given twice`},
+		{v4("isp-check 192.0.2.1 example.com"), `wana: isp-check "192.0.2.1 example.com": example.com: not an IP address`},
+		{v6("isp-check 192.0.2.1"), `wana: isp-check "192.0.2.1": 192.0.2.1: not an inet address (this is an inet6 stanza)`},
+		{v4("isp-check-interval 0"), `wana: isp-check-interval "0": not a positive duration (e.g. 200ms, 1s)`},
+		{v4("isp-check-interval fast"), `wana: isp-check-interval "fast": not a positive duration (e.g. 200ms, 1s)`},
+		{v4("isp-check-interval -1s"), `wana: isp-check-interval "-1s": not a positive duration (e.g. 200ms, 1s)`},
+		{v4("isp-check-down 0"), `wana: isp-check-down "0": not a count (a number from 1 to 65535)`},
+		{v4("isp-check-up ten"), `wana: isp-check-up "ten": not a count (a number from 1 to 65535)`},
+		// unknown options
+		{v4("isp-tabel ispa"), `wana: isp-tabel "ispa": unknown option (did you mean isp-table?)`},
+		{v4("snat-form 10.1.0.0/24"), `wana: snat-form "10.1.0.0/24": unknown option (did you mean snat-from?)`},
+		{v4("6rd-whatever 1"), `wana: 6rd-whatever "1": unknown option (see the option table in README.md)`},
+		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-rellay 192.0.2.1"),
+			`sixrd: 6rd-rellay "192.0.2.1": unknown option (did you mean 6rd-relay?)`},
+		// options without isp-table or 6rd-prefix
+		{env("wana", "inet", "static", "address 198.51.100.2/24", "gateway 198.51.100.1", "snat-from 10.1.0.0/24"),
+			`wana: isp-table: missing: snat-from does nothing without it (add isp-table to the stanza)`},
+		{env("wana", "inet", "dhcp", "isp-metric 1", "isp-check 192.0.2.1"),
+			`wana: isp-table: missing: isp-check, isp-metric does nothing without it (add isp-table to the stanza)`},
+		{env("wana", "inet", "static", "address 198.51.100.2/24", "isp-tabel 100"),
+			`wana: isp-tabel "100": unknown option (did you mean isp-table?)`},
+		{tunnel("6rd-relay 192.0.2.1"),
+			`sixrd: 6rd-prefix: missing: 6rd-relay does nothing without it (add 6rd-prefix to the stanza)`},
 		// 6rd
-		{tunnel("6rd-prefix 2001:db8::/65", "6rd-relay 192.0.2.1"),
-			`sixrd: 6rd-prefix "2001:db8::/65": longer than /64`},
-		{tunnel("6rd-prefix 192.0.2.0/24", "6rd-relay 192.0.2.1"),
-			`sixrd: 6rd-prefix "192.0.2.0/24": not an IPv6 prefix`},
+		{tunnel("6rd-prefix 2001:db8::/65", "6rd-relay 192.0.2.1"), `sixrd: 6rd-prefix "2001:db8::/65": longer than /64`},
+		{tunnel("6rd-prefix 2001:db8::1/32", "6rd-relay 192.0.2.1"),
+			`sixrd: 6rd-prefix "2001:db8::1/32": host bits set, did you mean 2001:db8::/32`},
+		{tunnel("6rd-prefix 192.0.2.0/24", "6rd-relay 192.0.2.1"), `sixrd: 6rd-prefix "192.0.2.0/24": not an IPv6 prefix`},
+		{tunnel("6rd-prefix 2001:db8::", "6rd-relay 192.0.2.1"), `sixrd: 6rd-prefix "2001:db8::": not a CIDR prefix`},
 		{tunnel("6rd-prefix 2001:db8::/40", "6rd-relay 192.0.2.1"),
 			`sixrd: 6rd-ipv4-masklen "0": 6rd-prefix /40 plus 32 IPv4 bits makes a /72, longer than /64 (raise 6rd-ipv4-masklen to at least 8)`},
+		{tunnel("6rd-prefix 2001:db8::/48", "6rd-relay 192.0.2.1", "6rd-ipv4-masklen 8"),
+			`sixrd: 6rd-ipv4-masklen "8": 6rd-prefix /48 plus 24 IPv4 bits makes a /72, longer than /64 (raise 6rd-ipv4-masklen to at least 16)`},
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-ipv4-masklen 33"),
 			`sixrd: 6rd-ipv4-masklen "33": not a length from 0 to 32`},
-		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 2001:db8::1"),
-			`sixrd: 6rd-relay "2001:db8::1": not an IPv4 address`},
-		{tunnel("6rd-prefix 2001:db8::/32"),
-			`sixrd: 6rd-relay: missing (the ISP's border relay, an IPv4 address)`},
+		{tunnel("6rd-prefix 2001:db8::/40", "6rd-relay 192.0.2.1", "6rd-ipv4-masklen -8"),
+			`sixrd: 6rd-ipv4-masklen "-8": not a length from 0 to 32`},
+		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 2001:db8::1"), `sixrd: 6rd-relay "2001:db8::1": not an IPv4 address`},
+		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay relay.example.net"), `sixrd: 6rd-relay "relay.example.net": not an IPv4 address`},
+		{tunnel("6rd-prefix 2001:db8::/32"), `sixrd: 6rd-relay: missing (the ISP's border relay, an IPv4 address)`},
+		{env("sixrd", "inet6", "v4tunnel", "isp-table ispb", "6rd-relay 192.0.2.1"),
+			`sixrd: 6rd-prefix: missing (the other 6rd options need it)`},
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-local eth0;ls"),
 			`sixrd: 6rd-local "eth0;ls": neither an interface name nor an IPv4 address`},
+		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-local averyveryverylongname"),
+			`sixrd: 6rd-local "averyveryverylongname": neither an interface name nor an IPv4 address`},
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-local 2001:db8::1"),
 			`sixrd: 6rd-local "2001:db8::1": not an IPv4 address`},
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-ipv4-masklen 8", "6rd-lan lan0:100"),
 			`sixrd: 6rd-lan "lan0:100": subnet id 100 does not fit in the /56 delegated prefix (at most ff)`},
+		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-lan lan0:1"),
+			`sixrd: 6rd-lan "lan0:1": the delegated prefix is a single /64: subnet id must be 0`},
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-lan lan0:xyz"),
 			`sixrd: 6rd-lan "lan0:xyz": subnet id "xyz" is not a hex number`},
-		{env("wana", "inet6", "static", append(v6, "isp-table ispa", "6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1")...),
+		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-lan lan/0:1"),
+			`sixrd: 6rd-lan "lan/0:1": not an interface name (IFACE or IFACE:SUBNET-ID)`},
+		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-lan .."),
+			`sixrd: 6rd-lan "..": not an interface name (IFACE or IFACE:SUBNET-ID)`},
+		{v6("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1"),
 			`wana: 6rd-prefix "2001:db8::/32": 6rd options belong on an ` + "`inet6 v4tunnel`" + ` stanza (this is inet6 static)`},
-		{env("wana", "inet", "static", append(v4, "isp-table ispa", "6rd-prefix 2001:db8::/32")...),
-			`wana: 6rd-prefix "2001:db8::/32": only for inet6 stanzas (this is an inet stanza)`},
+		{v6("6rd-relay 192.0.2.1"),
+			`wana: 6rd-relay "192.0.2.1": 6rd options belong on an ` + "`inet6 v4tunnel`" + ` stanza (this is inet6 static)`},
+		{v4("6rd-prefix 2001:db8::/32"), `wana: 6rd-prefix "2001:db8::/32": only for inet6 stanzas (this is an inet stanza)`},
+		{env("wana", "inet", "v4tunnel", "6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1"),
+			"wana: 6rd-prefix \"2001:db8::/32\": only for inet6 stanzas (this is an inet stanza)\n" +
+				`wana: 6rd-relay "192.0.2.1": only for inet6 stanzas (this is an inet stanza)`},
 	} {
 		c, err := Parse(tc.env, root)
 		if err == nil {
@@ -193,23 +347,63 @@ func TestParseErrors(t *testing.T) {
 			continue
 		}
 		if err.Error() != tc.want {
-			t.Errorf("%v:\n got %q\nwant %q", tc.env[len(tc.env)-1], err.Error(), tc.want)
+			t.Errorf("%s:\n got %q\nwant %q", tc.env[len(tc.env)-1], err.Error(), tc.want)
 		}
 		var e *Error
-		if !errors.As(err, &e) {
-			t.Errorf("%q is not an *Error", err)
+		if !errors.As(err, &e) || c != nil {
+			t.Errorf("%q is not an *Error, or came with a Config", err)
 		}
 	}
 }
 
 func TestParseErrorsTogether(t *testing.T) {
-	_, err := Parse(env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table main",
-		"isp-gateway 198.51.100.1", "isp-metric x", "isp-tabel 1"), root)
-	want := `wana: isp-tabel "1": unknown option (did you mean isp-table?)
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table main",
+			"isp-gateway 198.51.100.1", "isp-metric x", "isp-tabel 1"),
+			`wana: isp-tabel "1": unknown option (did you mean isp-table?)
 wana: isp-table "main": reserved table (0, 253, 254, 255 are refused)
-wana: isp-metric "x": not a metric (a number from 0 to 4294967295)`
-	if err == nil || err.Error() != want {
-		t.Errorf("got %v\nwant %s", err, want)
+wana: isp-metric "x": ` + notMetric},
+		{env("wana", "inet", "static", "isp-table telco", "snat-from 10.0.0.1/8", "snat-to 2001:db8::2",
+			"isp-check-up 0"),
+			`wana: isp-table "telco": no such table in /etc/iproute2/rt_tables, rt_tables.d/*.conf or /usr/share/iproute2/rt_tables (add "NUMBER telco" to /etc/iproute2/rt_tables.d/isp.conf, or give a number)
+wana: snat-from "10.0.0.1/8": 10.0.0.1/8: host bits set, did you mean 10.0.0.0/8
+wana: snat-to "2001:db8::2": not an inet6 address (this is an inet stanza)
+wana: isp-check-up "0": not a count (a number from 1 to 65535)
+wana: address: missing (a static stanza needs its address)
+wana: isp-gateway: missing (set isp-gateway, or gateway, on a static stanza)`},
+		{env("wana", "inet", "static", "address 198.51.100.2/24", "snat-from 10.1.0.0/24", "snat-form 10.1.0.0/24"),
+			`wana: snat-form "10.1.0.0/24": unknown option (did you mean snat-from?)
+wana: isp-table: missing: snat-from does nothing without it (add isp-table to the stanza)`},
+		// A bad masklen is reported once, not again as a too long prefix.
+		{env("sixrd", "inet6", "v4tunnel", "6rd-prefix 2001:db8::/40", "6rd-ipv4-masklen 40", "6rd-lan lan0:zz"),
+			`sixrd: 6rd-ipv4-masklen "40": not a length from 0 to 32
+sixrd: 6rd-lan "lan0:zz": subnet id "zz" is not a hex number
+sixrd: 6rd-relay: missing (the ISP's border relay, an IPv4 address)`},
+	} {
+		_, err := Parse(tc.env, root)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("got %v\nwant %s", err, tc.want)
+		}
+	}
+}
+
+// A caller can prefix each problem's line, as the hooks do with their name.
+func TestErrorProblems(t *testing.T) {
+	_, err := Parse(env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table 0", "isp-metric -3"), root)
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("%v is not an *Error", err)
+	}
+	want := &Error{Iface: "wana", Problems: []Problem{
+		{Option: "isp-table", Value: "0", Msg: "reserved table (0, 253, 254, 255 are refused)"},
+		{Option: "isp-metric", Value: "-3", Msg: notMetric},
+		{Option: "isp-gateway", Msg: "missing (set isp-gateway, or gateway, on a static stanza)"},
+	}}
+	if d := cmp.Diff(want, e); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }
 
@@ -222,6 +416,9 @@ func TestOptionsDocumented(t *testing.T) {
 	for _, o := range Options() {
 		if !strings.Contains(string(readme), "| `"+o.Name+"` |") {
 			t.Errorf("README.md's option table lacks %s", o.Name)
+		}
+		if o.Doc == "" {
+			t.Errorf("option %s has no doc", o.Name)
 		}
 	}
 }

@@ -2,47 +2,74 @@ package stanza
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 )
 
-// tableFiles are the files iproute2 reads table names from, in the order it
-// reads them; the first name found wins.
+// maxUint32 is the highest routing table number and route metric: the
+// kernel's limit (a uint32), or the highest an int holds where that is
+// less, since netlink takes both as an int.
+const maxUint32 = min(math.MaxUint32, math.MaxInt)
+
+// ErrNoTable is returned by LookupTable for a name that no rt_tables file
+// defines.
+var ErrNoTable = errors.New("no such table")
+
+// errTableRange is returned by LookupTable for a number no table can have.
+var errTableRange = fmt.Errorf("table number out of range (1 to %d)", maxUint32)
+
+// tableFiles are the files iproute2 reads table names from, below the
+// filesystem root, in the order they are searched; the first name found
+// wins.
 var tableFiles = []string{
 	"etc/iproute2/rt_tables",
 	"etc/iproute2/rt_tables.d/*.conf",
 	"usr/share/iproute2/rt_tables",
 }
 
-// LookupTable resolves a routing table name to its number through the
-// rt_tables files below root ("/" on a live system). A name that is a
-// number is that number.
-func LookupTable(root, name string) (uint64, bool, error) {
-	if n, err := parseTableNumber(name); err == nil {
-		return n, true, nil
+// tableNumber matches what is meant as a table number rather than a name,
+// in range or not: decimal (possibly negative) or 0x hex.
+var tableNumber = regexp.MustCompile(`^(-?[0-9]+|0[xX][0-9a-fA-F]+)$`)
+
+// LookupTable resolves name to a routing table number. A number (decimal,
+// or hex with 0x) is itself; any other name is looked up in
+// /etc/iproute2/rt_tables, /etc/iproute2/rt_tables.d/*.conf and
+// /usr/share/iproute2/rt_tables below root ("/" on a live system). It
+// returns ErrNoTable for a name none of them defines, and an error for a
+// negative number or one above 4294967295 (2147483647 where an int has 32
+// bits). Reserved numbers (0, 253, 254, 255) are returned like any other:
+// whether they may be used is the caller's call.
+func LookupTable(root, name string) (int, error) {
+	if tableNumber.MatchString(name) {
+		return parseTableNumber(name)
 	}
 	for _, pattern := range tableFiles {
 		files, err := filepath.Glob(filepath.Join(root, pattern))
 		if err != nil {
-			return 0, false, err
+			return 0, err
 		}
 		for _, f := range files {
 			n, ok, err := lookupIn(f, name)
 			if err != nil || ok {
-				return n, ok, err
+				return n, err
 			}
 		}
 	}
-	return 0, false, nil
+	return 0, ErrNoTable
 }
 
-// lookupIn reads one rt_tables file: "NUMBER NAME" lines, # comments.
-func lookupIn(file, name string) (uint64, bool, error) {
+// lookupIn looks name up in one rt_tables file: "NUMBER NAME" lines,
+// separated by whitespace, with # comments.
+func lookupIn(file, name string) (int, bool, error) {
 	f, err := os.Open(file)
-	if os.IsNotExist(err) {
+	if errors.Is(err, fs.ErrNotExist) { // a dangling symlink
 		return 0, false, nil
 	}
 	if err != nil {
@@ -56,16 +83,28 @@ func lookupIn(file, name string) (uint64, bool, error) {
 		if len(fields) < 2 || fields[1] != name {
 			continue
 		}
+		if !tableNumber.MatchString(fields[0]) {
+			return 0, false, fmt.Errorf("%s: table %s: %q is not a number", file, name, fields[0])
+		}
 		n, err := parseTableNumber(fields[0])
 		if err != nil {
-			return 0, false, fmt.Errorf("%s: table %q: %w", file, name, err)
+			return 0, false, fmt.Errorf("%s: table %s: %v", file, name, err)
 		}
 		return n, true, nil
 	}
 	return 0, false, s.Err()
 }
 
-// parseTableNumber reads a table number as iproute2 does: decimal or 0x hex.
-func parseTableNumber(s string) (uint64, error) {
-	return strconv.ParseUint(s, 0, 64)
+// parseTableNumber reads a string that tableNumber matches: decimal, or hex
+// with 0x, as in the rt_tables files (a leading 0 does not make it octal).
+func parseTableNumber(s string) (int, error) {
+	base := 10
+	if hex, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
+		s, base = hex, 16
+	}
+	n, err := strconv.ParseUint(s, base, 64)
+	if err != nil || n > maxUint32 {
+		return 0, errTableRange
+	}
+	return int(n), nil
 }
