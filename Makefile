@@ -41,6 +41,7 @@ clean:
 # (sit/6rd, VLAN, netem). See vm/README.md. One boot for the guest's
 # self-check, one for the scenarios that need its kernel.
 test-vm:
+	$(GO) vet -tags vmtest ./...
 	vm/run.sh ./vm/selftest
 	vm/run.sh ./integration -- -test.run='^(TestSixRD.*|TestVLANWAN|TestImpairedUplink)$$'
 

@@ -15,7 +15,6 @@
 # (apt-get download + dpkg-deb -x), never installed: the host keeps its own.
 set -euo pipefail
 
-VM_DIR=$(dirname "$(readlink -f "$0")")
 CACHE=${IFISP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ifisp-vm}
 # The kernel image package (linux-image-amd64 is the metapackage: it points
 # at the current ABI package). It must have CONFIG_DEVPORT (the guest writes
@@ -23,7 +22,7 @@ CACHE=${IFISP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ifisp-vm}
 # out the cloud kernel.
 KERNEL_META=${IFISP_VM_KERNEL_META:-linux-image-amd64}
 # Host packages whose binaries go into the guest; run.sh installs them.
-HOST_PKGS="iproute2 iptables conntrack ifupdown iputils-ping debianutils dash libc6"
+HOST_PKGS=(iproute2 iptables conntrack ifupdown iputils-ping debianutils dash libc6)
 
 log() { echo "vm/base: $*" >&2; }
 die() { echo "vm/base: error: $*" >&2; exit 2; }
@@ -50,7 +49,9 @@ fetch() { # PACKAGE: the cached .deb of PACKAGE, downloading it if absent
 		log "apt-get download $1"
 		# As root apt wants to drop to _apt, which may not write here; the
 		# download is of public, signature-checked archives either way.
-		( cd "$CACHE/debs" && apt-get download -q $([ "$(id -u)" = 0 ] && echo -o APT::Sandbox::User=root) "$1" >&2 ) ||
+		local opts=()
+		[ "$(id -u)" != 0 ] || opts=(-o APT::Sandbox::User=root)
+		(cd "$CACHE/debs" && apt-get download -q "${opts[@]}" "$1" >&2) ||
 			die "apt-get download $1 failed"
 		deb=$(ls "$CACHE/debs/$1"_*.deb | tail -1)
 	fi
@@ -63,7 +64,7 @@ BBDEB=$(fetch busybox-static)
 KEY=$( {
 	cat "$0"
 	basename "$KDEB"; basename "$BBDEB"
-	dpkg-query -W -f '${Package} ${Version}\n' $HOST_PKGS
+	dpkg-query -W -f '${Package} ${Version}\n' "${HOST_PKGS[@]}"
 } | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$KEY
 if [ -f "$BASE/done" ]; then
@@ -76,6 +77,8 @@ log "building base $BASE (kernel $KVER)"
 # never leaves a half base behind and a concurrent run sees a whole one.
 W=$(mktemp -d "$CACHE/build.XXXXXX")
 trap 'rm -rf "$W"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 mkdir "$W/out"
 
 dpkg-deb -x "$KDEB" "$W/kroot"

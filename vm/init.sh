@@ -47,15 +47,14 @@ fail() {
 verdict() {
 	say "guest uptime at end: $(uptime_s)s"
 	sync
+	# isa-debug-exit at iobase 0xf4 (244): qemu exits with (value << 1) | 1.
 	if [ -z "$FAILED" ]; then
 		echo "IFISP-VM RESULT: PASS"
-		code='\000'
+		printf '\000' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
 	else
 		echo "IFISP-VM RESULT: FAIL ($FAILED)"
-		code='\001'
+		printf '\001' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
 	fi
-	# isa-debug-exit at iobase 0xf4 (244): qemu exits with (value << 1) | 1.
-	printf "$code" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
 	# Only reached if the port write did nothing: qemu then exits 0, which
 	# vm/run.sh reads as "no verdict".
 	say "isa-debug-exit did not end qemu"

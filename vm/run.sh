@@ -96,7 +96,12 @@ log "base: $BASE (kernel $(cat "$BASE/kver"))"
 # ---- 3. payload: /init, test binaries, the project's binaries, the source tree ---
 mkdir -p "$CACHE"
 W=$(mktemp -d "$CACHE/run.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+# On any exit, stop a guest still running (qemu writes its pid) and clean up.
+stop_qemu() { [ ! -s "$W/qemu.pid" ] || kill "$(cat "$W/qemu.pid")" 2>/dev/null || true; }
+trap 'stop_qemu; wait; rm -rf "$W" || true' EXIT
+# Make ^C and kill go through the EXIT trap too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 P=$W/payload
 mkdir -p "$P/ifisp-vm/tests" "$P/usr/local/sbin"
 install -m 0755 "$VM_DIR/init.sh" "$P/init"
@@ -179,22 +184,27 @@ esac
 
 LOG=$W/console.log
 log "boot: ${accel[*]}, $SMP CPU, $MEM MB, timeout ${TIMEOUT}s"
-set +e
 # stdin from /dev/null: qemu would otherwise put a terminal into raw mode and
 # take ^C for the guest. isa-debug-exit turns the guest's verdict into qemu's
 # exit status; -no-reboot and panic=-1 turn a kernel panic into an exit
 # without one. -display none rather than -nographic keeps SeaBIOS off the
 # serial line (its escape codes switch off line wrapping in the terminal).
-# --foreground keeps qemu in our process group, so that ^C reaches it.
-timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
-	-machine q35 "${accel[@]}" -cpu max -smp "$SMP" -m "$MEM" \
-	-display none -nodefaults -no-user-config -serial stdio -no-reboot \
-	-device isa-debug-exit,iobase=0xf4,iosize=0x01 \
-	-kernel "$BASE/kernel" -initrd "$W/initrd" \
-	-append "console=ttyS0 quiet panic=-1 mitigations=off" \
-	</dev/null 2>&1 | tr -d '\r' | tee "$LOG"
-rc=${PIPESTATUS[0]}
-set -e
+# The pipeline runs in the background and we wait for it, because bash runs
+# the INT/TERM traps (which stop qemu) only once a foreground job has ended.
+{
+	status=0
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+		-machine q35 "${accel[@]}" -cpu max -smp "$SMP" -m "$MEM" \
+		-display none -nodefaults -no-user-config -serial stdio -no-reboot \
+		-device isa-debug-exit,iobase=0xf4,iosize=0x01 -pidfile "$W/qemu.pid" \
+		-kernel "$BASE/kernel" -initrd "$W/initrd" \
+		-append "console=ttyS0 quiet panic=-1 mitigations=off" \
+		</dev/null 2>&1 || status=$?
+	echo "$status" >"$W/qemu.rc"
+} | tr -d '\r' | tee "$LOG" &
+wait $! || true
+rm -f "$W/qemu.pid" # qemu has ended: its pid may be anyone's now
+rc=$(cat "$W/qemu.rc" 2>/dev/null || echo none)
 cp "$LOG" "$CACHE/last-console.log"
 
 verdict=$(grep -a '^IFISP-VM RESULT: ' "$LOG" | tail -1 || true)
