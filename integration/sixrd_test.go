@@ -55,10 +55,7 @@ func TestSixRD(t *testing.T) {
 	l.Must(l.B.NS, "ip", "link", "set", "relay", "up")
 	l.Must(l.B.NS, "ip", "addr", "add", "2001:db8:6000:7101::1/40", "dev", "relay")
 	l.Must(l.Inet, "ip", "route", "add", sixrdPrefix, "via", "fd00:255:2::1")
-	// ifupdown gives hooks a clean environment, so IFISP_RUN_DIR cannot
-	// reach them: they publish in /run/ifisp, which is the disposable
-	// guest's own (this test runs only in the VM tier).
-	run := "/run/ifisp"
+	run := l.RunDir
 	l.Install(bin)
 	l.Interfaces(sixrdStanzas)
 	l.MustIfup("wanb", "sixrd")

@@ -14,7 +14,8 @@
 package main
 
 import (
-	"github.com/ti-mo/conntrack"
+	"fmt"
+
 	"github.com/vishvananda/netlink"
 
 	"github.com/ifisp/ifisp/pkg/hook"
@@ -33,21 +34,13 @@ func run(c *stanza.Config) error {
 	if c.Family != stanza.Inet {
 		return nil
 	}
-	ct, err := conntrack.Dial(nil)
-	if err != nil {
-		return err
-	}
-	defer ct.Close()
-	del, err := reconcile.DialDeleter(nil)
-	if err != nil {
-		return err
-	}
-	defer del.Close()
 	h, err := netlink.NewHandle()
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: opening netlink: %w", c.Iface, err)
 	}
 	defer h.Close()
-	_, err = reconcile.Run(ct, del, h)
-	return err
+	if _, err := reconcile.Now(h); err != nil {
+		return fmt.Errorf("%s: reconciling conntrack: %w", c.Iface, err)
+	}
+	return nil
 }

@@ -4,6 +4,11 @@
 // Linked into if-up.d it installs them; into if-down.d it withdraws the
 // main-table defaults through the link before ifupdown deconfigures it; into
 // if-post-down.d it removes the rules and the table once the address is gone.
+//
+// It also keeps ifisp-watch's registry: a link is recorded, with the
+// main-table defaults ifup left, once its routes are in, and forgotten
+// before its defaults are withdrawn. Both happen under the registry's lock,
+// so the monitor never acts on a link halfway through ifup or ifdown.
 package main
 
 import (
@@ -11,14 +16,15 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/hook"
 	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
 func main() {
 	hook.Main("ifisp-route", hook.Phases{
-		"post-up":   do(policy.Up),
-		"pre-down":  do(policy.Withdraw),
-		"post-down": do(policy.Down),
+		"post-up":   do(up),
+		"pre-down":  do(withdraw),
+		"post-down": do(down),
 	})
 }
 
@@ -29,6 +35,27 @@ func do(f func(*netlink.Handle, *policy.Link) error) hook.Action {
 		if c.SixRD != nil {
 			return nil
 		}
-		return policy.WithLink(c, f)
+		return registry.Locked(func() error { return policy.WithLink(c, f) })
 	}
+}
+
+func up(h *netlink.Handle, l *policy.Link) error {
+	if err := policy.Up(h, l); err != nil {
+		return err
+	}
+	return registry.Record(h, l)
+}
+
+func withdraw(h *netlink.Handle, l *policy.Link) error {
+	if err := registry.Forget(l.Config.Iface, l.Config.Family); err != nil {
+		return err
+	}
+	return policy.Withdraw(h, l)
+}
+
+func down(h *netlink.Handle, l *policy.Link) error {
+	if err := registry.Forget(l.Config.Iface, l.Config.Family); err != nil {
+		return err
+	}
+	return policy.Down(h, l)
 }

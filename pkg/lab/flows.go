@@ -396,3 +396,20 @@ func (p *Pinger) Count(from, to time.Time) (sent, received int) {
 	}
 	return sent, received
 }
+
+// Gap returns the longest time, between from and to, from one answered
+// request to the next: how long the pinged path was dead.
+func (p *Pinger) Gap(from, to time.Time) time.Duration {
+	var gap time.Duration
+	var prev time.Time
+	for _, r := range p.requests() {
+		if !r.answered || r.at.Before(from) || !r.at.Before(to) {
+			continue
+		}
+		if !prev.IsZero() && r.at.Sub(prev) > gap {
+			gap = r.at.Sub(prev)
+		}
+		prev = r.at
+	}
+	return gap
+}

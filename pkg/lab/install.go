@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+
+	"github.com/ifisp/ifisp/pkg/rundir"
 )
 
 // Root is the repository's top folder, found from this file's path.
@@ -64,10 +66,13 @@ func Layout() ([]Hook, error) {
 	return hooks, s.Err()
 }
 
-// Install links the hooks of hooks/layout, pointing at the binaries in
-// binDir, into the router's /etc/network/if-*.d, and names ifisp's route
-// protocol in its /etc/iproute2/rt_protos.d, as `make install` does on a
-// real system. With only, just the hooks of those binaries.
+// Install puts the hooks of hooks/layout, running the binaries in binDir,
+// into the router's /etc/network/if-*.d, and names ifisp's route protocol
+// in its /etc/iproute2/rt_protos.d, as `make install` does on a real
+// system. With only, just the hooks of those binaries. Each hook is a
+// two-line wrapper that sets IFISP_RUN_DIR to the lab's RunDir: ifupdown
+// gives hooks a clean environment, so this is how a namespaced router gets
+// a run directory of its own (README "Several routers on one machine").
 func (l *Lab) Install(binDir string, only ...string) {
 	l.t.Helper()
 	hooks, err := Layout()
@@ -78,7 +83,9 @@ func (l *Lab) Install(binDir string, only ...string) {
 		if len(only) > 0 && !slices.Contains(only, h.Binary) {
 			continue
 		}
-		if err := os.Symlink(filepath.Join(binDir, h.Binary), filepath.Join(l.Etc(), "network", h.Folder, h.Name)); err != nil {
+		path := filepath.Join(l.Etc(), "network", h.Folder, h.Name)
+		l.WriteFile(path, fmt.Sprintf("#!/bin/sh\n%s=%s exec %s\n", rundir.Env, l.RunDir, filepath.Join(binDir, h.Binary)))
+		if err := os.Chmod(path, 0o755); err != nil {
 			l.t.Fatal(err)
 		}
 	}
@@ -164,7 +171,7 @@ func (l *Lab) HookEnv(iface, family, phase string) []string {
 }
 
 // RunHook runs the binary in the router's namespace with exactly env as
-// its environment, as run-parts would.
+// its environment, as run-parts would, plus the lab's IFISP_RUN_DIR.
 func (l *Lab) RunHook(binary string, env []string) (string, error) {
-	return l.Exec(l.Router, append(append([]string{"env", "-i"}, env...), binary)...)
+	return l.Exec(l.Router, append(append([]string{"env", "-i", rundir.Env + "=" + l.RunDir}, env...), binary)...)
 }

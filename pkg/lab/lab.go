@@ -67,6 +67,10 @@ type Lab struct {
 	Inet   string // namespace of the internet host
 	A, B   ISP
 
+	// RunDir is the router's ifisp run directory (IFISP_RUN_DIR): /run is
+	// shared by every namespace, so each lab has its own.
+	RunDir string
+
 	t     T
 	state string // ifupdown's --state-dir for the router
 }
@@ -118,6 +122,9 @@ func newLab(t T, vlan bool) *Lab {
 		t.Fatal(err)
 	}
 	l.state = state
+	if l.RunDir, err = os.MkdirTemp("", "ifisp-run-"); err != nil {
+		t.Fatal(err)
+	}
 	l.build(vlan)
 	return l
 }
@@ -322,8 +329,10 @@ func (l *Lab) remove() {
 		l.Exec("", "ip", "netns", "del", ns)
 		os.RemoveAll(filepath.Join("/etc/netns", ns))
 	}
-	if l.state != "" {
-		os.RemoveAll(l.state)
+	for _, d := range []string{l.state, l.RunDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 }
 

@@ -45,12 +45,7 @@ type Link struct {
 }
 
 // family returns the netlink family constant of the stanza.
-func (l *Link) family() int {
-	if l.Config.Family == stanza.Inet6 {
-		return netlink.FAMILY_V6
-	}
-	return netlink.FAMILY_V4
-}
+func (l *Link) family() int { return family(l.Config.Family) }
 
 // Resolve looks the stanza's interface up and fills in the address and
 // gateway the stanza leaves to the kernel: its first global address of the
@@ -321,19 +316,11 @@ func syncMainDefault(h *netlink.Handle, l *Link) error {
 // mainDefaults lists the main table's default routes of the family through
 // the link.
 func (l *Link) mainDefaults(h *netlink.Handle) ([]netlink.Route, error) {
-	routes, err := retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(l.family(), &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: l.Index}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
-	})
+	routes, err := mainDefaults(h, l.Index, l.Config.Family)
 	if err != nil {
-		return nil, fmt.Errorf("%s: listing the main table: %w", l.Config.Iface, err)
+		return nil, fmt.Errorf("%s: %w", l.Config.Iface, err)
 	}
-	var defaults []netlink.Route
-	for _, r := range routes {
-		if isDefault(r.Dst) {
-			defaults = append(defaults, r)
-		}
-	}
-	return defaults, nil
+	return routes, nil
 }
 
 // ownTableRoutes lists ifisp's routes of the family in the ISP table.

@@ -71,6 +71,23 @@ func Run(ct Dumper, del Remover, h *netlink.Handle) (Stats, error) {
 	return Stats{Checked: len(flows), Deleted: deleted}, err
 }
 
+// Now reconciles the conntrack table of the current network namespace
+// against h's routing, on conntrack connections of its own: what the hook
+// and the health monitor do after they changed routes.
+func Now(h *netlink.Handle) (Stats, error) {
+	ct, err := conntrack.Dial(nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("opening ctnetlink: %w", err)
+	}
+	defer ct.Close()
+	del, err := DialDeleter(nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("opening ctnetlink: %w", err)
+	}
+	defer del.Close()
+	return Run(ct, del, h)
+}
+
 // route is where routing sends one flow's original direction now.
 type route struct {
 	oif   int

@@ -22,14 +22,15 @@ func Dir() string {
 	return "/run/ifisp"
 }
 
-// Write replaces the file name in the folder atomically (write, then
-// rename), so a reader never sees half of it.
+// Write replaces the file name (which may be in a subfolder) in the folder
+// atomically (write, then rename), so a reader never sees half of it.
 func Write(name string, data []byte) error {
-	dir := Dir()
+	path := filepath.Join(Dir(), name)
+	dir, base := filepath.Split(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+name+".*")
+	tmp, err := os.CreateTemp(dir, "."+base+".*")
 	if err != nil {
 		return err
 	}
@@ -45,7 +46,7 @@ func Write(name string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, name))
+	return os.Rename(tmp.Name(), path)
 }
 
 // Read returns the file name's contents; a missing file is (nil, nil).
