@@ -120,3 +120,191 @@ func TestWatchDeadUpstream(t *testing.T) {
 	}
 	assertState(t, "monitor stopped", defaults(l), bothDefaults)
 }
+
+// TestWatchCarrier pulls ISP B's cable (carrier lost, no ifdown): the
+// monitor withdraws wanb's defaults at once, long before its probes, made
+// slow here on purpose, could have; the cable back, it restores them.
+func TestWatchCarrier(t *testing.T) {
+	l, w := newWatchLab(t, "isp-check-down 50") // probes alone: 5 s
+	l.Carrier(&l.B, false)
+	took := w.WaitFor("wanb", "inet", watch.Down, true, 2*time.Second)
+	w.WaitFor("wanb", "inet6", watch.Down, true, 2*time.Second)
+	t.Logf("withdrawn %s after the carrier dropped", took)
+	assertState(t, "carrier lost", defaults(l), onlyAOnly)
+	if got := via(t, l, 4); got != "ispa" {
+		t.Errorf("carrier lost: LAN traffic leaves by %s, want ispa", got)
+	}
+
+	l.Carrier(&l.B, true)
+	w.WaitFor("wanb", "inet", watch.Up, false, 10*time.Second)
+	w.WaitFor("wanb", "inet6", watch.Up, false, 10*time.Second)
+	assertState(t, "carrier back", defaults(l), bothDefaults)
+	if got := via(t, l, 4); got != "ispb" {
+		t.Errorf("carrier back: LAN traffic leaves by %s, want ispb", got)
+	}
+	noSpoofing(t, l)
+}
+
+// onlyAOnly is both families withdrawn from wanb.
+const onlyAOnly = `default via 198.51.100.1 dev wana proto ifisp metric 1
+default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
+`
+
+// TestWatchNoFalseAlarms: ISP A loses 10 % of its packets each way, both
+// families, for a minute, and must never be withdrawn; meanwhile ISP B's
+// upstream flaps every 2 s for 20 s, and the hysteresis allows exactly one
+// transition then (down after 1 s of silence; 2 s of health is less than
+// the 3 s a restore needs), and one more once it stays up.
+func TestWatchNoFalseAlarms(t *testing.T) {
+	l, w := newWatchLab(t)
+	l.Upstream(&l.A, 4, 0.1)
+	l.Upstream(&l.A, 6, 0.1)
+	start := time.Now()
+	for range 5 {
+		l.Upstream(&l.B, 4, 1)
+		time.Sleep(2 * time.Second)
+		l.Upstream(&l.B, 4, 0)
+		time.Sleep(2 * time.Second)
+	}
+	if got := w.Transitions(); len(got) != 1 || got[0] != "wanb inet up down withdrawn=true table=101" {
+		t.Errorf("transitions while B flapped every 2s: %q, want only wanb inet up -> down, withdrawn", got)
+	}
+	w.WaitFor("wanb", "inet", watch.Up, false, 10*time.Second)
+	time.Sleep(time.Minute - time.Since(start))
+	l.Upstream(&l.A, 4, 0)
+	l.Upstream(&l.A, 6, 0)
+	if got := w.Transitions(); len(got) != 2 || got[1] != "wanb inet down up withdrawn=false table=101" {
+		t.Errorf("transitions after a minute of 10%% loss on A: %q, want only B's two", got)
+	}
+	assertState(t, "after the minute", defaults(l), bothDefaults)
+	noSpoofing(t, l)
+}
+
+// TestWatchLastResort: A dies, then B too, then A comes back. With every
+// IPv4 link dead none is withdrawn; at each step the right link carries
+// the LAN's traffic.
+func TestWatchLastResort(t *testing.T) {
+	l, w := newWatchLab(t)
+	l.Upstream(&l.A, 4, 1)
+	w.WaitFor("wana", "inet", watch.Down, true, 5*time.Second)
+	if got := via(t, l, 4); got != "ispb" {
+		t.Errorf("A dead: LAN traffic leaves by %s, want ispb", got)
+	}
+
+	l.Upstream(&l.B, 4, 1)
+	w.WaitFor("wanb", "inet", watch.Down, false, 5*time.Second)
+	w.WaitFor("wana", "inet", watch.Down, false, time.Second)
+	assertState(t, "both dead", defaults(l), bothDefaults)
+
+	l.Upstream(&l.A, 4, 0)
+	w.WaitFor("wana", "inet", watch.Up, false, 10*time.Second)
+	w.WaitFor("wanb", "inet", watch.Down, true, time.Second)
+	assertState(t, "A back, B dead", defaults(l), onlyA)
+	if got := via(t, l, 4); got != "ispa" {
+		t.Errorf("A back, B dead: LAN traffic leaves by %s, want ispa", got)
+	}
+
+	l.Upstream(&l.B, 4, 0)
+	w.WaitFor("wanb", "inet", watch.Up, false, 10*time.Second)
+	assertState(t, "both back", defaults(l), bothDefaults)
+	if got := via(t, l, 4); got != "ispb" {
+		t.Errorf("both back: LAN traffic leaves by %s, want ispb", got)
+	}
+	noSpoofing(t, l)
+}
+
+// TestWatchIPv6: ISP B's IPv6 upstream dies, its IPv4 does not: only
+// wanb's IPv6 default is withdrawn and the router's IPv6 traffic moves to
+// ISP A, then back.
+func TestWatchIPv6(t *testing.T) {
+	l, w := newWatchLab(t)
+	if got := via(t, l, 6); got != "ispb" {
+		t.Errorf("both up: IPv6 leaves by %s, want ispb", got)
+	}
+	l.Upstream(&l.B, 6, 1)
+	w.WaitFor("wanb", "inet6", watch.Down, true, 5*time.Second)
+	assertState(t, "B's IPv6 dead", defaults(l), `default via 203.0.113.1 dev wanb onlink
+default via 198.51.100.1 dev wana proto ifisp metric 1
+default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
+`)
+	if got := via(t, l, 6); got != "ispa" {
+		t.Errorf("B's IPv6 dead: IPv6 leaves by %s, want ispa", got)
+	}
+	if s := w.Link("wanb", "inet"); s == nil || s.State != watch.Up {
+		t.Errorf("wanb inet: %+v, want up: its IPv4 never died", s)
+	}
+	l.Upstream(&l.B, 6, 0)
+	w.WaitFor("wanb", "inet6", watch.Up, false, 10*time.Second)
+	assertState(t, "B's IPv6 back", defaults(l), bothDefaults)
+	if got := via(t, l, 6); got != "ispb" {
+		t.Errorf("B's IPv6 back: IPv6 leaves by %s, want ispb", got)
+	}
+	noSpoofing(t, l)
+}
+
+// TestWatchCrash kills the monitor with SIGKILL right after a failover and
+// again while the link heals: each restart converges on the routes the
+// links' health calls for, with no route twice. A SIGTERM while a link is
+// withdrawn puts its defaults back and removes the state file.
+func TestWatchCrash(t *testing.T) {
+	l, w := newWatchLab(t)
+	l.Upstream(&l.B, 4, 1)
+	w.WaitFor("wanb", "inet", watch.Down, true, 5*time.Second)
+	w.Kill()
+	w = l.StartWatch(bin)
+	time.Sleep(time.Second) // ten rounds: time to get anything wrong
+	assertState(t, "restarted, B still dead", defaults(l), onlyA)
+	if s := w.Link("wanb", "inet"); s == nil || s.State != watch.Down || !s.Withdrawn {
+		t.Errorf("restarted: wanb inet %+v, want down and withdrawn, as the killed monitor left it", s)
+	}
+
+	l.Upstream(&l.B, 4, 0)
+	time.Sleep(1500 * time.Millisecond) // half way to the restore
+	w.Kill()
+	w = l.StartWatch(bin)
+	w.WaitFor("wanb", "inet", watch.Up, false, 10*time.Second)
+	assertState(t, "restarted, B healed", defaults(l), bothDefaults)
+
+	l.Upstream(&l.B, 4, 1)
+	w.WaitFor("wanb", "inet", watch.Down, true, 5*time.Second)
+	if err := w.Stop(); err != nil {
+		t.Error(err)
+	}
+	assertState(t, "stopped with B withdrawn", defaults(l), bothDefaults)
+	if w.Status() != nil {
+		t.Error("the stopped monitor left its state file")
+	}
+	noSpoofing(t, l)
+}
+
+// TestWatchIfupdown runs ifdown and ifup by hand while the monitor runs:
+// it never puts back what ifdown removed, it watches a link brought up
+// again afresh, and a dead link brought up again is withdrawn again.
+func TestWatchIfupdown(t *testing.T) {
+	l, w := newWatchLab(t)
+	l.MustIfdown("wanb")
+	time.Sleep(time.Second)
+	assertState(t, "wanb down by hand", defaults(l), `default via 198.51.100.1 dev wana proto ifisp metric 1
+default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
+`)
+	if s := w.Link("wanb", "inet"); s != nil {
+		t.Errorf("after ifdown the monitor still watches wanb inet: %+v", s)
+	}
+	l.MustIfup("wanb")
+	w.WaitFor("wanb", "inet", watch.Up, false, 2*time.Second)
+	assertState(t, "wanb up by hand", defaults(l), bothDefaults)
+
+	l.Upstream(&l.A, 4, 1)
+	w.WaitFor("wana", "inet", watch.Down, true, 5*time.Second)
+	l.MustIfdown("wana")
+	l.MustIfup("wana") // still dead: the monitor must find out again
+	w.WaitFor("wana", "inet", watch.Down, true, 5*time.Second)
+	assertState(t, "dead wana up by hand", defaults(l), `default via 203.0.113.1 dev wanb onlink
+default via 2001:db8:b::1 dev wanb metric 1 onlink pref medium
+default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
+`)
+	l.Upstream(&l.A, 4, 0)
+	w.WaitFor("wana", "inet", watch.Up, false, 10*time.Second)
+	assertState(t, "all healed", defaults(l), bothDefaults)
+	noSpoofing(t, l)
+}

@@ -60,6 +60,13 @@ func (l *Lab) StartWatch(binDir string) *Watch {
 	w.cmd = exec.Command("ip", "netns", "exec", l.Router, "env", rundir.Env+"="+l.RunDir,
 		filepath.Join(binDir, "ifisp-watch"), "--notify-dir", w.NotifyDir)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	// A notify hook that records every transition: tests count them there,
+	// and so test notify.d itself.
+	l.WriteFile(filepath.Join(w.NotifyDir, "lab-record"), "#!/bin/sh\n"+
+		"echo \"$IFISP_IFACE $IFISP_FAMILY $IFISP_OLD_STATE $IFISP_STATE withdrawn=$IFISP_WITHDRAWN table=$IFISP_TABLE\" >>\"$IFISP_RUN_DIR/transitions\"\n")
+	if err := os.Chmod(filepath.Join(w.NotifyDir, "lab-record"), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
 	l.start(w.cmd)
 	// Started means the first state file is written.
 	for deadline := time.Now().Add(10 * time.Second); w.Status() == nil; time.Sleep(10 * time.Millisecond) {
@@ -68,6 +75,19 @@ func (l *Lab) StartWatch(binDir string) *Watch {
 		}
 	}
 	return w
+}
+
+// Pid is the monitor's process id.
+func (w *Watch) Pid() int { return w.cmd.Process.Pid }
+
+// Transitions returns the transitions the notify hook recorded so far, one
+// "IFACE FAMILY OLD NEW withdrawn=BOOL table=N" line each, oldest first.
+func (w *Watch) Transitions() []string {
+	b, _ := os.ReadFile(filepath.Join(w.l.RunDir, "transitions"))
+	if s := strings.TrimSpace(string(b)); s != "" {
+		return strings.Split(s, "\n")
+	}
+	return nil
 }
 
 // Log returns what the monitor printed so far.

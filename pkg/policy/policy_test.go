@@ -149,3 +149,42 @@ func TestUpConverges(t *testing.T) {
 		}
 	}
 }
+
+// The health monitor withdraws a link's main-table defaults, ifupdown's
+// (proto boot, onlink) and ifisp's alike, and puts them back field for
+// field; both are idempotent.
+func TestDefaultsRoundTrip(t *testing.T) {
+	h, ip := netNS(t)
+	ip("addr", "add", "192.0.2.2/24", "dev", "wan0")
+	ip("route", "add", "default", "via", "192.0.2.1", "dev", "wan0", "onlink", "proto", "boot")
+	ip("route", "add", "default", "via", "192.0.2.1", "dev", "wan0", "metric", "7", "proto", "71")
+	ip("route", "add", "default", "via", "192.0.2.3", "dev", "wan0", "metric", "9") // the admin's: not recorded
+	wan0, err := h.LinkByName("wan0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := wan0.Attrs().Index
+	before := ip("route", "show", "default")
+	all, err := policy.MainDefaults(h, idx, stanza.Inet)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("MainDefaults: %v, %v; want 3", all, err)
+	}
+	recorded := all[:2] // the kernel lists them by metric
+	if n, err := policy.RemoveDefaults(h, idx, stanza.Inet, recorded); err != nil || n != 2 {
+		t.Fatalf("RemoveDefaults: %d, %v; want 2", n, err)
+	}
+	if got := ip("route", "show", "default"); got != "default via 192.0.2.3 dev wan0 metric 9 \n" && got != "default via 192.0.2.3 dev wan0 metric 9\n" {
+		t.Errorf("after RemoveDefaults:\n%s", got)
+	}
+	if n, err := policy.RemoveDefaults(h, idx, stanza.Inet, recorded); err != nil || n != 0 {
+		t.Errorf("RemoveDefaults again: %d, %v; want 0, nil", n, err)
+	}
+	for want := 2; want >= 0; want -= 2 {
+		if n, err := policy.AddDefaults(h, idx, stanza.Inet, recorded); err != nil || n != want {
+			t.Fatalf("AddDefaults: %d, %v; want %d", n, err, want)
+		}
+	}
+	if got := ip("route", "show", "default"); got != before {
+		t.Errorf("restored:\n%s\nwant as before:\n%s", got, before)
+	}
+}

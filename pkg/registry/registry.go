@@ -87,14 +87,19 @@ func Record(h *netlink.Handle, l *policy.Link) error {
 		Check: c.Check, Interval: Duration(c.CheckInterval), Down: c.CheckDown, Up: c.CheckUp,
 		Since: time.Now().UTC(),
 	}
-	b, err := json.MarshalIndent(&r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := rundir.Write(fileName(c.Iface, c.Family), append(b, '\n')); err != nil {
+	if err := write(&r); err != nil {
 		return fmt.Errorf("%s: recording the link for ifisp-watch: %w", c.Iface, err)
 	}
 	return nil
+}
+
+// write writes l's file.
+func write(l *Link) error {
+	b, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return err
+	}
+	return rundir.Write(fileName(l.Iface, l.Family), append(b, '\n'))
 }
 
 // Forget removes the link's file; one that is not there is forgotten.
