@@ -3,6 +3,7 @@
 PREFIX     ?= /usr
 SBINDIR    ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR    ?=
 GO         ?= go
 # Static binaries: hooks run early at boot and in minimal systems.
@@ -22,12 +23,16 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 $(TESTFLAGS) ./...
 
-# Installs the binaries into SBINDIR and links them into the ifupdown hook
-# folders under the run-parts names hooks/layout gives.
+# Installs the binaries into SBINDIR, links them into the ifupdown hook
+# folders under the run-parts names hooks/layout gives, and installs
+# ifisp-watch's systemd unit (enable it with systemctl).
 install: build
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d
 	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(SBINDIR)/
 	install -m 0644 hooks/rt_protos.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/ifisp.conf
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	sed 's|/usr/sbin/ifisp-watch|$(SBINDIR)/ifisp-watch|' hooks/ifisp-watch.service >$(DESTDIR)$(SYSTEMDUNITDIR)/ifisp-watch.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/ifisp-watch.service
 	grep -v '^#' hooks/layout | while read -r folder name binary; do \
 		[ -n "$$folder" ] || continue; \
 		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder && \

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/ifisp/ifisp/pkg/lab"
@@ -47,6 +48,24 @@ func TestMakeInstall(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dest, "etc/iproute2/rt_protos.d/ifisp.conf")); err != nil || string(b) == "" {
 		t.Errorf("rt_protos.d/ifisp.conf: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "usr/lib/systemd/system/ifisp-watch.service")); err != nil || !strings.Contains(string(b), "\nExecStart=/usr/sbin/ifisp-watch\n") {
+		t.Errorf("ifisp-watch.service: %v\n%s", err, b)
+	}
+}
+
+// TestUnitVerifies installs into a folder of its own, so that the unit's
+// ExecStart names a binary that exists, and has systemd check the unit.
+func TestUnitVerifies(t *testing.T) {
+	dest := t.TempDir()
+	cmd := exec.Command("make", "install", "SBINDIR="+dest+"/sbin", "SYSCONFDIR="+dest+"/etc", "SYSTEMDUNITDIR="+dest+"/units")
+	cmd.Dir = lab.Root()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	unit := filepath.Join(dest, "units/ifisp-watch.service")
+	if out, err := exec.Command("systemd-analyze", "verify", unit).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", unit, err, out)
 	}
 }
 
