@@ -59,9 +59,44 @@ func main() {
 
 	fmt.Println("LAN host 10.1.0.10 pings 192.0.2.100 at 20 pps and keeps a TCP connection to it;")
 	fmt.Println("ISP B (wanb) is preferred, ISP A (wana) the backup. Each step lasts 4 s.")
-	ifisp := scenario(r, "ifisp", lab.TwoISPs, bin)
-	seed := scenario(r, "seed recipe", lab.Seed, "")
+	ifisp := scenario(r, "ifisp", lab.TwoISPs, bin, byHand, nil)
+	seed := scenario(r, "seed recipe", lab.Seed, "", byHand, nil)
 	printTimelines(ifisp, seed)
+
+	fmt.Println("\nNow ISP B's upstream dies behind its modem: carrier stays up, no ifdown runs.")
+	fmt.Println("ifisp-watch probes each ISP 10 times a second; the seed recipe has no health check.")
+	var w *lab.Watch
+	ifisp = scenario(r, "ifisp + ifisp-watch", lab.Checked(lab.TwoISPs), bin, deadUpstream, &w)
+	seed = scenario(r, "seed recipe", lab.Seed, "", deadUpstream, nil)
+	printTimelines(ifisp, seed)
+	fmt.Printf("ifisp-watch rerouted the LAN's ping %s after B's upstream died (longest reply gap).\n", ifisp[1].gap.Round(time.Millisecond))
+	fmt.Println("Its log, one line per transition:")
+	for _, line := range strings.Split(w.Log(), "\n") {
+		if strings.Contains(line, " -> ") {
+			fmt.Println("    " + line)
+		}
+	}
+}
+
+// happening is what starts one step.
+type happening struct {
+	name string
+	do   func(l *lab.Lab)
+}
+
+// byHand takes the preferred link down and up with ifupdown.
+var byHand = []happening{
+	{"both up", func(*lab.Lab) {}},
+	{"ifdown wanb", func(l *lab.Lab) { l.MustIfdown("wanb") }},
+	{"ifup wanb", func(l *lab.Lab) { l.MustIfup("wanb") }},
+}
+
+// deadUpstream kills the preferred ISP's upstream and brings it back,
+// without touching the router.
+var deadUpstream = []happening{
+	{"both up", func(*lab.Lab) {}},
+	{"B's upstream dies", func(l *lab.Lab) { l.Upstream(&l.B, 4, 1) }},
+	{"B's upstream returns", func(l *lab.Lab) { l.Upstream(&l.B, 4, 0) }},
 }
 
 // step is one row of a timeline.
@@ -73,19 +108,26 @@ type step struct {
 	tcp      string // what the TCP connection did
 	received int
 	sent     int
+	gap      time.Duration // the ping's longest time without a reply
 }
 
-// scenario brings both ISPs up with interfaces, runs the LAN traffic, takes
-// wanb down and up, and returns the timeline. With bin set, ifisp's hooks
-// from bin are installed.
-func scenario(r *runner, name, interfaces, bin string) []step {
+// scenario brings both ISPs up with interfaces, runs the LAN traffic
+// through the events, and returns the timeline. With bin set, ifisp's hooks
+// from bin are installed; with watch set, ifisp-watch runs too, and its
+// transitions are left in *watch.
+func scenario(r *runner, name, interfaces, bin string, events []happening, watch **lab.Watch) []step {
 	r.scope = name
+	mark := len(r.cleanups) // this scenario's cleanups come after
 	l := lab.New(r)
 	if bin != "" {
 		l.Install(bin)
 	}
 	l.Interfaces(interfaces)
 	l.MustIfup("wana", "wanb")
+	var w *lab.Watch
+	if watch != nil {
+		w = l.StartWatch(bin)
+	}
 
 	self, err := os.Executable()
 	if err != nil {
@@ -102,32 +144,50 @@ func scenario(r *runner, name, interfaces, bin string) []step {
 	t0 := time.Now()
 
 	var steps []step
-	for i, event := range []string{"both up", "ifdown wanb", "ifup wanb"} {
+	for i, e := range events {
 		begin := time.Since(t0)
 		spoofed := l.Spoofed()
-		switch event {
-		case "ifdown wanb":
-			l.MustIfdown("wanb")
-		case "ifup wanb":
-			l.MustIfup("wanb")
-		}
+		e.do(l)
 		// Who carries the flows once the event is over.
 		time.Sleep(500 * time.Millisecond)
 		counts := seen(l)
 		time.Sleep(time.Until(t0.Add(time.Duration(i+1) * stepTime)))
 		after := seen(l)
-		s := step{event: event, spoofed: l.Spoofed() - spoofed}
+		s := step{event: e.name, spoofed: l.Spoofed() - spoofed}
 		s.carries = carrier(after[0]-counts[0], after[1]-counts[1])
+		if w != nil {
+			// The monitor's own probes reach both ISPs' edges, so ask
+			// routing instead, at the step's end.
+			s.carries = routedVia(l)
+		}
 		s.sent, s.received = ping.Count(t0.Add(begin), time.Now())
 		s.lost = s.sent - s.received
+		// From a second before: the last reply before the event counts.
+		s.gap = ping.Gap(t0.Add(begin-time.Second), time.Now())
 		s.tcp = timeline(t0, begin, time.Since(t0), server, client)
 		steps = append(steps, s)
 	}
 	ping.Stop()
 	client.stop()
 	server.stop()
-	r.cleanup()
+	if w != nil {
+		w.Stop()
+		*watch = w
+	}
+	r.cleanupFrom(mark)
 	return steps
+}
+
+// routedVia says which ISP the router routes the LAN host's packets to.
+func routedVia(l *lab.Lab) string {
+	out := l.Must(l.Router, "ip", "route", "get", lab.Internet, "from", lab.LANHost, "iif", "lan0")
+	switch {
+	case strings.Contains(out, "dev wana"):
+		return "A"
+	case strings.Contains(out, "dev wanb"):
+		return "B"
+	}
+	return "none"
 }
 
 // seen returns the legit IPv4 packets ISP A and ISP B have seen.
@@ -270,9 +330,12 @@ func (r *runner) fail(msg string) {
 	os.Exit(1)
 }
 
-func (r *runner) cleanup() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
+func (r *runner) cleanup() { r.cleanupFrom(0) }
+
+// cleanupFrom runs, newest first, the cleanups registered after the first n.
+func (r *runner) cleanupFrom(n int) {
+	for i := len(r.cleanups) - 1; i >= n; i-- {
 		r.cleanups[i]()
 	}
-	r.cleanups = nil
+	r.cleanups = r.cleanups[:n]
 }

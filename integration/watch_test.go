@@ -12,7 +12,7 @@ import (
 
 // newWatchLab brings both ISPs up, each stanza probing the internet host
 // (plus the extra options), and starts ifisp-watch.
-func newWatchLab(t *testing.T, extra ...string) (*lab.Lab, *lab.Watch) {
+func newWatchLab(t testing.TB, extra ...string) (*lab.Lab, *lab.Watch) {
 	t.Helper()
 	l := lab.New(t)
 	l.Install(bin)
