@@ -1,11 +1,11 @@
 # ifisp: multi-ISP source routing, SNAT and conntrack for Debian's ifupdown.
 
-PREFIX     ?= /usr
-SBINDIR    ?= $(PREFIX)/sbin
-SYSCONFDIR ?= /etc
+PREFIX         ?= /usr
+SBINDIR        ?= $(PREFIX)/sbin
+SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
-DESTDIR    ?=
-GO         ?= go
+DESTDIR        ?=
+GO             ?= go
 # Static binaries: hooks run early at boot and in minimal systems.
 export CGO_ENABLED = 0
 
@@ -25,14 +25,16 @@ test:
 
 # Installs the binaries into SBINDIR, links them into the ifupdown hook
 # folders under the run-parts names hooks/layout gives, and installs
-# ifisp-watch's systemd unit (enable it with systemctl).
+# ifisp-watch's systemd unit with its ExecStart in SBINDIR (enable it with
+# systemctl).
 install: build
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(SBINDIR)/
 	install -m 0644 hooks/rt_protos.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/ifisp.conf
-	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
-	sed 's|/usr/sbin/ifisp-watch|$(SBINDIR)/ifisp-watch|' hooks/ifisp-watch.service >$(DESTDIR)$(SYSTEMDUNITDIR)/ifisp-watch.service
-	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/ifisp-watch.service
+	sed 's|^ExecStart=/usr/sbin/|ExecStart=$(SBINDIR)/|' hooks/ifisp-watch.service >bin/ifisp-watch.service
+	install -m 0644 bin/ifisp-watch.service $(DESTDIR)$(SYSTEMDUNITDIR)/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/ifisp
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/ifisp/
 	grep -v '^#' hooks/layout | while read -r folder name binary; do \
 		[ -n "$$folder" ] || continue; \
 		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder && \
