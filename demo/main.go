@@ -1,6 +1,8 @@
 // Command demo shows, in the lab, what the LAN notices when the preferred
 // ISP goes down and comes back: once with ifisp's hooks, once with the seed
 // recipe (SNAT and `conntrack -D --src-nat` in up/down lines), side by side.
+// Then the preferred ISP's upstream dies behind a modem that keeps carrier,
+// with the health daemon ifisp-watch beside the seed recipe (watch.go).
 //
 // It needs root (it builds network namespaces), cleans up after itself and
 // sends traffic only between its own namespaces. Run it with `make demo`.
@@ -59,23 +61,11 @@ func main() {
 
 	fmt.Println("LAN host 10.1.0.10 pings 192.0.2.100 at 20 pps and keeps a TCP connection to it;")
 	fmt.Println("ISP B (wanb) is preferred, ISP A (wana) the backup. Each step lasts 4 s.")
-	ifisp := scenario(r, "ifisp", lab.TwoISPs, bin, byHand, nil)
-	seed := scenario(r, "seed recipe", lab.Seed, "", byHand, nil)
+	ifisp := scenario(r, "ifisp", lab.TwoISPs, bin, byHand)
+	seed := scenario(r, "seed recipe", lab.Seed, "", byHand)
 	printTimelines(ifisp, seed)
 
-	fmt.Println("\nNow ISP B's upstream dies behind its modem: carrier stays up, no ifdown runs.")
-	fmt.Println("ifisp-watch probes each ISP 10 times a second; the seed recipe has no health check.")
-	var w *lab.Watch
-	ifisp = scenario(r, "ifisp + ifisp-watch", lab.Checked(lab.TwoISPs), bin, deadUpstream, &w)
-	seed = scenario(r, "seed recipe", lab.Seed, "", deadUpstream, nil)
-	printTimelines(ifisp, seed)
-	fmt.Printf("ifisp-watch rerouted the LAN's ping %s after B's upstream died (longest reply gap).\n", ifisp[1].gap.Round(time.Millisecond))
-	fmt.Println("Its log, one line per transition:")
-	for _, line := range strings.Split(w.Log(), "\n") {
-		if strings.Contains(line, " -> ") {
-			fmt.Println("    " + line)
-		}
-	}
+	deadUpstreamPart(r, bin)
 }
 
 // happening is what starts one step.
@@ -91,14 +81,6 @@ var byHand = []happening{
 	{"ifup wanb", func(l *lab.Lab) { l.MustIfup("wanb") }},
 }
 
-// deadUpstream kills the preferred ISP's upstream and brings it back,
-// without touching the router.
-var deadUpstream = []happening{
-	{"both up", func(*lab.Lab) {}},
-	{"B's upstream dies", func(l *lab.Lab) { l.Upstream(&l.B, 4, 1) }},
-	{"B's upstream returns", func(l *lab.Lab) { l.Upstream(&l.B, 4, 0) }},
-}
-
 // step is one row of a timeline.
 type step struct {
 	event    string
@@ -111,71 +93,89 @@ type step struct {
 	gap      time.Duration // the ping's longest time without a reply
 }
 
-// scenario brings both ISPs up with interfaces, runs the LAN traffic
-// through the events, and returns the timeline. With bin set, ifisp's hooks
-// from bin are installed; with watch set, ifisp-watch runs too, and its
-// transitions are left in *watch.
-func scenario(r *runner, name, interfaces, bin string, events []happening, watch **lab.Watch) []step {
+// scenario brings both ISPs up with interfaces (with ifisp's hooks from bin
+// when bin is set), runs the LAN traffic through the events, and returns
+// the timeline.
+func scenario(r *runner, name, interfaces, bin string, events []happening) []step {
 	r.scope = name
 	mark := len(r.cleanups) // this scenario's cleanups come after
+	l := newLab(r, interfaces, bin)
+	const nSteps = 3
+	const stepTime = 4 * time.Second
+	tr := startTraffic(r, l, nSteps*stepTime)
+
+	var steps []step
+	for i, e := range events {
+		begin := time.Now()
+		spoofed := l.Spoofed()
+		e.do(l)
+		// Who carries the flows once the event is over.
+		time.Sleep(500 * time.Millisecond)
+		counts := seen(l)
+		time.Sleep(time.Until(tr.t0.Add(time.Duration(i+1) * stepTime)))
+		after := seen(l)
+		s := tr.measure(e.name, begin, spoofed)
+		s.carries = carrier(after[0]-counts[0], after[1]-counts[1])
+		steps = append(steps, s)
+	}
+	tr.stop()
+	r.cleanupFrom(mark)
+	return steps
+}
+
+// newLab builds a lab with interfaces, ifisp's hooks from bin when bin is
+// set, and both ISPs up.
+func newLab(r *runner, interfaces, bin string) *lab.Lab {
 	l := lab.New(r)
 	if bin != "" {
 		l.Install(bin)
 	}
 	l.Interfaces(interfaces)
 	l.MustIfup("wana", "wanb")
-	var w *lab.Watch
-	if watch != nil {
-		w = l.StartWatch(bin)
-	}
+	return l
+}
 
+// traffic is the LAN host's traffic in one lab: the ping and the TCP
+// connection, both dated from t0.
+type traffic struct {
+	l              *lab.Lab
+	ping           *lab.Pinger
+	server, client *proc
+	t0             time.Time
+}
+
+// startTraffic starts the LAN's ping and TCP connection, bounded to about d
+// (stop ends them sooner).
+func startTraffic(r *runner, l *lab.Lab, d time.Duration) *traffic {
 	self, err := os.Executable()
 	if err != nil {
 		r.Fatal(err)
 	}
-	const nSteps = 3
-	const stepTime = 4 * time.Second
-	total := nSteps * stepTime
-	server := start(r, l.Inet, self, "tcp-server", lab.Internet+":"+tcpPort)
+	tr := &traffic{l: l}
+	tr.server = start(r, l.Inet, self, "tcp-server", lab.Internet+":"+tcpPort)
 	time.Sleep(100 * time.Millisecond)
-	client := start(r, l.LAN, self, "tcp-client", lab.Internet+":"+tcpPort, (total + time.Second).String())
-	count := int(total/pingInterval) + 10
-	ping := l.StartPing(l.LAN, lab.Internet, pingInterval, count)
-	t0 := time.Now()
+	tr.client = start(r, l.LAN, self, "tcp-client", lab.Internet+":"+tcpPort, (d + time.Second).String())
+	tr.ping = l.StartPing(l.LAN, lab.Internet, pingInterval, int(d/pingInterval)+10)
+	tr.t0 = time.Now()
+	return tr
+}
 
-	var steps []step
-	for i, e := range events {
-		begin := time.Since(t0)
-		spoofed := l.Spoofed()
-		e.do(l)
-		// Who carries the flows once the event is over.
-		time.Sleep(500 * time.Millisecond)
-		counts := seen(l)
-		time.Sleep(time.Until(t0.Add(time.Duration(i+1) * stepTime)))
-		after := seen(l)
-		s := step{event: e.name, spoofed: l.Spoofed() - spoofed}
-		s.carries = carrier(after[0]-counts[0], after[1]-counts[1])
-		if w != nil {
-			// The monitor's own probes reach both ISPs' edges, so ask
-			// routing instead, at the step's end.
-			s.carries = routedVia(l)
-		}
-		s.sent, s.received = ping.Count(t0.Add(begin), time.Now())
-		s.lost = s.sent - s.received
-		// From a second before: the last reply before the event counts.
-		s.gap = ping.Gap(t0.Add(begin-time.Second), time.Now())
-		s.tcp = timeline(t0, begin, time.Since(t0), server, client)
-		steps = append(steps, s)
-	}
-	ping.Stop()
-	client.stop()
-	server.stop()
-	if w != nil {
-		w.Stop()
-		*watch = w
-	}
-	r.cleanupFrom(mark)
-	return steps
+// measure returns the step from begin till now, all but who carried it;
+// spoofed is l.Spoofed() at begin.
+func (tr *traffic) measure(event string, begin time.Time, spoofed int) step {
+	s := step{event: event, spoofed: tr.l.Spoofed() - spoofed}
+	s.sent, s.received = tr.ping.Count(begin, time.Now())
+	s.lost = s.sent - s.received
+	// From a second before: the last reply before the event counts.
+	s.gap = tr.ping.Gap(begin.Add(-time.Second), time.Now())
+	s.tcp = timeline(tr.t0, begin.Sub(tr.t0), time.Since(tr.t0), tr.server, tr.client)
+	return s
+}
+
+func (tr *traffic) stop() {
+	tr.ping.Stop()
+	tr.client.stop()
+	tr.server.stop()
 }
 
 // routedVia says which ISP the router routes the LAN host's packets to.
