@@ -55,7 +55,7 @@ test-vm:
 # Speed goals as ratios against a baseline measured in the same run, printed
 # as tables (root: the lab).
 bench:
-	$(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime 1x ./integration/
+	$(GO) test -count=1 -p 1 -timeout 60m -run '^$$' -bench . -benchtime 1x ./integration/
 
 # The lab's failover, ifisp against the seed recipe, as a timeline (root).
 demo:
