@@ -69,38 +69,39 @@ func RemoveDefaults(h *netlink.Handle, ifindex int, f stanza.Family, want []Defa
 // as they were, and returns how many it added: running it twice adds
 // nothing the second time.
 func AddDefaults(h *netlink.Handle, ifindex int, f stanza.Family, want []Default) (int, error) {
-	routes, err := mainDefaults(h, ifindex, f)
+	have, err := MainDefaults(h, ifindex, f)
 	if err != nil {
 		return 0, err
-	}
-	var have []Default
-	for _, r := range routes {
-		have = append(have, defaultOf(&r))
 	}
 	n := 0
 	for _, d := range want {
 		if containsDefault(have, d) {
 			continue
 		}
-		r := netlink.Route{
-			Family:    family(f),
-			Dst:       defaultDst(f),
-			Gw:        d.Gateway.AsSlice(),
-			LinkIndex: ifindex,
-			Table:     unix.RT_TABLE_MAIN,
-			Type:      unix.RTN_UNICAST,
-			Protocol:  netlink.RouteProtocol(d.Protocol),
-			Priority:  d.Metric,
-		}
-		if d.OnLink {
-			r.Flags = int(netlink.FLAG_ONLINK)
-		}
-		if err := h.RouteAdd(&r); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := h.RouteAdd(d.route(f, ifindex)); err != nil && !errors.Is(err, unix.EEXIST) {
 			return n, fmt.Errorf("restoring main-table %s: %w", d, err)
 		}
 		n++
 	}
 	return n, nil
+}
+
+// route is d as a main-table route through ifindex.
+func (d Default) route(f stanza.Family, ifindex int) *netlink.Route {
+	r := &netlink.Route{
+		Family:    family(f),
+		Dst:       defaultDst(f),
+		Gw:        d.Gateway.AsSlice(),
+		LinkIndex: ifindex,
+		Table:     unix.RT_TABLE_MAIN,
+		Type:      unix.RTN_UNICAST,
+		Protocol:  netlink.RouteProtocol(d.Protocol),
+		Priority:  d.Metric,
+	}
+	if d.OnLink {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return r
 }
 
 // mainDefaults lists the main table's default routes of family f through

@@ -277,16 +277,7 @@ func syncMainDefault(h *netlink.Handle, l *Link) error {
 	}
 	var want *netlink.Route
 	if c.Metric >= 0 {
-		want = &netlink.Route{
-			Family:    l.family(),
-			Dst:       defaultDst(c.Family),
-			Gw:        l.Gateway.AsSlice(),
-			LinkIndex: l.Index,
-			Table:     unix.RT_TABLE_MAIN,
-			Type:      unix.RTN_UNICAST,
-			Protocol:  Protocol,
-			Priority:  kernelMetric(c.Family, c.Metric),
-		}
+		want = Default{Gateway: l.Gateway, Metric: kernelMetric(c.Family, c.Metric), Protocol: Protocol}.route(c.Family, l.Index)
 	}
 	for _, r := range have {
 		if !isDefault(r.Dst) {
