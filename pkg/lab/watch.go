@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ifisp/ifisp/pkg/rundir"
+	"github.com/ifisp/ifisp/pkg/stanza"
 	"github.com/ifisp/ifisp/pkg/watch"
 )
 
@@ -135,14 +136,7 @@ func (w *Watch) Status() *watch.Status {
 
 // Link returns the monitor's view of iface and family, or nil.
 func (w *Watch) Link(iface, family string) *watch.LinkStatus {
-	if s := w.Status(); s != nil {
-		for i := range s.Links {
-			if s.Links[i].Iface == iface && string(s.Links[i].Family) == family {
-				return &s.Links[i]
-			}
-		}
-	}
-	return nil
+	return w.Status().Link(iface, stanza.Family(family))
 }
 
 // WaitFor polls the state file until iface/family is in state with the

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -45,16 +46,23 @@ func ReadStatus() (*Status, error) {
 	return &s, nil
 }
 
-// find returns the link iface+family registered at since, or nil.
-func (s *Status) find(key string, since time.Time) *LinkStatus {
+// Link returns the monitor's view of iface and family f, or nil.
+func (s *Status) Link(iface string, f stanza.Family) *LinkStatus {
 	if s == nil {
 		return nil
 	}
 	for i := range s.Links {
-		l := &s.Links[i]
-		if l.Iface+" "+string(l.Family) == key && l.Up.Equal(since) {
+		if l := &s.Links[i]; l.Iface == iface && l.Family == f {
 			return l
 		}
+	}
+	return nil
+}
+
+// find returns the view of reg if it is of the same registration, or nil.
+func (s *Status) find(reg registry.Link) *LinkStatus {
+	if l := s.Link(reg.Iface, reg.Family); l != nil && l.Up.Equal(reg.Since) {
+		return l
 	}
 	return nil
 }

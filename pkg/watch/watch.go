@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net/netip"
 	"os"
 	"reflect"
@@ -184,7 +185,7 @@ func (d *daemon) scan(prev *Status) error {
 			l.stop()
 		}
 		l = &link{reg: reg, health: health{state: Up}, reason: "brought up", since: reg.Since}
-		if p := prev.find(key, reg.Since); p != nil {
+		if p := prev.find(reg); p != nil {
 			l.health.state, l.withdrawn, l.reason, l.since = p.State, p.Withdrawn, p.Reason, p.Since
 			l.unsure = true
 		}
@@ -433,13 +434,12 @@ func (d *daemon) setWithdrawn(l *link, withdraw bool) (n int, err error) {
 // shutdown restores what the monitor withdrew and removes its state file:
 // a stopped monitor leaves the routes as ifupdown and the hooks made them.
 func (d *daemon) shutdown() error {
-	var restored []string
-	for _, key := range d.keys() {
-		if l := d.links[key]; l.withdrawn {
+	for _, l := range d.links {
+		if l.withdrawn {
 			l.health.set(Up) // not judged any more: what ifup made
 		}
 	}
-	restored = d.apply()
+	restored := d.apply()
 	msg := "stopping"
 	if len(restored) > 0 {
 		msg += ": " + strings.Join(restored, "; ")
@@ -450,12 +450,7 @@ func (d *daemon) shutdown() error {
 
 // keys returns the links' keys, sorted.
 func (d *daemon) keys() []string {
-	keys := make([]string, 0, len(d.links))
-	for k := range d.links {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+	return slices.Sorted(maps.Keys(d.links))
 }
 
 // carrier reports whether an interface with these flags can pass packets.
