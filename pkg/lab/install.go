@@ -83,15 +83,11 @@ func (l *Lab) Install(binDir string, only ...string) {
 		if len(only) > 0 && !slices.Contains(only, h.Binary) {
 			continue
 		}
-		path := filepath.Join(l.Etc(), "network", h.Folder, h.Name)
-		l.WriteFile(path, fmt.Sprintf("#!/bin/sh\n%s=%s exec %s\n", rundir.Env, l.RunDir, filepath.Join(binDir, h.Binary)))
-		if err := os.Chmod(path, 0o755); err != nil {
-			l.t.Fatal(err)
-		}
+		l.WriteScript(filepath.Join(l.Etc(), "network", h.Folder, h.Name),
+			fmt.Sprintf("#!/bin/sh\n%s=%s exec %s\n", rundir.Env, l.RunDir, filepath.Join(binDir, h.Binary)))
 	}
 	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
-		l.WriteFile(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), envDump)
-		os.Chmod(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), 0o755)
+		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), envDump)
 	}
 	protos, err := os.ReadFile(filepath.Join(Root(), "hooks/rt_protos.conf"))
 	if err != nil {

@@ -287,10 +287,27 @@ func (l *Lab) Must(ns string, args ...string) string {
 // WriteFile writes a file, failing the test on error.
 func (l *Lab) WriteFile(path, content string) {
 	l.t.Helper()
+	l.writeFile(path, content, 0o644)
+}
+
+// WriteScript writes an executable file (a hook, a notify script), failing
+// the test on error.
+func (l *Lab) WriteScript(path, content string) {
+	l.t.Helper()
+	l.writeFile(path, content, 0o755)
+}
+
+func (l *Lab) writeFile(path, content string, mode os.FileMode) {
+	l.t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		l.t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	// WriteFile's mode is only for a new file: Chmod makes it so for an
+	// old one too (and past the umask).
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		l.t.Fatal(err)
 	}
 }

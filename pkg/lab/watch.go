@@ -63,11 +63,8 @@ func (l *Lab) StartWatch(binDir string) *Watch {
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	// A notify hook that records every transition: tests count them there,
 	// and so test notify.d itself.
-	l.WriteFile(filepath.Join(w.NotifyDir, "lab-record"), "#!/bin/sh\n"+
+	l.WriteScript(filepath.Join(w.NotifyDir, "lab-record"), "#!/bin/sh\n"+
 		"echo \"$IFISP_IFACE $IFISP_FAMILY $IFISP_OLD_STATE $IFISP_STATE withdrawn=$IFISP_WITHDRAWN table=$IFISP_TABLE\" >>\"$IFISP_RUN_DIR/transitions\"\n")
-	if err := os.Chmod(filepath.Join(w.NotifyDir, "lab-record"), 0o755); err != nil {
-		l.t.Fatal(err)
-	}
 	l.start(w.cmd)
 	// Started means the first state file is written.
 	for deadline := time.Now().Add(10 * time.Second); w.Status() == nil; time.Sleep(10 * time.Millisecond) {
