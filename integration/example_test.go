@@ -35,9 +35,7 @@ func TestExample(t *testing.T) {
 	if !strings.Contains(rules, "10100:\tfrom 2001:db8:b100::/56 lookup ispb proto ifisp") {
 		t.Errorf("no rule for wanb's delegated prefix:\n%s", rules)
 	}
-	if n := l.Spoofed(); n != 0 {
-		t.Errorf("the ISPs dropped %d spoofed packets, want 0", n)
-	}
+	noSpoofing(t, l)
 	l.MustIfdown("wana", "wanb")
 	if out := routingState(l); strings.Contains(out, "proto ifisp") {
 		t.Errorf("ifisp state left after ifdown:\n%s", out)

@@ -41,3 +41,11 @@ func run(m *testing.M) int {
 
 // binary returns the path of a built binary.
 func binary(name string) string { return filepath.Join(bin, name) }
+
+// noSpoofing fails the test if an ISP ever dropped a spoofed packet.
+func noSpoofing(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	if n := l.Spoofed(); n != 0 {
+		t.Errorf("the ISPs dropped %d spoofed packets, want 0", n)
+	}
+}

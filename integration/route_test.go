@@ -141,9 +141,7 @@ func TestRouteUpDown(t *testing.T) {
 				}
 			}
 		}
-		if n := l.Spoofed(); n != 0 {
-			t.Errorf("ISPs dropped %d spoofed packets, want 0", n)
-		}
+		noSpoofing(t, l)
 	})
 
 	t.Run("up hooks twice change nothing", func(t *testing.T) {

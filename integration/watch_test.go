@@ -53,14 +53,6 @@ func via(t *testing.T, l *lab.Lab, family int) string {
 	return fmt.Sprintf("ispa %d, ispb %d packets", da, db)
 }
 
-// noSpoofing fails the test if an ISP ever dropped a spoofed packet.
-func noSpoofing(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	if n := l.Spoofed(); n != 0 {
-		t.Errorf("the ISPs dropped %d spoofed packets, want 0", n)
-	}
-}
-
 const (
 	bothDefaults = `default via 203.0.113.1 dev wanb onlink
 default via 198.51.100.1 dev wana proto ifisp metric 1
