@@ -3,7 +3,6 @@ module github.com/ifisp/ifisp
 go 1.26.8
 
 require (
-	github.com/coreos/go-iptables v0.8.0
 	github.com/google/go-cmp v0.7.0
 	github.com/mdlayher/netlink v1.7.2
 	github.com/spf13/pflag v1.1.0

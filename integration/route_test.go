@@ -249,9 +249,10 @@ iface wana inet static
 	}
 	for _, want := range []string{
 		// The first hook to run refuses it, in if-pre-up.d, before
-		// ifupdown even adds the address.
-		`ifisp-snat: wana: isp-table "main": reserved table (0, 253, 254, 255 are refused)`,
-		`ifisp-snat: wana: isp-metric "$(reboot)": not a metric (a number from 0 to 4294967295)`,
+		// ifupdown even adds the address; each line names the hook
+		// that owns the option.
+		`ifisp-route: wana: isp-table "main": reserved table (0, 253, 254, 255 are refused)`,
+		`ifisp-route: wana: isp-metric "$(reboot)": not a metric (a number from 0 to 4294967295)`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ifup output lacks %q:\n%s", want, out)

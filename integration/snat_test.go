@@ -19,8 +19,8 @@ const natUp = `*filter
 :IFISP-GUARD-wanb - [0:0]
 -A FORWARD -m comment --comment ifisp -j IFISP-GUARD
 -A OUTPUT -m comment --comment ifisp -j IFISP-GUARD
--A IFISP-GUARD -o wanb -m comment --comment "ifisp: wanb" -j IFISP-GUARD-wanb
 -A IFISP-GUARD -o wana -m comment --comment "ifisp: wana" -j IFISP-GUARD-wana
+-A IFISP-GUARD -o wanb -m comment --comment "ifisp: wanb" -j IFISP-GUARD-wanb
 -A IFISP-GUARD-wana -m conntrack --ctrepldst 198.51.100.2 --ctdir ORIGINAL -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -m conntrack --ctorigdst 198.51.100.2 --ctdir REPLY -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -m conntrack --ctrepldst 198.51.100.64/28 --ctdir ORIGINAL -m comment --comment "ifisp: wana" -j RETURN
@@ -36,8 +36,8 @@ const natUp = `*filter
 :IFISP-SNAT-wana - [0:0]
 :IFISP-SNAT-wanb - [0:0]
 -A POSTROUTING -m comment --comment ifisp -j IFISP-SNAT
--A IFISP-SNAT -o wanb -m comment --comment "ifisp: wanb" -j IFISP-SNAT-wanb
 -A IFISP-SNAT -o wana -m comment --comment "ifisp: wana" -j IFISP-SNAT-wana
+-A IFISP-SNAT -o wanb -m comment --comment "ifisp: wanb" -j IFISP-SNAT-wanb
 -A IFISP-SNAT-wana -s 10.1.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
 -A IFISP-SNAT-wanb -s 10.1.0.0/24 -o wanb -m comment --comment "ifisp: wanb snat" -j SNAT --to-source 203.0.113.2
 *filter
@@ -46,8 +46,8 @@ const natUp = `*filter
 :IFISP-GUARD-wanb - [0:0]
 -A FORWARD -m comment --comment ifisp -j IFISP-GUARD
 -A OUTPUT -m comment --comment ifisp -j IFISP-GUARD
--A IFISP-GUARD -o wanb -m comment --comment "ifisp: wanb" -j IFISP-GUARD-wanb
 -A IFISP-GUARD -o wana -m comment --comment "ifisp: wana" -j IFISP-GUARD-wana
+-A IFISP-GUARD -o wanb -m comment --comment "ifisp: wanb" -j IFISP-GUARD-wanb
 -A IFISP-GUARD-wana -s fe80::/10 -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -s ::/128 -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -s 2001:db8:a::2/128 -m comment --comment "ifisp: wana" -j RETURN

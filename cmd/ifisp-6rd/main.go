@@ -1,8 +1,14 @@
 // Binary ifisp-6rd is the ifupdown hook for an `inet6 v4tunnel` stanza with
-// 6rd options: in if-up.d it gives the sit tunnel ifupdown made its 6rd
-// parameters, numbers the router (tunnel or 6rd-lan interface) from the
-// delegated prefix, routes it through the ISP's table and publishes the
-// prefix in /run/ifisp/6rd.IFACE; in if-post-down.d it undoes all that.
+// 6rd options: in if-pre-up.d it checks what the tunnel will need (the
+// interfaces 6rd-lan and 6rd-local name, the ISP table); in if-up.d it
+// gives the sit tunnel ifupdown made its 6rd parameters, numbers the router
+// (tunnel or 6rd-lan interface) from the delegated prefix, routes it
+// through the ISP's table and publishes the prefix in /run/ifisp/6rd.IFACE;
+// in if-post-down.d it undoes all that.
+//
+// As the first ifisp hook in if-pre-up.d it also refuses, before ifupdown
+// changes anything, any stanza that another ifisp hook would refuse later
+// (package hook).
 package main
 
 import (
@@ -15,22 +21,17 @@ import (
 
 func main() {
 	hook.Main("ifisp-6rd", hook.Phases{
-		"post-up":   do(sixrdlink.Up),
-		"post-down": do(sixrdlink.Down),
+		"post-up":   sixrd(sixrdlink.Up),
+		"post-down": sixrd(sixrdlink.Down),
 	})
 }
 
-// do runs f for 6rd stanzas, in the current network namespace.
-func do(f func(*netlink.Handle, *stanza.Config) error) hook.Action {
-	return func(c *stanza.Config) error {
+// sixrd runs f for 6rd stanzas only.
+func sixrd(f hook.Action) hook.Action {
+	return func(h *netlink.Handle, c *stanza.Config) error {
 		if c.SixRD == nil {
 			return nil
 		}
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
 		return f(h, c)
 	}
 }

@@ -30,15 +30,10 @@ func main() {
 	})
 }
 
-func run(c *stanza.Config) error {
+func run(h *netlink.Handle, c *stanza.Config) error {
 	if c.Family != stanza.Inet {
 		return nil
 	}
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return fmt.Errorf("%s: opening netlink: %w", c.Iface, err)
-	}
-	defer h.Close()
 	if _, err := reconcile.Now(h); err != nil {
 		return fmt.Errorf("%s: reconciling conntrack: %w", c.Iface, err)
 	}

@@ -1,14 +1,18 @@
 // Binary ifisp-route is the ifupdown hook that installs an ISP's source
 // routing: its table, its `from` rules and its optional main-table default.
 //
-// Linked into if-up.d it installs them; into if-down.d it withdraws the
-// main-table defaults through the link before ifupdown deconfigures it; into
-// if-post-down.d it removes the rules and the table once the address is gone.
+// Linked into if-pre-up.d it checks the stanza against the kernel (the
+// table is no other link's, the metric is free) before ifupdown changes
+// anything; into if-up.d it installs the routing; into if-down.d it
+// withdraws the main-table defaults through the link before ifupdown
+// deconfigures it; into if-post-down.d it removes the rules and the table
+// once the address is gone.
 //
 // It also keeps ifisp-watch's registry: a link is recorded, with the
 // main-table defaults ifup left, once its routes are in, and forgotten
-// before its defaults are withdrawn. Both happen under the registry's lock,
-// so the monitor never acts on a link halfway through ifup or ifdown.
+// before its defaults are withdrawn. Both happen under the run directory's
+// lock (package hook takes it), so the monitor never acts on a link halfway
+// through ifup or ifdown.
 package main
 
 import (
@@ -28,14 +32,18 @@ func main() {
 	})
 }
 
-// do runs f on the stanza's link in the current network namespace. A 6rd
-// stanza's routing is ifisp-6rd's: only it knows the delegated prefix.
+// do runs f on the stanza's link. A 6rd stanza's routing is ifisp-6rd's:
+// only it knows the delegated prefix.
 func do(f func(*netlink.Handle, *policy.Link) error) hook.Action {
-	return func(c *stanza.Config) error {
+	return func(h *netlink.Handle, c *stanza.Config) error {
 		if c.SixRD != nil {
 			return nil
 		}
-		return registry.Locked(func() error { return policy.WithLink(c, f) })
+		l, err := policy.Resolve(h, c)
+		if err != nil {
+			return err
+		}
+		return f(h, l)
 	}
 }
 

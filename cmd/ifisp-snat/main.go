@@ -1,14 +1,14 @@
 // Binary ifisp-snat is the ifupdown hook that installs a WAN's SNAT rules
-// (snat-from) and its egress guard, in ifisp's own iptables chains.
+// (snat-from) and its egress guard, in ifisp's own iptables chains, each
+// table in one iptables-restore transaction.
 //
 // Linked into if-pre-up.d it installs them before ifupdown adds the address
 // and its gateway route, so no flow can leave the WAN un-NATed or spoofed in
-// between; into if-up.d it makes sure of them again (for `inet dhcp`, whose
-// address is only known then); into if-post-down.d it removes them.
+// between; into if-up.d it installs them for `inet dhcp`, whose address is
+// only known then; into if-post-down.d it removes them.
 package main
 
 import (
-	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
 
 	"github.com/ifisp/ifisp/pkg/hook"
@@ -29,46 +29,37 @@ func main() {
 // knows (inet dhcp); a static stanza's are in place since pre-up, and
 // running through them again would only lengthen the moment in which
 // if-up.d stands between the new route and the conntrack reconcile.
-func dynamicUp(c *stanza.Config) error {
+func dynamicUp(h *netlink.Handle, c *stanza.Config) error {
 	if c.Address.IsValid() {
 		return nil
 	}
-	return up(c)
+	return up(h, c)
 }
 
-func up(c *stanza.Config) error {
+func up(h *netlink.Handle, c *stanza.Config) error {
 	if c.SixRD != nil {
 		// A 6rd tunnel's sources come from its delegated prefix, which
 		// only ifisp-6rd computes; it has no guard yet.
 		return nil
 	}
-	t, err := tables(c)
+	l, err := policy.Resolve(h, c)
 	if err != nil {
 		return err
 	}
-	return policy.WithLink(c, func(_ *netlink.Handle, l *policy.Link) error {
-		if !l.Address.IsValid() {
-			// inet dhcp before its lease: if-up.d installs them.
-			return nil
-		}
-		return nat.Up(t, &nat.Link{Config: c, Address: l.Address})
-	})
-}
-
-func down(c *stanza.Config) error {
-	t, err := tables(c)
+	if !l.Address.IsValid() {
+		return nil // inet dhcp before its lease: if-up.d installs them
+	}
+	b, err := nat.NewExec(c.Family)
 	if err != nil {
 		return err
 	}
-	return nat.Down(t, c)
+	return nat.Up(b, &nat.Link{Config: c, Address: l.Address})
 }
 
-// tables is iptables or ip6tables, whichever backend the system's
-// alternatives (or PATH) pick.
-func tables(c *stanza.Config) (*iptables.IPTables, error) {
-	proto := iptables.ProtocolIPv4
-	if c.Family == stanza.Inet6 {
-		proto = iptables.ProtocolIPv6
+func down(_ *netlink.Handle, c *stanza.Config) error {
+	b, err := nat.NewExec(c.Family)
+	if err != nil {
+		return err
 	}
-	return iptables.New(iptables.IPFamily(proto))
+	return nat.Down(b, c)
 }

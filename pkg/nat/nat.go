@@ -1,5 +1,9 @@
 // Package nat installs and removes a WAN's SNAT rules and its egress guard,
-// in iptables chains of ifisp's own, through go-iptables.
+// in iptables chains of ifisp's own. Like kube-proxy, it reads a table once
+// (iptables-save), computes the rules it wants as data (Ruleset), and
+// applies the difference in one `iptables-restore --noflush` transaction per
+// table: a rule set is never half-applied, the administrator's rules are
+// never touched, and a hook run costs a few processes, not one per rule.
 //
 // Each WAN gets one chain per job, jumped to from one top chain per table:
 //
@@ -15,12 +19,15 @@
 // to map it to the WAN. For IPv6 there is no NAT and the guard checks the
 // source itself. The guard is what keeps a spoofed packet off the wire in
 // the milliseconds between a route change and the conntrack reconcile.
+//
+// The rules are written exactly as iptables-save prints them, so that an
+// unchanged chain is recognised as unchanged and left alone.
 package nat
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -31,41 +38,6 @@ const (
 	SNATChain  = "IFISP-SNAT"
 	GuardChain = "IFISP-GUARD"
 )
-
-// Comment is the comment on the top chains' jumps from the built-in chains.
-const Comment = "ifisp"
-
-// A chain is an interface's chain: where it hangs and what it holds.
-type chain struct {
-	table string
-	top   string   // ifisp's top chain
-	from  []string // built-in chains that jump to top
-	iface string
-	name  string // the interface's own chain
-	rules [][]string
-}
-
-func snatChain(iface string) *chain {
-	return &chain{table: "nat", top: SNATChain, from: []string{"POSTROUTING"}, iface: iface, name: SNATChain + "-" + iface}
-}
-
-func guardChain(iface string) *chain {
-	return &chain{table: "filter", top: GuardChain, from: []string{"FORWARD", "OUTPUT"}, iface: iface, name: GuardChain + "-" + iface}
-}
-
-// Tables is the part of go-iptables' *IPTables that nat uses, so tests and
-// callers can choose the binary (nf_tables or legacy backend).
-type Tables interface {
-	Exists(table, chain string, rulespec ...string) (bool, error)
-	Insert(table, chain string, pos int, rulespec ...string) error
-	Append(table, chain string, rulespec ...string) error
-	DeleteIfExists(table, chain string, rulespec ...string) error
-	List(table, chain string) ([]string, error)
-	ChainExists(table, chain string) (bool, error)
-	NewChain(table, chain string) error
-	ClearAndDeleteChain(table, chain string) error
-	RenameChain(table, oldChain, newChain string) error
-}
 
 // Link is what the rules are made from: the stanza and its address (the
 // stanza's, or the kernel's for dhcp).
@@ -93,248 +65,152 @@ func (l *Link) snatTo() netip.Addr {
 	return l.Address
 }
 
-func (l *Link) comment(what string) []string {
-	c := "ifisp: " + l.Config.Iface
-	if what != "" {
-		c += " " + what
-	}
-	return []string{"-m", "comment", "--comment", c}
-}
-
-// snat is the link's SNAT chain (IPv4 only; none without snat-from).
-func (l *Link) snat() *chain {
+// snat is the link's SNAT chain's rules (IPv4 only; none without
+// snat-from).
+func (l *Link) snat() []string {
+	var rules []string
 	iface := l.Config.Iface
-	ch := snatChain(iface)
 	for _, p := range l.Config.SNATFrom {
-		ch.rules = append(ch.rules, join([]string{"-o", iface, "-s", p.String()}, l.comment("snat"),
-			[]string{"-j", "SNAT", "--to-source", l.snatTo().String()}))
+		rules = append(rules, fmt.Sprintf("-s %s -o %s %s -j SNAT --to-source %s", p.Masked(), iface, l.comment("snat"), l.snatTo()))
 	}
-	return ch
+	return rules
 }
 
-// guard is the link's egress guard chain.
-func (l *Link) guard() *chain {
-	ch := guardChain(l.Config.Iface)
-	ret := []string{"-j", "RETURN"}
+// guard is the link's egress guard chain's rules.
+func (l *Link) guard() []string {
+	var rules []string
+	ret := l.comment("") + " -j RETURN"
 	if l.Config.Family == stanza.Inet6 {
 		// No NAT: the source on the wire is the source here. Link-local
 		// sources (neighbour discovery) and the unspecified one (DAD)
 		// belong to every link.
 		for _, p := range append([]netip.Prefix{netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("::/128")}, l.own()...) {
-			ch.rules = append(ch.rules, join([]string{"-s", p.String()}, l.comment(""), ret))
+			rules = append(rules, fmt.Sprintf("-s %s %s", p.Masked(), ret))
 		}
 	} else {
 		for _, p := range l.own() {
-			ch.rules = append(ch.rules,
-				join([]string{"-m", "conntrack", "--ctdir", "ORIGINAL", "--ctrepldst", p.String()}, l.comment(""), ret),
-				join([]string{"-m", "conntrack", "--ctdir", "REPLY", "--ctorigdst", p.String()}, l.comment(""), ret))
+			rules = append(rules,
+				fmt.Sprintf("-m conntrack --ctrepldst %s --ctdir ORIGINAL %s", ctAddr(p), ret),
+				fmt.Sprintf("-m conntrack --ctorigdst %s --ctdir REPLY %s", ctAddr(p), ret))
 		}
 		for _, p := range l.Config.SNATFrom {
-			ch.rules = append(ch.rules,
-				join([]string{"-s", p.String(), "-m", "conntrack", "!", "--ctstatus", "CONFIRMED"}, l.comment("new flow, SNAT follows"), ret))
+			rules = append(rules, fmt.Sprintf("-s %s -m conntrack ! --ctstatus CONFIRMED %s -j RETURN", p.Masked(), l.comment("new flow, SNAT follows")))
 		}
 	}
-	ch.rules = append(ch.rules, join(l.comment("egress guard"), []string{"-j", "DROP"}))
-	return ch
+	return append(rules, l.comment("egress guard")+" -j DROP")
+}
+
+// ctAddr writes a prefix as the conntrack match prints it: a host without
+// its length.
+func ctAddr(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.Masked().String()
+}
+
+// comment is the rule's `-m comment`, naming the interface (and what the
+// rule is for).
+func (l *Link) comment(what string) string {
+	c := "ifisp: " + l.Config.Iface
+	if what != "" {
+		c += " " + what
+	}
+	return "-m comment --comment " + quote(c)
 }
 
 // Up installs the link's SNAT rules and egress guard, or brings them to
-// what the stanza says now. Running it twice changes nothing.
-func Up(t Tables, l *Link) error {
-	chains := []*chain{l.guard()}
-	if l.Config.Family == stanza.Inet {
-		chains = append([]*chain{l.snat()}, chains...)
-	}
-	for _, ch := range chains {
-		var err error
-		if len(ch.rules) == 0 {
-			err = ch.remove(t)
-		} else {
-			err = ch.sync(t)
-		}
+// what the stanza says now: the guard first, then SNAT, each table in one
+// transaction. If SNAT cannot be applied, the guard is put back as it was.
+// Running it twice changes nothing.
+func Up(b Backend, l *Link) error {
+	return apply(b, l.Config.Iface, l.steps())
+}
+
+// Changes returns the payloads Up would apply now, one per table that
+// would change, without applying them: none when the kernel has the rules
+// already.
+func Changes(b Backend, l *Link) ([]string, error) {
+	var list []string
+	for _, s := range l.steps() {
+		have, want, err := s.plan(b, l.Config.Iface)
 		if err != nil {
-			return fmt.Errorf("%s: %s chain %s: %w", l.Config.Iface, ch.table, ch.name, err)
+			return nil, err
+		}
+		if p := Payload(have, want); p != "" {
+			list = append(list, p)
 		}
 	}
-	return nil
+	return list, nil
+}
+
+// steps are the tables Up changes, in order.
+func (l *Link) steps() []step {
+	steps := []step{{guardTree, l.guard()}}
+	if l.Config.Family == stanza.Inet {
+		steps = append(steps, step{snatTree, l.snat()})
+	}
+	return steps
 }
 
 // Down removes the link's chains, and ifisp's top chains once empty. What
-// is already gone counts as removed.
-func Down(t Tables, c *stanza.Config) error {
-	chains := []*chain{guardChain(c.Iface)}
+// is already gone counts as removed; a table that fails does not keep the
+// other from being cleaned, and both errors are reported.
+func Down(b Backend, c *stanza.Config) error {
+	steps := []step{{guardTree, nil}}
 	if c.Family == stanza.Inet {
-		chains = append(chains, snatChain(c.Iface))
+		steps = append(steps, step{snatTree, nil})
 	}
-	for _, ch := range chains {
-		if err := ch.remove(t); err != nil {
-			return fmt.Errorf("%s: %s chain %s: %w", c.Iface, ch.table, ch.name, err)
-		}
+	var errs []error
+	for _, s := range steps {
+		errs = append(errs, apply(b, c.Iface, []step{s}))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// jump is the top chain's rule that sends the interface's packets to
-// target.
-func (ch *chain) jump(target string) []string {
-	return []string{"-o", ch.iface, "-m", "comment", "--comment", "ifisp: " + ch.iface, "-j", target}
+// step is one table's change: the interface's chain in tree made to hold
+// rules (none: removed).
+type step struct {
+	tree  tree
+	rules []string
 }
 
-var topJump = []string{"-m", "comment", "--comment", Comment}
-
-// sync makes the interface's chain hold exactly ch.rules. A new chain is
-// filled before the jump to it exists; a changed one is built beside the
-// old and swapped in by its jump, so there is never a moment without SNAT
-// or guard. An unchanged one is left as it is, counters and all.
-func (ch *chain) sync(t Tables) error {
-	if err := ch.ensureTop(t); err != nil {
-		return err
-	}
-	exists, err := t.ChainExists(ch.table, ch.name)
+// plan reads the step's table and returns ifisp's part of it now, and as
+// the step wants it.
+func (s step) plan(b Backend, iface string) (have, want *Ruleset, err error) {
+	save, err := b.Save(s.tree.table)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	if !exists {
-		if err := fill(t, ch.table, ch.name, ch.rules); err != nil {
-			return err
-		}
-		return t.Insert(ch.table, ch.top, 1, ch.jump(ch.name)...)
+	if have, err = ParseSave(s.tree.table, save); err != nil {
+		return nil, nil, err
 	}
-	tmp := "IFISP-NEW-" + ch.iface
-	if err := t.ClearAndDeleteChain(ch.table, tmp); err != nil {
-		return err
-	}
-	if err := fill(t, ch.table, tmp, ch.rules); err != nil {
-		return err
-	}
-	same, err := sameRules(t, ch.table, ch.name, tmp)
-	if err != nil {
-		return err
-	}
-	if same {
-		if ok, err := t.Exists(ch.table, ch.top, ch.jump(ch.name)...); err != nil || ok {
-			t.ClearAndDeleteChain(ch.table, tmp)
-			return err
-		}
-	}
-	if err := t.Insert(ch.table, ch.top, 1, ch.jump(tmp)...); err != nil {
-		return err
-	}
-	if err := t.DeleteIfExists(ch.table, ch.top, ch.jump(ch.name)...); err != nil {
-		return err
-	}
-	if err := t.ClearAndDeleteChain(ch.table, ch.name); err != nil {
-		return err
-	}
-	return t.RenameChain(ch.table, tmp, ch.name)
+	return have, s.tree.set(have, iface, s.rules), nil
 }
 
-// ensureTop makes ifisp's top chain and the built-in chains' jumps to it,
-// first in each built-in chain: the guard must see a packet before any
-// ACCEPT of the administrator's, and SNAT must come before a catch-all
-// MASQUERADE.
-func (ch *chain) ensureTop(t Tables) error {
-	exists, err := t.ChainExists(ch.table, ch.top)
-	if err != nil {
-		return err
-	}
-	if !exists {
-		if err := t.NewChain(ch.table, ch.top); err != nil {
-			return err
-		}
-	}
-	for _, from := range ch.from {
-		spec := join(topJump, []string{"-j", ch.top})
-		ok, err := t.Exists(ch.table, from, spec...)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			if err := t.Insert(ch.table, from, 1, spec...); err != nil {
-				return err
+// apply makes the steps' changes in order, one transaction each, and when
+// one fails undoes the ones before it.
+func apply(b Backend, iface string, steps []step) error {
+	type applied struct{ table, undo string }
+	var done []applied
+	for _, s := range steps {
+		have, want, err := s.plan(b, iface)
+		if err == nil {
+			if payload := Payload(have, want); payload != "" {
+				if err = b.Restore(s.tree.table, payload); err == nil {
+					done = append(done, applied{s.tree.table, Payload(want, have)})
+				}
 			}
 		}
-	}
-	return nil
-}
-
-// remove deletes the interface's chain and its jump, then the top chain and
-// its jumps when nothing else hangs there. The order is the safe one: jump,
-// then chain.
-func (ch *chain) remove(t Tables) error {
-	exists, err := t.ChainExists(ch.table, ch.top)
-	if err != nil || !exists {
-		return err
-	}
-	if err := t.DeleteIfExists(ch.table, ch.top, ch.jump(ch.name)...); err != nil {
-		return err
-	}
-	if err := t.ClearAndDeleteChain(ch.table, ch.name); err != nil {
-		return err
-	}
-	rules, err := t.List(ch.table, ch.top)
-	if err != nil {
-		return err
-	}
-	if len(rules) > 1 { // the first line is the chain's -N
-		return nil
-	}
-	for _, from := range ch.from {
-		if err := t.DeleteIfExists(ch.table, from, join(topJump, []string{"-j", ch.top})...); err != nil {
-			return err
-		}
-	}
-	return t.ClearAndDeleteChain(ch.table, ch.top)
-}
-
-func fill(t Tables, table, name string, rules [][]string) error {
-	if err := t.NewChain(table, name); err != nil {
-		return err
-	}
-	for _, r := range rules {
-		if err := t.Append(table, name, r...); err != nil {
+		if err != nil {
+			err = fmt.Errorf("%s: %s table, chain %s: %w", iface, s.tree.table, s.tree.chain(iface), err)
+			for i := len(done) - 1; i >= 0; i-- {
+				if uerr := b.Restore(done[i].table, done[i].undo); uerr != nil {
+					err = fmt.Errorf("%w; putting the %s table back failed too: %v (ifdown %s repairs it)", err, done[i].table, uerr, iface)
+				}
+			}
 			return err
 		}
 	}
 	return nil
-}
-
-// sameRules compares two chains as iptables prints them, so the comparison
-// follows iptables' own normalisation whatever the backend.
-func sameRules(t Tables, table, a, b string) (bool, error) {
-	ra, err := t.List(table, a)
-	if err != nil {
-		return false, err
-	}
-	rb, err := t.List(table, b)
-	if err != nil {
-		return false, err
-	}
-	if len(ra) != len(rb) {
-		return false, nil
-	}
-	for i := range ra {
-		if ruleBody(ra[i], a) != ruleBody(rb[i], b) {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// ruleBody strips "-N CHAIN" or "-A CHAIN" from a listed rule.
-func ruleBody(rule, chain string) string {
-	for _, p := range []string{"-N " + chain, "-A " + chain} {
-		if rest, ok := strings.CutPrefix(rule, p); ok {
-			return rest
-		}
-	}
-	return rule
-}
-
-func join(parts ...[]string) []string {
-	var out []string
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
 }

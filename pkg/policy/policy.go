@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -92,7 +93,9 @@ func Resolve(h *netlink.Handle, c *stanza.Config) (*Link, error) {
 
 // Up installs the ISP table, the `from` rules and, with isp-metric, the
 // main-table default. It runs in if-up.d, after ifupdown has added the
-// address. Running it twice changes nothing the second time.
+// address. Everything that can be checked is checked before anything
+// changes; if a change still fails, what this run changed is put back as it
+// was. Running it twice changes nothing the second time.
 func Up(h *netlink.Handle, l *Link) error {
 	c := l.Config
 	switch {
@@ -101,15 +104,209 @@ func Up(h *netlink.Handle, l *Link) error {
 	case !l.Address.IsValid():
 		return fmt.Errorf("%s: no %s address on the interface yet (for %s, the address must be there when if-up.d runs)", c.Iface, c.Family, c.Method)
 	case !l.Gateway.IsValid():
-		return fmt.Errorf("%s: isp-gateway: no gateway known (set isp-gateway or gateway, or check that %s installed a default route)", c.Iface, c.Method)
+		return stanza.Errorf(c.Iface, "isp-gateway", "", "no gateway known (set isp-gateway or gateway, or check that %s installed a default route)", c.Method)
 	}
-	if err := syncTable(h, l); err != nil {
+	if err := check(h, c, l.Index, false); err != nil {
 		return err
 	}
-	if err := syncRules(h, l); err != nil {
+	if err := l.checkOnLink(h); err != nil {
 		return err
 	}
-	return syncMainDefault(h, l)
+	before, err := l.snapshot(h)
+	if err != nil {
+		return err
+	}
+	err = syncTable(h, l)
+	if err == nil {
+		err = syncRules(h, l)
+	}
+	if err == nil {
+		err = syncMainDefault(h, l)
+	}
+	if err != nil {
+		if uerr := l.restore(h, before); uerr != nil {
+			return fmt.Errorf("%w; putting back what this run changed failed too: %v (ifdown %s, then ifup, repairs it)", err, uerr, c.Iface)
+		}
+	}
+	return err
+}
+
+// Check makes the checks of Up that need the kernel but not the configured
+// interface, so that if-pre-up.d can refuse a stanza before ifupdown
+// changes anything: the ISP table must not be another interface's, and a
+// main-table default the stanza adds must not collide with one that is
+// there.
+func Check(h *netlink.Handle, c *stanza.Config) error {
+	if c.Table == 0 {
+		return nil
+	}
+	index := 0
+	if nl, err := h.LinkByName(c.Iface); err == nil {
+		index = nl.Attrs().Index
+	}
+	return check(h, c, index, true)
+}
+
+// check finds another interface's routes in the ISP table, and main-table
+// defaults of others at the metric the stanza's defaults take (ifisp's
+// isp-metric one, and for IPv4 ifupdown's `gateway` one, which the kernel
+// refuses beside another at the same metric). index is the stanza's
+// interface, 0 while it does not exist; preUp says ifupdown's `gateway`
+// route is still to come.
+func check(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
+	for _, f := range []stanza.Family{stanza.Inet, stanza.Inet6} {
+		routes, err := retry(func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(family(f), &netlink.Route{Table: c.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		})
+		if err != nil {
+			return fmt.Errorf("%s: listing table %d: %w", c.Iface, c.Table, err)
+		}
+		for _, r := range routes {
+			if !isDefault(r.Dst) || r.LinkIndex == 0 || r.LinkIndex == index {
+				continue // throw routes hang on lo
+			}
+			other, err := h.LinkByIndex(r.LinkIndex)
+			if err != nil || other.Attrs().Name == c.Iface {
+				continue // gone meanwhile, or renumbered
+			}
+			return stanza.Errorf(c.Iface, "isp-table", c.TableName, "table %d is %s's already (its %s is there): each ISP link needs a table of its own", c.Table, other.Attrs().Name, routeString(&r))
+		}
+	}
+	routes, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: listing the main table: %w", c.Iface, err)
+	}
+	clash := func(option, value string, m int, mine func(r *netlink.Route) bool, what string) error {
+		for _, r := range routes {
+			if isDefault(r.Dst) && r.Priority == stanza.KernelMetric(c.Family, m) && !mine(&r) {
+				return stanza.Errorf(c.Iface, option, value, "the main table already has %s%s: %s", routeString(&r), devString(h, r.LinkIndex), what)
+			}
+		}
+		return nil
+	}
+	if c.Metric >= 0 {
+		mine := func(r *netlink.Route) bool { return index != 0 && r.Protocol == Protocol && r.LinkIndex == index }
+		if err := clash("isp-metric", strconv.Itoa(c.Metric), c.Metric, mine, "pick another isp-metric"); err != nil {
+			return err
+		}
+	}
+	if preUp && c.Family == stanza.Inet && c.Gateway.IsValid() {
+		option, value := "gateway", c.Gateway.String()
+		if c.GatewayMetric >= 0 {
+			option, value = "metric", strconv.Itoa(c.GatewayMetric)
+		}
+		mine := func(r *netlink.Route) bool { return index != 0 && r.LinkIndex == index } // left by an ifup that was killed
+		if err := clash(option, value, max(c.GatewayMetric, 0), mine, "ifupdown cannot add the stanza's gateway route beside it at the same metric (give the stanza another metric)"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOnLink makes sure the ISP table's default can be installed: its
+// gateway must be on the link, inside a prefix the interface has a route
+// for (or link-local).
+func (l *Link) checkOnLink(h *netlink.Handle) error {
+	gw := l.Gateway
+	if gw.Is6() && gw.IsLinkLocalUnicast() {
+		return nil
+	}
+	routes, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(l.family(), &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: l.Index}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: listing the main table: %w", l.Config.Iface, err)
+	}
+	for _, r := range routes {
+		if r.Gw == nil && !isDefault(r.Dst) && prefixOf(r.Dst).Contains(gw) {
+			return nil
+		}
+	}
+	option := "isp-gateway"
+	if !l.Config.ISPGateway.IsValid() {
+		option = "gateway"
+	}
+	return stanza.Errorf(l.Config.Iface, option, gw.String(), "not on the link: no route of %s covers it, so the ISP table's default cannot reach it (check the address's prefix length, or the gateway)", l.Config.Iface)
+}
+
+// snapshot is what of the link's routing is ifisp's before a change.
+type snapshot struct {
+	table, main []netlink.Route
+	rules       []netlink.Rule
+}
+
+func (l *Link) snapshot(h *netlink.Handle) (*snapshot, error) {
+	var s snapshot
+	var err error
+	if s.table, err = l.ownTableRoutes(h); err != nil {
+		return nil, err
+	}
+	if s.rules, err = l.ownRules(h); err != nil {
+		return nil, err
+	}
+	s.main, err = l.ownMainDefaults(h)
+	return &s, err
+}
+
+// restore brings ifisp's routes and rules of the link back to the
+// snapshot; it goes on past errors and joins them.
+func (l *Link) restore(h *netlink.Handle, s *snapshot) error {
+	var errs []error
+	now, err := l.snapshot(h)
+	if err != nil {
+		return err
+	}
+	for _, pair := range [][2][]netlink.Route{{now.table, s.table}, {now.main, s.main}} {
+		have, want := pair[0], pair[1]
+		for _, r := range have {
+			if !containsRoute(want, &r) {
+				errs = append(errs, routeDel(h, &r))
+			}
+		}
+		for _, r := range want {
+			if !containsRoute(have, &r) {
+				errs = append(errs, h.RouteReplace(&r))
+			}
+		}
+	}
+	for _, r := range now.rules {
+		if !containsRule(s.rules, &r) {
+			errs = append(errs, ruleDel(h, &r))
+		}
+	}
+	for _, r := range s.rules {
+		if !containsRule(now.rules, &r) {
+			if err := h.RuleAdd(&r); err != nil && !errors.Is(err, unix.EEXIST) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ownMainDefaults lists ifisp's own main-table defaults through the link.
+func (l *Link) ownMainDefaults(h *netlink.Handle) ([]netlink.Route, error) {
+	routes, err := l.mainDefaults(h)
+	if err != nil {
+		return nil, err
+	}
+	var own []netlink.Route
+	for _, r := range routes {
+		if r.Protocol == Protocol {
+			own = append(own, r)
+		}
+	}
+	return own, nil
+}
+
+// devString names the device of a route, for messages.
+func devString(h *netlink.Handle, index int) string {
+	if nl, err := h.LinkByIndex(index); err == nil {
+		return " (dev " + nl.Attrs().Name + ")"
+	}
+	return ""
 }
 
 // Withdraw removes the main-table default routes through the link, ifisp's
@@ -277,7 +474,7 @@ func syncMainDefault(h *netlink.Handle, l *Link) error {
 	}
 	var want *netlink.Route
 	if c.Metric >= 0 {
-		want = Default{Gateway: l.Gateway, Metric: kernelMetric(c.Family, c.Metric), Protocol: Protocol}.route(c.Family, l.Index)
+		want = Default{Gateway: l.Gateway, Metric: stanza.KernelMetric(c.Family, c.Metric), Protocol: Protocol}.route(c.Family, l.Index)
 	}
 	for _, r := range have {
 		if !isDefault(r.Dst) {
@@ -386,15 +583,6 @@ func sameRoute(a, b *netlink.Route) bool {
 	return prefixOf(a.Dst) == prefixOf(b.Dst) && a.Gw.Equal(b.Gw) && a.Type == b.Type &&
 		(a.Type == unix.RTN_THROW || a.LinkIndex == b.LinkIndex) &&
 		(a.Priority == b.Priority || a.Table != unix.RT_TABLE_MAIN)
-}
-
-// kernelMetric returns the metric the kernel stores for m: IPv6 turns 0
-// into 1024.
-func kernelMetric(f stanza.Family, m int) int {
-	if f == stanza.Inet6 && m == 0 {
-		return 1024
-	}
-	return m
 }
 
 func containsRule(list []netlink.Rule, r *netlink.Rule) bool {

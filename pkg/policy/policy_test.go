@@ -107,7 +107,7 @@ func TestMainDefaultConflict(t *testing.T) {
 	c := config(stanza.Inet)
 	c.Metric = 5
 	err := up(t, h, c)
-	if err == nil || !strings.Contains(err.Error(), `wan0: isp-metric 5: the main table already has default via 198.51.100.1 metric 5`) {
+	if err == nil || !strings.Contains(err.Error(), `wan0: isp-metric "5": the main table already has default via 198.51.100.1 metric 5 (dev gw0): pick another isp-metric`) {
 		t.Fatalf("got %v, want a conflict error", err)
 	}
 	if got := ip("route", "show", "default"); got != "default via 198.51.100.1 dev gw0 metric 5 \n" {

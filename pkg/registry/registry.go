@@ -5,7 +5,8 @@
 // folder and never reads /etc/network/interfaces itself.
 //
 // Hooks and the health monitor change the same main-table routes, so they
-// take turns: Lock serializes them.
+// take turns: both hold the run directory's lock (rundir.TakeLock) while they
+// change them or the registry.
 package registry
 
 import (
@@ -21,7 +22,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/rundir"
@@ -139,41 +139,6 @@ func List() ([]Link, error) {
 	}
 	sort.Slice(links, func(i, j int) bool { return links[i].Key() < links[j].Key() })
 	return links, nil
-}
-
-// Lock waits for, and takes, the lock that hooks and the health monitor
-// hold while they change a link's routes or its registry file. Close the
-// file to release it.
-func Lock() (*os.File, error) {
-	dir := rundir.Dir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
-	}
-	return f, nil
-}
-
-// Locked runs f holding the lock.
-func Locked(f func() error) error {
-	lk, err := Lock()
-	if err != nil {
-		return err
-	}
-	defer lk.Close()
-	return f()
 }
 
 // Read returns the link iface, family f, or nil when it is not registered.

@@ -82,10 +82,58 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 	return netip.Addr{}, fmt.Errorf("%s: 6rd-local: missing (set 6rd-local, or local on the stanza)", c.Iface)
 }
 
+// Check makes, in if-pre-up.d, the checks of Up that can be made before
+// ifupdown creates the tunnel: the interfaces 6rd-lan and 6rd-local name
+// exist, the tunnel's name is free, and the ISP table and metric are free
+// (policy.Check). A sit tunnel of the stanza's name left by an ifup that
+// was killed before it could fail cleanly is deleted: ifupdown is about to
+// create it, and could not.
+func Check(h *netlink.Handle, c *stanza.Config) error {
+	s := c.SixRD
+	for _, ref := range []struct{ option, value, iface string }{
+		{"6rd-lan", s.LANIface, s.LANIface},
+		{"6rd-local", s.LocalIface, s.LocalIface},
+	} {
+		if ref.iface == "" {
+			continue
+		}
+		if _, err := h.LinkByName(ref.iface); err != nil {
+			return stanza.Errorf(c.Iface, ref.option, ref.value, "no interface %s (bring it up first, e.g. with auto or allow-hotplug before this stanza, or fix the name)", ref.iface)
+		}
+	}
+	if link, err := h.LinkByName(c.Iface); err == nil {
+		if _, ok := link.(*netlink.Sittun); !ok || c.Method != "v4tunnel" {
+			return stanza.Errorf(c.Iface, "iface", c.Iface, "a %s device of this name exists already, and ifupdown's v4tunnel must create the tunnel (rename the stanza, or remove the device)", link.Type())
+		}
+		if err := h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("%s: removing the sit tunnel an interrupted ifup left: %w (ip tunnel del %s, then ifup again)", c.Iface, err, c.Iface)
+		}
+	}
+	return policy.Check(h, c)
+}
+
 // Up configures the tunnel c names, which ifupdown has just made, and its
 // routing, and publishes the delegated prefix. Running it again after the
-// IPv4 address changed moves everything to the new prefix.
+// IPv4 address changed moves everything to the new prefix. When the first
+// configuration of a tunnel fails, Up undoes it and deletes the tunnel:
+// ifupdown takes the stanza for down after a failed if-up.d, and its next
+// ifup must be able to create the tunnel again.
 func Up(h *netlink.Handle, c *stanza.Config) error {
+	_, rerun := published(c)
+	err := up(h, c)
+	if err == nil || rerun {
+		return err
+	}
+	errs := []error{err, Down(h, c)}
+	if link, lerr := h.LinkByName(c.Iface); lerr == nil {
+		if lerr := h.LinkDel(link); lerr != nil && !errors.Is(lerr, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("%s: removing the tunnel after the failure: %w (ip tunnel del %s)", c.Iface, lerr, c.Iface))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func up(h *netlink.Handle, c *stanza.Config) error {
 	link, err := h.LinkByName(c.Iface)
 	if err != nil {
 		return fmt.Errorf("%s: no such tunnel (does the stanza say inet6 v4tunnel?)", c.Iface)
@@ -106,7 +154,7 @@ func Up(h *netlink.Handle, c *stanza.Config) error {
 	var lan netlink.Link
 	if plan.OnLAN {
 		if lan, err = h.LinkByName(c.SixRD.LANIface); err != nil {
-			return fmt.Errorf("%s: 6rd-lan %q: no such interface", c.Iface, c.SixRD.LANIface)
+			return stanza.Errorf(c.Iface, "6rd-lan", c.SixRD.LANIface, "no such interface")
 		}
 	}
 	// A re-run after the IPv4 address changed: the old prefix goes first.

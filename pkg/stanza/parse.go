@@ -33,13 +33,36 @@ type Error struct {
 func (e *Error) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
-		if p.Value == "" {
-			lines[i] = fmt.Sprintf("%s: %s: %s", e.Iface, p.Option, p.Msg)
-		} else {
-			lines[i] = fmt.Sprintf("%s: %s %q: %s", e.Iface, p.Option, p.Value, p.Msg)
-		}
+		lines[i] = e.Line(p)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Line is the line of one problem: `IFACE: OPTION "VALUE": what is wrong`.
+func (e *Error) Line(p Problem) string {
+	if p.Value == "" {
+		return fmt.Sprintf("%s: %s: %s", e.Iface, p.Option, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s %q: %s", e.Iface, p.Option, p.Value, p.Msg)
+}
+
+// Errorf returns an *Error with the one problem of option (value may be
+// empty): for the checks that need the kernel, made outside this package.
+func Errorf(iface, option, value, format string, args ...any) *Error {
+	return &Error{Iface: iface, Problems: []Problem{{Option: option, Value: value, Msg: fmt.Sprintf(format, args...)}}}
+}
+
+// Owner names the hook that acts on option, and so reports its problems:
+// ifisp-6rd for 6rd-*, ifisp-snat for snat-*, ifisp-route for the rest
+// (isp-*, and ifupdown's own address, gateway and metric).
+func Owner(option string) string {
+	switch {
+	case strings.HasPrefix(option, "6rd-"):
+		return "ifisp-6rd"
+	case strings.HasPrefix(option, "snat-"):
+		return "ifisp-snat"
+	}
+	return "ifisp-route"
 }
 
 // Parse reads the stanza ifupdown describes in environ (os.Environ()'s
@@ -69,6 +92,7 @@ func Parse(environ []string, root string) (*Config, error) {
 	if c.Iface == "" || c.Iface == "--all" || (c.Family != Inet && c.Family != Inet6) {
 		return nil, ErrNotOptedIn
 	}
+	iface := c.Iface
 
 	// The stanza's own options that are ifisp's, by their written name.
 	given := map[string]string{}
@@ -99,6 +123,9 @@ func Parse(environ []string, root string) (*Config, error) {
 		return nil, &Error{Iface: c.Iface, Problems: problems}
 	}
 
+	if !isIfname(iface) {
+		bad("iface", iface, "not an interface name ifisp can manage (1 to 15 of A-Z a-z 0-9 _ . -; an alias such as eth0:1 cannot have a table of its own)")
+	}
 	c.parseIfupdown(env, bad)
 	reportUnknown(given, bad)
 	failed := map[string]bool{} // the options given with a bad value
@@ -113,7 +140,7 @@ func Parse(environ []string, root string) (*Config, error) {
 	c.defaults()
 	// From here on, "missing" means not given at all: a bad value has
 	// been reported already.
-	for _, o := range []string{"address", "gateway"} {
+	for _, o := range []string{"address", "gateway", "pointopoint"} {
 		if v := env["IF_"+strings.ToUpper(o)]; v != "" {
 			given[o] = v
 		}
@@ -260,6 +287,7 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 			bad("isp-gateway", "", "missing (set isp-gateway, or gateway, on a static stanza)")
 		}
 	}
+	c.checkGateway(has, failed, bad)
 	// No 6rd option was accepted (on an inet stanza, each was refused).
 	if c.SixRD == nil {
 		return
@@ -302,6 +330,44 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 	case bits < 64 && s.LANSubnet>>bits != 0:
 		bad("6rd-lan", given["6rd-lan"], "subnet id %x does not fit in the /%d delegated prefix (at most %x)", s.LANSubnet, delegated, uint64(1)<<bits-1)
 	}
+}
+
+// checkGateway finds what would make the routes of a static stanza fail
+// once ifupdown has configured it: an ISP gateway the table's default
+// cannot reach (ifupdown adds its own `gateway` route onlink, ifisp's table
+// needs it on the link), and an isp-metric default that would collide with
+// the stanza's own `gateway` route.
+func (c *Config) checkGateway(has func(string) bool, failed map[string]bool, bad func(option, value, format string, args ...any)) {
+	option := "isp-gateway"
+	if !has(option) {
+		option = "gateway"
+	}
+	gw := c.ISPGateway
+	// A host address (/32, /128) reaches its gateway by a route of its
+	// own (pointopoint, an up line): only the kernel can tell, in if-up.d.
+	if c.Method == "static" && c.Address.IsValid() && !c.Address.IsSingleIP() && gw.IsValid() && !failed[option] && !has("pointopoint") {
+		switch {
+		case gw == c.Address.Addr():
+			bad(option, gw.String(), "is the stanza's own address (give the ISP's router)")
+		case !gw.IsLinkLocalUnicast() && !c.Address.Masked().Contains(gw):
+			bad(option, gw.String(), "not on the link: %s does not contain it, so the ISP table's default cannot reach it (fix the address's prefix length, or the gateway)", c.Address.Masked())
+		}
+	}
+	if c.Gateway.IsValid() && c.Metric >= 0 && !failed["isp-metric"] {
+		own := max(c.GatewayMetric, 0)
+		if KernelMetric(c.Family, own) == KernelMetric(c.Family, c.Metric) {
+			bad("isp-metric", strconv.Itoa(c.Metric), "the stanza's own gateway already adds a default at metric %d (leave isp-metric out, or give another)", own)
+		}
+	}
+}
+
+// KernelMetric returns the metric the kernel stores for a route given
+// metric m: IPv6 turns 0 into 1024.
+func KernelMetric(f Family, m int) int {
+	if f == Inet6 && m == 0 {
+		return 1024
+	}
+	return m
 }
 
 // suggest names the known option closest to a misspelt one.

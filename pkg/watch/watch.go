@@ -31,6 +31,7 @@ import (
 	"github.com/ifisp/ifisp/pkg/probe"
 	"github.com/ifisp/ifisp/pkg/reconcile"
 	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -409,7 +410,7 @@ func (d *daemon) apply() []string {
 // registry lock so that no hook changes them meanwhile, and only if l is
 // still the link registered.
 func (d *daemon) setWithdrawn(l *link, withdraw bool) (n int, err error) {
-	err = registry.Locked(func() error {
+	err = rundir.Locked("ifisp-watch "+l.reg.Key(), rundir.DefaultLockTimeout, func() error {
 		cur, err := registry.Read(l.reg.Iface, l.reg.Family)
 		if err != nil {
 			return err
