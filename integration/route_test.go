@@ -11,6 +11,7 @@ import (
 func newRouteLab(t *testing.T) *lab.Lab {
 	l := lab.New(t)
 	l.Install(bin)
+	l.RecordHookEnv()
 	l.Interfaces(lab.TwoISPs)
 	return l
 }

@@ -57,6 +57,7 @@ func TestSixRD(t *testing.T) {
 	l.Must(l.Inet, "ip", "route", "add", sixrdPrefix, "via", "fd00:255:2::1")
 	run := l.RunDir
 	l.Install(bin)
+	l.RecordHookEnv()
 	l.Interfaces(sixrdStanzas)
 	l.MustIfup("wanb", "sixrd")
 
@@ -121,6 +122,7 @@ func TestSixRDBadInput(t *testing.T) {
 	} {
 		l := lab.New(t)
 		l.Install(bin)
+	l.RecordHookEnv()
 		l.Must(l.Router, "ip", "-4", "addr", "flush", "dev", "lan0")
 		l.Interfaces(strings.Replace(sixrdStanzas, "6rd-lan lan0", tc.option, 1))
 		l.MustIfup("wanb")
@@ -150,6 +152,7 @@ func TestSixRDBesideNative(t *testing.T) {
 	// ISP A routes the customer's /56 to the router.
 	l.Must(l.A.NS, "ip", "route", "add", "2001:db8:a:100::/56", "via", l.A.Router6)
 	l.Install(bin)
+	l.RecordHookEnv()
 	l.Interfaces(strings.Replace(sixrdStanzas, "local 203.0.113.2", "local 203.0.113.2\n\t6rd-local wanb", 1) + `
 iface wana inet static
 	address 198.51.100.2/24

@@ -66,13 +66,12 @@ func Layout() ([]Hook, error) {
 	return hooks, s.Err()
 }
 
-// Install puts the hooks of hooks/layout, running the binaries in binDir,
+// Install links the hooks of hooks/layout, running the binaries in binDir,
 // into the router's /etc/network/if-*.d, and names ifisp's route protocol
 // in its /etc/iproute2/rt_protos.d, as `make install` does on a real
-// system. With only, just the hooks of those binaries. Each hook is a
-// two-line wrapper that sets IFISP_RUN_DIR to the lab's RunDir: ifupdown
-// gives hooks a clean environment, so this is how a namespaced router gets
-// a run directory of its own (README "Several routers on one machine").
+// system. With only, just the hooks of those binaries. The hooks find the
+// lab's RunDir by themselves: it is the run directory of the router's
+// named network namespace (package rundir).
 func (l *Lab) Install(binDir string, only ...string) {
 	l.t.Helper()
 	hooks, err := Layout()
@@ -83,17 +82,22 @@ func (l *Lab) Install(binDir string, only ...string) {
 		if len(only) > 0 && !slices.Contains(only, h.Binary) {
 			continue
 		}
-		l.WriteScript(filepath.Join(l.Etc(), "network", h.Folder, h.Name),
-			fmt.Sprintf("#!/bin/sh\n%s=%s exec %s\n", rundir.Env, l.RunDir, filepath.Join(binDir, h.Binary)))
-	}
-	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
-		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), envDump)
+		l.Symlink(filepath.Join(binDir, h.Binary), filepath.Join(l.Etc(), "network", h.Folder, h.Name))
 	}
 	protos, err := os.ReadFile(filepath.Join(Root(), "hooks/rt_protos.conf"))
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	l.WriteFile(filepath.Join(l.Etc(), "iproute2/rt_protos.d/ifisp.conf"), string(protos))
+}
+
+// RecordHookEnv adds a hook to each of the router's if-*.d folders that
+// records the environment ifupdown gives the hooks, for HookEnv.
+func (l *Lab) RecordHookEnv() {
+	l.t.Helper()
+	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
+		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), envDump)
+	}
 }
 
 // Interfaces writes the router's /etc/network/interfaces.
@@ -156,7 +160,8 @@ func (l *Lab) MustIfdown(ifaces ...string) {
 const envDump = "#!/bin/sh\nenv > \"/etc/network/env.$IFACE.$ADDRFAM.$PHASE\"\n"
 
 // HookEnv returns the environment ifupdown gave the hooks for iface, family
-// ("inet", "inet6") and phase, as recorded by the last ifup or ifdown.
+// ("inet", "inet6") and phase, as recorded by the last ifup or ifdown since
+// RecordHookEnv.
 func (l *Lab) HookEnv(iface, family, phase string) []string {
 	l.t.Helper()
 	b, err := os.ReadFile(filepath.Join(l.Etc(), "network", "env."+iface+"."+family+"."+phase))

@@ -23,6 +23,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/ifisp/ifisp/pkg/rundir"
 )
 
 // T is the part of testing.TB the lab needs, so that a program (make demo)
@@ -67,12 +69,13 @@ type Lab struct {
 	Inet   string // namespace of the internet host
 	A, B   ISP
 
-	// RunDir is the router's ifisp run directory (IFISP_RUN_DIR): /run is
-	// shared by every namespace, so each lab has its own.
+	// RunDir is the router's ifisp run directory: the one package rundir
+	// gives the router's named namespace, so each lab has its own.
 	RunDir string
 
-	t     T
-	state string // ifupdown's --state-dir for the router
+	t       T
+	state   string // ifupdown's --state-dir for the router
+	hadBase bool   // whether rundir.Base was there before the lab
 }
 
 // VLANWAN is the name of ISP B's WAN when NewVLAN builds the lab: VLAN 4 on
@@ -122,9 +125,9 @@ func newLab(t T, vlan bool) *Lab {
 		t.Fatal(err)
 	}
 	l.state = state
-	if l.RunDir, err = os.MkdirTemp("", "ifisp-run-"); err != nil {
-		t.Fatal(err)
-	}
+	l.RunDir = filepath.Join(rundir.Base, "netns", l.Router)
+	_, err = os.Stat(rundir.Base)
+	l.hadBase = err == nil
 	l.build(vlan)
 	return l
 }
@@ -297,6 +300,18 @@ func (l *Lab) WriteScript(path, content string) {
 	l.writeFile(path, content, 0o755)
 }
 
+// Symlink makes path a symbolic link to target, failing the test on error.
+func (l *Lab) Symlink(target, path string) {
+	l.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	os.Remove(path)
+	if err := os.Symlink(target, path); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
 func (l *Lab) writeFile(path, content string, mode os.FileMode) {
 	l.t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -350,6 +365,11 @@ func (l *Lab) remove() {
 		if d != "" {
 			os.RemoveAll(d)
 		}
+	}
+	// The parents too, when no other lab uses them and the lab made them.
+	os.Remove(filepath.Dir(l.RunDir))
+	if !l.hadBase {
+		os.Remove(rundir.Base)
 	}
 }
 

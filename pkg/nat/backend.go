@@ -12,11 +12,11 @@ import (
 
 // Backend reads and writes one family's iptables tables.
 type Backend interface {
-	// Save returns iptables-save's output for the table.
-	Save(table string) (string, error)
+	// Save returns iptables-save's output, every table.
+	Save() (string, error)
 	// Restore applies payload, in iptables-restore's format, without
 	// flushing what it does not name.
-	Restore(table, payload string) error
+	Restore(payload string) error
 }
 
 // Exec is the Backend of the iptables-save and iptables-restore (or
@@ -51,13 +51,13 @@ func NewExec(f stanza.Family) (*Exec, error) {
 // xtables lock another program (a firewall script, docker) holds.
 const xtablesWait = "10"
 
-// Save runs iptables-save -t table.
-func (e *Exec) Save(table string) (string, error) {
-	return run(exec.Command(e.save, "-t", table), "")
+// Save runs iptables-save.
+func (e *Exec) Save() (string, error) {
+	return run(exec.Command(e.save), "")
 }
 
 // Restore runs iptables-restore --noflush with payload on its input.
-func (e *Exec) Restore(table, payload string) error {
+func (e *Exec) Restore(payload string) error {
 	_, err := run(exec.Command(e.restore, "--noflush", "-w", xtablesWait), payload)
 	return err
 }

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -120,31 +121,24 @@ func (l *Link) comment(what string) string {
 }
 
 // Up installs the link's SNAT rules and egress guard, or brings them to
-// what the stanza says now: the guard first, then SNAT, each table in one
-// transaction. If SNAT cannot be applied, the guard is put back as it was.
-// Running it twice changes nothing.
+// what the stanza says now, in one iptables-restore: each table is one
+// transaction, and if one cannot be applied the other is put back as it
+// was. Running it twice changes nothing, and runs no iptables-restore.
 func Up(b Backend, l *Link) error {
 	return apply(b, l.Config.Iface, l.steps())
 }
 
-// Changes returns the payloads Up would apply now, one per table that
-// would change, without applying them: none when the kernel has the rules
-// already.
-func Changes(b Backend, l *Link) ([]string, error) {
-	var list []string
-	for _, s := range l.steps() {
-		have, want, err := s.plan(b, l.Config.Iface)
-		if err != nil {
-			return nil, err
-		}
-		if p := Payload(have, want); p != "" {
-			list = append(list, p)
-		}
+// Changes returns the payload Up would apply now, without applying it: ""
+// when the kernel has the rules already.
+func Changes(b Backend, l *Link) (string, error) {
+	p, err := plan(b, l.Config.Iface, l.steps())
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", l.Config.Iface, err)
 	}
-	return list, nil
+	return p.payload(), nil
 }
 
-// steps are the tables Up changes, in order.
+// steps are the tables Up changes.
 func (l *Link) steps() []step {
 	steps := []step{{guardTree, l.guard()}}
 	if l.Config.Family == stanza.Inet {
@@ -154,12 +148,17 @@ func (l *Link) steps() []step {
 }
 
 // Down removes the link's chains, and ifisp's top chains once empty. What
-// is already gone counts as removed; a table that fails does not keep the
-// other from being cleaned, and both errors are reported.
+// is already gone counts as removed. When the tables cannot be cleaned
+// together, each is tried alone, so one that fails does not keep the other
+// from being cleaned, and every error is reported.
 func Down(b Backend, c *stanza.Config) error {
 	steps := []step{{guardTree, nil}}
 	if c.Family == stanza.Inet {
 		steps = append(steps, step{snatTree, nil})
+	}
+	err := apply(b, c.Iface, steps)
+	if err == nil || len(steps) == 1 {
+		return err
 	}
 	var errs []error
 	for _, s := range steps {
@@ -175,42 +174,71 @@ type step struct {
 	rules []string
 }
 
-// plan reads the step's table and returns ifisp's part of it now, and as
-// the step wants it.
-func (s step) plan(b Backend, iface string) (have, want *Ruleset, err error) {
-	save, err := b.Save(s.tree.table)
+// change is one table's ifisp part as it is and as it is wanted.
+type change struct{ have, want *Ruleset }
+
+type changes []change
+
+// plan reads the tables (one iptables-save) and returns the steps'
+// changes of iface's chains.
+func plan(b Backend, iface string, steps []step) (changes, error) {
+	save, err := b.Save()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if have, err = ParseSave(s.tree.table, save); err != nil {
-		return nil, nil, err
+	var cs changes
+	for _, s := range steps {
+		have, err := ParseSave(s.tree.table, save)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, change{have, s.tree.set(have, iface, s.rules)})
 	}
-	return have, s.tree.set(have, iface, s.rules), nil
+	return cs, nil
 }
 
-// apply makes the steps' changes in order, one transaction each, and when
-// one fails undoes the ones before it.
+// payload is every table's payload, one after the other.
+func (cs changes) payload() string {
+	var b strings.Builder
+	for _, c := range cs {
+		b.WriteString(Payload(c.have, c.want))
+	}
+	return b.String()
+}
+
+// apply makes the steps' changes with one iptables-restore. When it fails,
+// it reads the tables again and puts back those that did change (with
+// several tables, iptables-restore commits each at its COMMIT line).
 func apply(b Backend, iface string, steps []step) error {
-	type applied struct{ table, undo string }
-	var done []applied
-	for _, s := range steps {
-		have, want, err := s.plan(b, iface)
-		if err == nil {
-			if payload := Payload(have, want); payload != "" {
-				if err = b.Restore(s.tree.table, payload); err == nil {
-					done = append(done, applied{s.tree.table, Payload(want, have)})
-				}
-			}
+	cs, err := plan(b, iface, steps)
+	if err != nil {
+		return fmt.Errorf("%s: %w", iface, err)
+	}
+	payload := cs.payload()
+	if payload == "" {
+		return nil
+	}
+	err = b.Restore(payload)
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("%s: applying ifisp's chains: %w", iface, err)
+	save, serr := b.Save()
+	if serr != nil {
+		return fmt.Errorf("%w; reading the tables back failed too: %v (ifdown %s repairs it)", err, serr, iface)
+	}
+	var undo strings.Builder
+	for _, c := range cs {
+		now, perr := ParseSave(c.have.Table, save)
+		if perr != nil {
+			return fmt.Errorf("%w; %v (ifdown %s repairs it)", err, perr, iface)
 		}
-		if err != nil {
-			err = fmt.Errorf("%s: %s table, chain %s: %w", iface, s.tree.table, s.tree.chain(iface), err)
-			for i := len(done) - 1; i >= 0; i-- {
-				if uerr := b.Restore(done[i].table, done[i].undo); uerr != nil {
-					err = fmt.Errorf("%w; putting the %s table back failed too: %v (ifdown %s repairs it)", err, done[i].table, uerr, iface)
-				}
-			}
-			return err
+		undo.WriteString(Payload(now, c.have))
+	}
+	if undo.Len() > 0 {
+		if uerr := b.Restore(undo.String()); uerr != nil {
+			return fmt.Errorf("%w; putting the tables back failed too: %v (ifdown %s repairs it)", err, uerr, iface)
 		}
 	}
-	return nil
+	return err
 }

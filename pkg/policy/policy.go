@@ -154,23 +154,23 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 // interface, 0 while it does not exist; preUp says ifupdown's `gateway`
 // route is still to come.
 func check(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
-	for _, f := range []stanza.Family{stanza.Inet, stanza.Inet6} {
-		routes, err := retry(func() ([]netlink.Route, error) {
-			return h.RouteListFiltered(family(f), &netlink.Route{Table: c.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-		})
-		if err != nil {
-			return fmt.Errorf("%s: listing table %d: %w", c.Iface, c.Table, err)
+	// One interface per family: an ISP's inet stanza and its inet6 one
+	// (native, or a 6rd tunnel of its own) share the table.
+	own, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: c.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: listing table %d: %w", c.Iface, c.Table, err)
+	}
+	for _, r := range own {
+		if !isDefault(r.Dst) || r.LinkIndex == 0 || r.LinkIndex == index {
+			continue // throw routes hang on lo
 		}
-		for _, r := range routes {
-			if !isDefault(r.Dst) || r.LinkIndex == 0 || r.LinkIndex == index {
-				continue // throw routes hang on lo
-			}
-			other, err := h.LinkByIndex(r.LinkIndex)
-			if err != nil || other.Attrs().Name == c.Iface {
-				continue // gone meanwhile, or renumbered
-			}
-			return stanza.Errorf(c.Iface, "isp-table", c.TableName, "table %d is %s's already (its %s is there): each ISP link needs a table of its own", c.Table, other.Attrs().Name, routeString(&r))
+		other, err := h.LinkByIndex(r.LinkIndex)
+		if err != nil || other.Attrs().Name == c.Iface {
+			continue // gone meanwhile, or renumbered
 		}
+		return stanza.Errorf(c.Iface, "isp-table", c.TableName, "table %d's %s routes are %s's already (its %s is there): each ISP link needs a table of its own", c.Table, c.Family, other.Attrs().Name, routeString(&r))
 	}
 	routes, err := retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)

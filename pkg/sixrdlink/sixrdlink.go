@@ -64,7 +64,7 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 	case s.LocalIface != "":
 		link, err := h.LinkByName(s.LocalIface)
 		if err != nil {
-			return netip.Addr{}, fmt.Errorf("%s: 6rd-local %q: no such interface", c.Iface, s.LocalIface)
+			return netip.Addr{}, stanza.Errorf(c.Iface, "6rd-local", s.LocalIface, "no such interface")
 		}
 		addrs, err := h.AddrList(link, netlink.FAMILY_V4)
 		if err != nil {
@@ -75,7 +75,7 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 				return ip.Unmap(), nil
 			}
 		}
-		return netip.Addr{}, fmt.Errorf("%s: 6rd-local %q: the interface has no IPv4 address yet", c.Iface, s.LocalIface)
+		return netip.Addr{}, stanza.Errorf(c.Iface, "6rd-local", s.LocalIface, "the interface has no IPv4 address yet (bring it up before this stanza)")
 	case tunnelLocal.IsValid() && !tunnelLocal.IsUnspecified():
 		return tunnelLocal, nil
 	}
@@ -99,6 +99,11 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 		}
 		if _, err := h.LinkByName(ref.iface); err != nil {
 			return stanza.Errorf(c.Iface, ref.option, ref.value, "no interface %s (bring it up first, e.g. with auto or allow-hotplug before this stanza, or fix the name)", ref.iface)
+		}
+	}
+	if s.LocalIface != "" {
+		if _, err := localIPv4(h, c, netip.Addr{}); err != nil {
+			return err
 		}
 	}
 	if link, err := h.LinkByName(c.Iface); err == nil {

@@ -351,6 +351,8 @@ func (c *Config) checkGateway(has func(string) bool, failed map[string]bool, bad
 			bad(option, gw.String(), "is the stanza's own address (give the ISP's router)")
 		case !gw.IsLinkLocalUnicast() && !c.Address.Masked().Contains(gw):
 			bad(option, gw.String(), "not on the link: %s does not contain it, so the ISP table's default cannot reach it (fix the address's prefix length, or the gateway)", c.Address.Masked())
+		case gw.Is4() && c.Address.Bits() < 31 && (gw == c.Address.Masked().Addr() || gw == lastAddr(c.Address)):
+			bad(option, gw.String(), "is the network or broadcast address of %s, not a router (give the ISP's router)", c.Address.Masked())
 		}
 	}
 	if c.Gateway.IsValid() && c.Metric >= 0 && !failed["isp-metric"] {
@@ -359,6 +361,14 @@ func (c *Config) checkGateway(has func(string) bool, failed map[string]bool, bad
 			bad("isp-metric", strconv.Itoa(c.Metric), "the stanza's own gateway already adds a default at metric %d (leave isp-metric out, or give another)", own)
 		}
 	}
+}
+
+// lastAddr returns the last address of p's network: IPv4's broadcast.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= 1<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // KernelMetric returns the metric the kernel stores for a route given

@@ -340,6 +340,18 @@ func TestParseErrors(t *testing.T) {
 		{env("wana", "inet", "v4tunnel", "6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1"),
 			"wana: 6rd-prefix \"2001:db8::/32\": only for inet6 stanzas (this is an inet stanza)\n" +
 				`wana: 6rd-relay "192.0.2.1": only for inet6 stanzas (this is an inet stanza)`},
+		// What would only fail once ifupdown has configured the link.
+		{env("wana", "inet", "static", "address 198.51.100.2/24", "isp-table ispa", "isp-gateway 192.0.2.1"),
+			`wana: isp-gateway "192.0.2.1": not on the link: 198.51.100.0/24 does not contain it, so the ISP table's default cannot reach it (fix the address's prefix length, or the gateway)`},
+		{env("wana", "inet6", "static", "address 2001:db8:a::2/64", "isp-table ispa", "gateway 2001:db8:b::1"),
+			`wana: gateway "2001:db8:b::1": not on the link: 2001:db8:a::/64 does not contain it, so the ISP table's default cannot reach it (fix the address's prefix length, or the gateway)`},
+		{v4("isp-gateway 198.51.100.255"), `wana: isp-gateway "198.51.100.255": is the network or broadcast address of 198.51.100.0/24, not a router (give the ISP's router)`},
+		{v4("isp-gateway 198.51.100.2"), `wana: isp-gateway "198.51.100.2": is the stanza's own address (give the ISP's router)`},
+		{v4("isp-metric 0"), `wana: isp-metric "0": the stanza's own gateway already adds a default at metric 0 (leave isp-metric out, or give another)`},
+		{v4("metric 5", "isp-metric 5"), `wana: isp-metric "5": the stanza's own gateway already adds a default at metric 5 (leave isp-metric out, or give another)`},
+		{v6("isp-metric 1024"), `wana: isp-metric "1024": the stanza's own gateway already adds a default at metric 0 (leave isp-metric out, or give another)`},
+		{env("eth0:1", "inet", "static", "address 198.51.100.2/24", "gateway 198.51.100.1", "isp-table ispa"),
+			`eth0:1: iface "eth0:1": not an interface name ifisp can manage (1 to 15 of A-Z a-z 0-9 _ . -; an alias such as eth0:1 cannot have a table of its own)`},
 	} {
 		c, err := Parse(tc.env, root)
 		if err == nil {
@@ -386,6 +398,17 @@ sixrd: 6rd-relay: missing (the ISP's border relay, an IPv4 address)`},
 		_, err := Parse(tc.env, root)
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("got %v\nwant %s", err, tc.want)
+		}
+	}
+}
+
+func TestOwner(t *testing.T) {
+	for option, want := range map[string]string{
+		"isp-table": "ifisp-route", "isp-tabel": "ifisp-route", "gateway": "ifisp-route", "address": "ifisp-route",
+		"snat-from": "ifisp-snat", "snat-form": "ifisp-snat", "6rd-lan": "ifisp-6rd", "6rd-prefx": "ifisp-6rd",
+	} {
+		if got := Owner(option); got != want {
+			t.Errorf("Owner(%s) = %s, want %s", option, got, want)
 		}
 	}
 }
