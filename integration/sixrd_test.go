@@ -116,13 +116,13 @@ func TestSixRD(t *testing.T) {
 // there, or one without IPv4, is refused in one line and changes nothing.
 func TestSixRDBadInput(t *testing.T) {
 	for _, tc := range []struct{ option, want string }{
-		{"6rd-lan nosuch0", `ifisp-6rd: sixrd: 6rd-lan "nosuch0": no such interface`},
-		{"6rd-local nosuch0", `ifisp-6rd: sixrd: 6rd-local "nosuch0": no such interface`},
-		{"6rd-local lan0", `ifisp-6rd: sixrd: 6rd-local "lan0": the interface has no IPv4 address yet`},
+		{"6rd-lan nosuch0", `ifisp-6rd: sixrd: 6rd-lan "nosuch0": no such interface (fix the name, or bring the interface up before this stanza)`},
+		{"6rd-local nosuch0", `ifisp-6rd: sixrd: 6rd-local "nosuch0": no such interface (fix the name, or bring the interface up before this stanza)`},
+		{"6rd-local lan0", `ifisp-6rd: sixrd: 6rd-local "lan0": the interface has no IPv4 address yet (bring it up before this stanza)`},
 	} {
 		l := lab.New(t)
 		l.Install(bin)
-	l.RecordHookEnv()
+		l.RecordHookEnv()
 		l.Must(l.Router, "ip", "-4", "addr", "flush", "dev", "lan0")
 		l.Interfaces(strings.Replace(sixrdStanzas, "6rd-lan lan0", tc.option, 1))
 		l.MustIfup("wanb")
@@ -134,6 +134,35 @@ func TestSixRDBadInput(t *testing.T) {
 		if after := routingState(l); after != before {
 			t.Errorf("%s: refused, yet the routing changed:\n%s", tc.option, after)
 		}
+		// Refused in if-pre-up.d: ifupdown never made the tunnel.
+		if out, err := l.Exec(l.Router, "ip", "link", "show", "sixrd"); err == nil {
+			t.Errorf("%s: refused, yet the tunnel is there:\n%s", tc.option, out)
+		}
+	}
+}
+
+// TestSixRDStaleTunnel: an ifup killed after ifupdown made the tunnel
+// leaves it behind, and ifupdown, which takes the stanza for down, cannot
+// make it again. The next ifup repairs it.
+func TestSixRDStaleTunnel(t *testing.T) {
+	l := lab.New(t)
+	l.Install(bin)
+	l.Interfaces(sixrdStanzas)
+	l.MustIfup("wanb")
+	l.Must(l.Router, "ip", "tunnel", "add", "sixrd", "mode", "sit", "local", "203.0.113.2", "ttl", "64")
+	l.MustIfup("sixrd")
+	if out := l.Must(l.Router, "ip", "-d", "link", "show", "sixrd"); !strings.Contains(out, "6rd-prefix "+sixrdPrefix) {
+		t.Errorf("the tunnel lacks its 6rd parameters after the repairing ifup:\n%s", out)
+	}
+	// A device of that name that is no sit tunnel is not ifisp's to remove.
+	l.MustIfdown("sixrd")
+	l.Must(l.Router, "ip", "link", "add", "sixrd", "type", "dummy")
+	out, err := l.Ifup("sixrd")
+	if want := `ifisp-route: sixrd: iface "sixrd": a dummy device of this name exists already`; err == nil || !strings.Contains(out, want) {
+		t.Errorf("ifup beside a dummy sixrd said (%v):\n%s\nwant %q", err, out, want)
+	}
+	if out := l.Must(l.Router, "ip", "-d", "link", "show", "sixrd"); !strings.Contains(out, "dummy") {
+		t.Errorf("the dummy device is gone:\n%s", out)
 	}
 }
 

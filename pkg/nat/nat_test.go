@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -105,8 +106,12 @@ func (f *fake) restore(name, payload string) error {
 			t.chains[c] = append(t.chains[c], r)
 		case op == "-I":
 			c, r, _ := strings.Cut(rest, " ")
-			r = strings.TrimPrefix(r, "1 ")
-			t.chains[c] = append([]string{r}, t.chains[c]...)
+			pos, r, _ := strings.Cut(r, " ")
+			n, err := strconv.Atoi(pos)
+			if err != nil || n < 1 || n > len(t.chains[c])+1 {
+				return fmt.Errorf("fake: %q: bad position", line)
+			}
+			t.chains[c] = slices.Insert(t.chains[c], n-1, r)
 		case op == "-D":
 			c, r, _ := strings.Cut(rest, " ")
 			i := slices.Index(t.chains[c], r)
@@ -193,8 +198,8 @@ COMMIT
 
 	// The second link adds its chains and re-declares only the top ones.
 	for _, p := range f.restores {
-		if strings.Contains(p, ":IFISP-GUARD-wana") || strings.Contains(p, ":IFISP-SNAT-wana") || strings.Contains(p, "-I ") {
-			t.Errorf("wanb's up touched wana's chains or the built-in jumps:\n%s", p)
+		if strings.Contains(p, "wana") || strings.Contains(p, "-D ") || strings.Contains(p, ":IFISP-GUARD ") {
+			t.Errorf("wanb's up touched wana's chains, or deleted a rule:\n%s", p)
 		}
 	}
 	both := f.state()

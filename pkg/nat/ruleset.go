@@ -134,20 +134,43 @@ func (t tree) set(rs *Ruleset, iface string, rules []string) *Ruleset {
 
 // Payload renders, in iptables-restore's format, what turns have into
 // want: "" when nothing changes. Applied with --noflush it touches ifisp's
-// chains and jumps only, and in one transaction: a chain declaration
-// empties a chain of ifisp's before it is filled again, so a chain is never
-// seen half-filled, and an unchanged chain is not in the payload at all
-// (its counters stay).
+// chains and jumps only, and in one transaction per table. A chain that
+// only gains or loses rules (a top chain when a link comes or goes) gets
+// just those inserted or deleted; any other changed chain is declared,
+// which empties it, and filled again. An unchanged chain is not in the
+// payload at all (its counters stay).
+//
+// Deleting rules is what costs: with nf_tables every transaction that
+// deletes one waits for the kernel's RCU grace period, about 15 ms, so a
+// link coming up deletes nothing.
 func Payload(have, want *Ruleset) string {
 	var decl, del, add, jumps, drop []string
 	for _, name := range sortedKeys(want.Chains) {
 		old, ok := have.Chains[name]
-		if ok && slices.Equal(old, want.Chains[name]) {
-			continue
-		}
-		decl = append(decl, ":"+name+" - [0:0]")
-		for _, r := range want.Chains[name] {
-			add = append(add, "-A "+name+" "+r)
+		rules := want.Chains[name]
+		switch {
+		case ok && slices.Equal(old, rules):
+		case ok && isSubsequence(old, rules):
+			for i, j := 0, 0; i < len(rules); i++ {
+				if j < len(old) && old[j] == rules[i] {
+					j++
+					continue
+				}
+				add = append(add, fmt.Sprintf("-I %s %d %s", name, i+1, rules[i]))
+			}
+		case ok && isSubsequence(rules, old):
+			for i, j := 0, 0; i < len(old); i++ {
+				if j < len(rules) && rules[j] == old[i] {
+					j++
+					continue
+				}
+				del = append(del, fmt.Sprintf("-D %s %s", name, old[i]))
+			}
+		default:
+			decl = append(decl, ":"+name+" - [0:0]")
+			for _, r := range rules {
+				add = append(add, "-A "+name+" "+r)
+			}
 		}
 	}
 	for _, name := range sortedKeys(have.Chains) {
@@ -171,7 +194,7 @@ func Payload(have, want *Ruleset) string {
 			jumps = append(jumps, fmt.Sprintf("-I %s 1 %s -j %s", from, jumpComment, target))
 		}
 	}
-	if len(decl)+len(del)+len(jumps) == 0 {
+	if len(decl)+len(del)+len(add)+len(jumps) == 0 {
 		return ""
 	}
 	var b strings.Builder
@@ -183,6 +206,17 @@ func Payload(have, want *Ruleset) string {
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()
+}
+
+// isSubsequence reports whether a's rules all stand in b, in a's order.
+func isSubsequence(a, b []string) bool {
+	j := 0
+	for _, r := range b {
+		if j < len(a) && a[j] == r {
+			j++
+		}
+	}
+	return j == len(a)
 }
 
 // quote writes s as iptables-save does: bare when it is made of letters,

@@ -98,7 +98,7 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 			continue
 		}
 		if _, err := h.LinkByName(ref.iface); err != nil {
-			return stanza.Errorf(c.Iface, ref.option, ref.value, "no interface %s (bring it up first, e.g. with auto or allow-hotplug before this stanza, or fix the name)", ref.iface)
+			return stanza.Errorf(c.Iface, ref.option, ref.value, "no such interface (fix the name, or bring the interface up before this stanza)")
 		}
 	}
 	if s.LocalIface != "" {
