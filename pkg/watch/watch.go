@@ -396,7 +396,11 @@ func (d *daemon) apply() []string {
 		moved = moved || l.reg.Family == stanza.Inet
 	}
 	if moved {
-		st, err := reconcile.Now(d.h)
+		var st reconcile.Stats
+		err := rundir.Locked("ifisp-watch conntrack reconcile", rundir.DefaultLockTimeout, func() (err error) {
+			st, err = reconcile.Now(d.h)
+			return err
+		})
 		if err != nil {
 			did = append(did, fmt.Sprintf("conntrack: %v", err))
 		} else {
