@@ -121,6 +121,15 @@ func (l *Lab) ifupdown(cmd string, ifaces []string) (string, error) {
 	return l.Exec(l.Router, append([]string{cmd, "--state-dir", l.state}, ifaces...)...)
 }
 
+// IfupdownCommand returns, not started, the command Ifup or Ifdown runs:
+// cmd ("ifup" or "ifdown") in the router's namespace with the lab's state
+// folder and args, for a test that must start it itself (in a process
+// group of its own, to kill it half-way). `ip netns exec` execs cmd, so
+// the command's process is ifupdown itself.
+func (l *Lab) IfupdownCommand(cmd string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", l.Router, cmd, "--state-dir", l.state}, args...)...)
+}
+
 // UseIptablesLegacy switches the router to iptables-legacy the way Debian
 // does, through update-alternatives' links, but only inside the router's
 // namespace: its /etc/alternatives is a copy with the iptables links
