@@ -9,6 +9,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/vishvananda/netlink"
 
 	"github.com/ifisp/ifisp/pkg/hook"
@@ -51,7 +53,7 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	}
 	b, err := nat.NewExec(c.Family)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
 	return nat.Up(b, &nat.Link{Config: c, Address: l.Address})
 }
@@ -59,7 +61,7 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 func down(_ *netlink.Handle, c *stanza.Config) error {
 	b, err := nat.NewExec(c.Family)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
 	return nat.Down(b, c)
 }

@@ -83,23 +83,25 @@ func Run(name string, environ []string, root, phase string, timeout time.Duratio
 	if act == nil && phase != "pre-up" {
 		return nil
 	}
-	who := fmt.Sprintf("%s %s %s %s", name, c.Iface, c.Family, phase)
-	return rundir.Locked(who, timeout, func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return fmt.Errorf("%s: opening netlink: %w", c.Iface, err)
+	lk, err := rundir.TakeLock(fmt.Sprintf("%s %s %s %s", name, c.Iface, c.Family, phase), timeout)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Iface, err)
+	}
+	defer lk.Release()
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("%s: opening netlink: %w", c.Iface, err)
+	}
+	defer h.Close()
+	if phase == "pre-up" {
+		if err := Check(h, c); err != nil {
+			return err
 		}
-		defer h.Close()
-		if phase == "pre-up" {
-			if err := Check(h, c); err != nil {
-				return err
-			}
-		}
-		if act == nil {
-			return nil
-		}
-		return act(h, c)
-	})
+	}
+	if act == nil {
+		return nil
+	}
+	return act(h, c)
 }
 
 // Check runs every check of the stanza that needs the kernel, and can be

@@ -3,6 +3,7 @@ package rundir
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,12 +35,12 @@ type Lock struct {
 func TakeLock(who string, timeout time.Duration) (*Lock, error) {
 	dir := Dir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("making the run directory %s: %w (set %s to a writable folder)", dir, err, Env)
+		return nil, fmt.Errorf("cannot make the run directory %s: %w (is /run writable? %s moves it)", dir, pathErr(err), Env)
 	}
 	path := filepath.Join(dir, LockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("opening the lock %s: %w", path, err)
+		return nil, fmt.Errorf("cannot open the lock %s: %w (is the run directory writable? %s moves it)", path, pathErr(err), Env)
 	}
 	deadline := time.Now().Add(timeout)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
@@ -67,6 +68,16 @@ func TakeLock(who string, timeout time.Duration) (*Lock, error) {
 		fmt.Fprintf(f, "%s (pid %d, since %s)\n", who, os.Getpid(), time.Now().Format("15:04:05.000"))
 	}
 	return &Lock{f: f}, nil
+}
+
+// pathErr strips the path an *fs.PathError repeats: the messages above
+// name it already.
+func pathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Release gives the lock up.
