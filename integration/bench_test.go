@@ -91,7 +91,8 @@ func timed(f func()) time.Duration {
 }
 
 // conntrackCount returns the router's number of conntrack entries.
-func conntrackCount(b *testing.B, l *lab.Lab) int {
+func conntrackCount(b testing.TB, l *lab.Lab) int {
+	b.Helper()
 	out := l.Must(l.Router, "conntrack", "-C")
 	n, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
