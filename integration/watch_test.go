@@ -24,8 +24,7 @@ func newWatchLab(t testing.TB, extra ...string) (*lab.Lab, *lab.Watch) {
 
 // defaults returns the router's main-table defaults, both families.
 func defaults(l *lab.Lab) string {
-	out := l.Must(l.Router, "ip", "-4", "route", "show", "default") + l.Must(l.Router, "ip", "-6", "route", "show", "default")
-	return strings.ReplaceAll(out, " \n", "\n") // older iproute2 ends lines with a space
+	return l.Must(l.Router, "ip", "-4", "route", "show", "default") + l.Must(l.Router, "ip", "-6", "route", "show", "default")
 }
 
 // via returns which ISP the LAN's IPv4 packets leave by now: 50 pings in a
