@@ -27,29 +27,33 @@ func defaults(l *lab.Lab) string {
 	return l.Must(l.Router, "ip", "-4", "route", "show", "default") + l.Must(l.Router, "ip", "-6", "route", "show", "default")
 }
 
-// via returns which ISP the LAN's IPv4 packets leave by now: 50 pings in a
-// second, counted at each ISP's edge. The monitor's own probes (10 a second
-// per link) are counted there too, so the carrier is the ISP that saw at
-// least the 50 and the other must have seen fewer than half.
+// via returns which ISP the LAN's IPv4 packets (family 4), or the
+// router's own IPv6 ones (6: the LAN has no global IPv6), leave by now. It
+// pings the internet host until 10 requests in a row are answered (5 s at
+// most) and counts those requests at each ISP's edge, apart from other
+// traffic (the monitor's probes): each must have passed the carrier's edge,
+// and not one the other's.
 func via(t *testing.T, l *lab.Lab, family int) string {
 	t.Helper()
+	const run, within = 10, 5 * time.Second
 	dst := lab.Internet
 	src := l.LAN
-	if family == 6 { // the router's own traffic: the LAN has no global IPv6
+	if family == 6 {
 		dst, src = lab.Internet6, l.Router
 	}
-	a, b := l.Seen(&l.A, family).Legit, l.Seen(&l.B, family).Legit
-	got := l.Ping(src, dst, 50)
-	da, db := l.Seen(&l.A, family).Legit-a, l.Seen(&l.B, family).Legit-b
+	a, b := l.Seen(&l.A, family).Tracer, l.Seen(&l.B, family).Tracer
+	reqs, ok := l.PingRun(src, dst, run, within)
+	da, db := l.Seen(&l.A, family).Tracer-a, l.Seen(&l.B, family).Tracer-b
+	_, answered := reqs.Count(time.Time{}, time.Now().Add(time.Hour))
 	switch {
-	case got < 45:
-		return fmt.Sprintf("nowhere (%d of 50 answered)", got)
-	case da >= 50 && db < 25:
+	case !ok:
+		return fmt.Sprintf("nowhere (%d of %d requests answered, never %d in a row in %s)", answered, len(reqs), run, within)
+	case da >= answered && db == 0:
 		return "ispa"
-	case db >= 50 && da < 25:
+	case db >= answered && da == 0:
 		return "ispb"
 	}
-	return fmt.Sprintf("ispa %d, ispb %d packets", da, db)
+	return fmt.Sprintf("ispa %d, ispb %d of %d requests answered", da, db, answered)
 }
 
 const (
