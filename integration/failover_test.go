@@ -73,13 +73,26 @@ func startFlows(t *testing.T, l *lab.Lab) *flows {
 	return f
 }
 
-// wait waits until every flow has answered recoverRun requests in a row
-// sent since from, or until deadline; it reports whether they all did.
+// wait waits until every flow works again after from, or until deadline;
+// it reports whether they all do.
 func (f *flows) wait(from, deadline time.Time) bool {
-	for {
+	rs := make([]requester, len(f.flows))
+	for i, flow := range f.flows {
+		rs[i] = flow
+	}
+	return waitRecovery(from, deadline, rs...)
+}
+
+// requester is a flow or a ping: its requests can be read as it runs.
+type requester interface{ Requests() lab.Requests }
+
+// waitRecovery waits until each of rs has answered recoverRun requests in
+// a row sent since from, or until deadline; it reports whether all have.
+func waitRecovery(from, deadline time.Time, rs ...requester) bool {
+	for ; ; time.Sleep(20 * time.Millisecond) {
 		all := true
-		for _, flow := range f.flows {
-			if _, ok := flow.Requests().Recovery(from, recoverRun); !ok {
+		for _, r := range rs {
+			if _, ok := r.Requests().Recovery(from, recoverRun); !ok {
 				all = false
 			}
 		}
@@ -89,7 +102,6 @@ func (f *flows) wait(from, deadline time.Time) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

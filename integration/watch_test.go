@@ -76,7 +76,7 @@ func TestWatchDeadUpstream(t *testing.T) {
 	l, w := newWatchLab(t)
 	assertState(t, "watched", defaults(l), bothDefaults)
 	ping := l.StartPing(l.LAN, lab.Internet, 20*time.Millisecond, 3000) // a minute at most
-	if start := time.Now(); !waitRecovery(ping, start, start.Add(5*time.Second)) {
+	if start := time.Now(); !waitRecovery(start, start.Add(5*time.Second), ping) {
 		t.Fatalf("the LAN ping does not work: %s", describe(ping.Requests(), start, "it began"))
 	}
 
@@ -134,22 +134,9 @@ func pingRecovered(t *testing.T, what string, p *lab.Pinger, from, by time.Time,
 	if d := from.Add(limit); d.Before(by) {
 		by = d
 	}
-	waitRecovery(p, from, by.Add(recoverRun*20*time.Millisecond+grace))
+	waitRecovery(from, by.Add(recoverRun*20*time.Millisecond+grace), p)
 	if at, ok := p.Requests().Recovery(from, recoverRun); !ok || at.After(by) {
 		t.Errorf("%s: not working again %s after the event: %s", what, by.Sub(from).Round(time.Millisecond), describe(p.Requests(), from, "the event"))
-	}
-}
-
-// waitRecovery waits until p has answered recoverRun requests in a row
-// sent since from, or until deadline; it reports whether it did.
-func waitRecovery(p *lab.Pinger, from, deadline time.Time) bool {
-	for ; ; time.Sleep(20 * time.Millisecond) {
-		if _, ok := p.Requests().Recovery(from, recoverRun); ok {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
 	}
 }
 
