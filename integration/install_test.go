@@ -66,8 +66,7 @@ func TestMakeInstall(t *testing.T) {
 	path := filepath.Join(other, "units/ifisp-watch.service")
 	unit(t, path, other+"/sbin/ifisp-watch")
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Logf("no systemd-analyze: %s not verified", path)
-		return
+		t.Fatalf("systemd-analyze not found, so %s cannot be verified: install it (Debian: apt-get install systemd)", path)
 	}
 	// It works offline, without systemd as PID 1; it exits 0 even for an
 	// unknown key, so any output is a failure.

@@ -68,11 +68,18 @@ var adminNAT = [][]string{
 }
 
 // backends are the iptables the test runs with: the nf_tables one Debian
-// installs, and iptables-legacy when it is there.
+// installs, and iptables-legacy. Both must be there: a missing one fails
+// the test, naming the binary, rather than leave its backend untested.
 func backends(t *testing.T) map[string]string {
-	b := map[string]string{"nft": ""}
-	if _, err := exec.LookPath("iptables-legacy"); err == nil {
-		b["legacy"] = "-legacy"
+	t.Helper()
+	b := map[string]string{"nft": "", "legacy": "-legacy"}
+	for _, suffix := range b {
+		for _, cmd := range []string{"iptables", "ip6tables", "iptables-save", "ip6tables-save"} {
+			name := strings.Replace(cmd, "tables", "tables"+suffix, 1)
+			if _, err := exec.LookPath(name); err != nil {
+				t.Fatalf("%s not found: the test runs with both iptables backends (Debian: apt-get install iptables)", name)
+			}
+		}
 	}
 	return b
 }

@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -87,90 +88,109 @@ func echoServers(addr string) error {
 	}
 }
 
-// FlowResult is what one flow's client saw.
-type FlowResult struct {
-	Sent, Received int
-	// TailSent and TailReceived cover the last second: a flow that is
-	// stuck has TailReceived 0.
-	TailSent, TailReceived int
-	// Resets counts TCP connections that broke and were made again.
-	Resets int
+// clientLine is one line of a flow client's output, as JSON: a request
+// sent (Seq, Sent), its answer (Seq, Answered), or a TCP connection found
+// broken (Reset).
+type clientLine struct {
+	Seq      int       `json:"seq"`
+	Sent     time.Time `json:"sent,omitzero"`
+	Answered time.Time `json:"answered,omitzero"`
+	Reset    time.Time `json:"reset,omitzero"`
 }
 
 // client sends a request every 20 ms for d over one flow (proto "udp" or
-// "tcp": one fixed source port; TCP reconnects when the connection breaks)
-// and prints a FlowResult as JSON.
+// "tcp": one fixed source port; TCP connects again when the connection
+// breaks) and prints a clientLine for each request as it sends it, for
+// each answer as it comes, and for each broken connection, so that the
+// test sees the flow live. Sending and reading are apart: a late answer
+// delays no request, and a request that is late for its slot (a busy
+// machine) is sent at the next one, not in a burst to catch up.
 func client(proto, addr string, d time.Duration) error {
-	const every = flowEvery
-	start := time.Now()
-	var res FlowResult
-	var sentAt []time.Time
-	answered := map[int]bool{}
-	var conn net.Conn
-	var r *bufio.Reader
-	dial := func() {
-		if conn != nil {
-			conn.Close()
+	var mu sync.Mutex
+	enc := json.NewEncoder(os.Stdout)
+	emit := func(l clientLine) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := enc.Encode(l); err != nil {
+			os.Exit(1) // the test is gone
 		}
-		var err error
-		if conn, err = net.DialTimeout(proto, addr, time.Second); err != nil {
-			conn = nil
+	}
+	var conn net.Conn
+	var broken chan struct{} // closed when conn's reader ends
+	dial := func() {
+		c, err := net.DialTimeout(proto, addr, time.Second)
+		if err != nil {
 			return
 		}
-		r = bufio.NewReader(conn)
+		conn, broken = c, make(chan struct{})
+		go readAnswers(proto, c, broken, emit)
+	}
+	reset := func() {
+		conn.Close()
+		conn = nil
+		emit(clientLine{Reset: time.Now()})
 	}
 	// UDP keeps one socket (one conntrack flow) however its packets fare.
 	dial()
-	for seq := 0; time.Since(start) < d; seq++ {
-		time.Sleep(time.Until(start.Add(time.Duration(seq) * every)))
-		sentAt = append(sentAt, time.Now())
+	tick := time.NewTicker(flowEvery)
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for seq := 0; time.Now().Before(end); seq++ {
+		if seq > 0 {
+			<-tick.C
+		}
+		if conn != nil {
+			select {
+			case <-broken:
+				reset()
+			default:
+			}
+		}
+		emit(clientLine{Seq: seq, Sent: time.Now()})
+		if conn == nil && proto == "tcp" {
+			dial()
+		}
 		if conn == nil {
-			if proto == "tcp" {
-				dial()
-				res.Resets++
-			}
-			if conn == nil {
-				continue
-			}
+			continue
 		}
-		conn.SetDeadline(time.Now().Add(every * 5))
-		_, err := fmt.Fprintf(conn, "%d\n", seq)
-		if err == nil {
-			var line string
-			for err == nil {
-				// Drain late answers of earlier requests too.
-				if line, err = r.ReadString('\n'); err == nil {
-					if n, e := strconv.Atoi(strings.TrimSpace(line)); e == nil {
-						answered[n] = true
-						if n == seq {
-							break
-						}
-					}
-				}
-			}
-		}
-		if err != nil && proto == "tcp" {
+		conn.SetWriteDeadline(time.Now().Add(5 * flowEvery))
+		if _, err := fmt.Fprintf(conn, "%d\n", seq); err != nil && proto == "tcp" {
 			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-				conn.Close()
-				conn = nil
+				reset()
 			}
 		}
 	}
-	end := time.Now()
-	for seq, at := range sentAt {
-		res.Sent++
-		tail := end.Sub(at) <= time.Second
-		if tail {
-			res.TailSent++
-		}
-		if answered[seq] {
-			res.Received++
-			if tail {
-				res.TailReceived++
-			}
+	// The last answers are on their way.
+	time.Sleep(10 * flowEvery)
+	return nil
+}
+
+// readAnswers reports each answer on c until c breaks or is closed. A UDP
+// socket outlives the errors ICMP brings it (no route, port unreachable).
+func readAnswers(proto string, c net.Conn, broken chan struct{}, emit func(clientLine)) {
+	defer close(broken)
+	answer := func(line string) {
+		if n, err := strconv.Atoi(strings.TrimSpace(line)); err == nil {
+			emit(clientLine{Seq: n, Answered: time.Now()})
 		}
 	}
-	return json.NewEncoder(os.Stdout).Encode(res)
+	if proto == "tcp" {
+		s := bufio.NewScanner(c)
+		for s.Scan() {
+			answer(s.Text())
+		}
+		return
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, err := c.Read(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err == nil {
+			answer(string(buf[:n]))
+		}
+	}
 }
 
 // udpBurst opens n UDP flows to addr, each from its own source port, and
@@ -199,8 +219,10 @@ func udpBurst(addr string, n int, srcs []string) error {
 	return nil
 }
 
-// helper starts this binary as a traffic helper in namespace ns.
-func (l *Lab) helper(ns string, args ...string) (*exec.Cmd, *strings.Builder, *sync.WaitGroup) {
+// helper starts this binary as a traffic helper in namespace ns; line, if
+// not nil, gets each line the helper prints. The channel is closed when its
+// output has ended.
+func (l *Lab) helper(ns string, line func(string), args ...string) (*exec.Cmd, <-chan struct{}) {
 	l.t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -214,24 +236,24 @@ func (l *Lab) helper(ns string, args ...string) (*exec.Cmd, *strings.Builder, *s
 	}
 	cmd.Stderr = os.Stderr
 	l.start(cmd)
-	var buf strings.Builder
-	var wg sync.WaitGroup
-	wg.Add(1)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(done)
 		s := bufio.NewScanner(out)
 		for s.Scan() {
-			buf.WriteString(s.Text() + "\n")
+			if line != nil {
+				line(s.Text())
+			}
 		}
 	}()
-	return cmd, &buf, &wg
+	return cmd, done
 }
 
 // EchoServers starts the internet host's TCP and UDP echo servers on
 // FlowPort; they run until the lab is removed.
 func (l *Lab) EchoServers() {
 	l.t.Helper()
-	l.helper(l.Inet, "echo", fmt.Sprintf("%s:%d", Internet, FlowPort))
+	l.helper(l.Inet, nil, "echo", fmt.Sprintf("%s:%d", Internet, FlowPort))
 	for range 100 {
 		if out, _ := l.Exec(l.Inet, "ss", "-Hltn", fmt.Sprintf("sport = :%d", FlowPort)); out != "" {
 			return
@@ -245,22 +267,77 @@ func (l *Lab) EchoServers() {
 type Flow struct {
 	l    *Lab
 	cmd  *exec.Cmd
-	out  *strings.Builder
-	wg   *sync.WaitGroup
-	ping *Pinger // an ICMP flow's
+	done <-chan struct{} // the client's output has ended
+	ping *Pinger         // an ICMP flow's
+
+	mu     sync.Mutex
+	reqs   Requests
+	index  map[int]int // Seq -> place in reqs
+	resets int
+	bad    string // a line that was not a clientLine
+	end    time.Time
 }
 
 // StartFlow starts a flow ("icmp", "udp" or "tcp") from the LAN host to the
-// internet host for d, one request every 20 ms; it stops by itself. ICMP is
-// ping itself (one echo id: one conntrack flow); UDP and TCP go to the echo
-// servers.
+// internet host, one request every 20 ms, for d at most: it stops by
+// itself then, or earlier with Stop, or with the lab. ICMP is ping itself
+// (one echo id: one conntrack flow); UDP and TCP go to the echo servers.
+// Its requests can be read while it runs.
 func (l *Lab) StartFlow(proto string, d time.Duration) *Flow {
 	l.t.Helper()
 	if proto == "icmp" {
 		return &Flow{l: l, ping: l.StartPing(l.LAN, Internet, flowEvery, int(d/flowEvery))}
 	}
-	cmd, out, wg := l.helper(l.LAN, "client", proto, fmt.Sprintf("%s:%d", Internet, FlowPort), d.String())
-	return &Flow{l: l, cmd: cmd, out: out, wg: wg}
+	f := &Flow{l: l, index: map[int]int{}}
+	f.cmd, f.done = l.helper(l.LAN, f.line, "client", proto, fmt.Sprintf("%s:%d", Internet, FlowPort), d.String())
+	return f
+}
+
+// line takes one line of the client's output.
+func (f *Flow) line(s string) {
+	var c clientLine
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := json.Unmarshal([]byte(s), &c); err != nil {
+		if f.bad == "" {
+			f.bad = s
+		}
+		return
+	}
+	switch {
+	case !c.Reset.IsZero():
+		f.resets++
+	case !c.Sent.IsZero():
+		f.index[c.Seq] = len(f.reqs)
+		f.reqs = append(f.reqs, Request{Seq: c.Seq, Sent: c.Sent})
+	case !c.Answered.IsZero():
+		if i, ok := f.index[c.Seq]; ok && f.reqs[i].Answered.IsZero() {
+			f.reqs[i].Answered = c.Answered
+		}
+	}
+}
+
+// Requests returns the flow's requests so far.
+func (f *Flow) Requests() Requests {
+	if f.ping != nil {
+		return f.ping.Requests()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append(Requests(nil), f.reqs...)
+}
+
+// Stop stops the flow now and returns what its client saw.
+func (f *Flow) Stop() FlowResult {
+	f.l.t.Helper()
+	end := time.Now()
+	if f.ping != nil {
+		f.ping.Stop()
+		return newFlowResult(f.ping.Requests(), 0, end)
+	}
+	stop(f.cmd)
+	<-f.done
+	return f.result(end)
 }
 
 // Wait waits for the flow's end and returns what its client saw.
@@ -269,17 +346,23 @@ func (f *Flow) Wait() FlowResult {
 	if f.ping != nil {
 		// ping exits 1 when a reply was missing: that is a result.
 		f.ping.cmd.Wait()
-		return f.ping.result()
+		return newFlowResult(f.ping.Requests(), 0, time.Now())
 	}
-	f.wg.Wait()
-	var res FlowResult
+	<-f.done
 	if err := f.cmd.Wait(); err != nil {
 		f.l.t.Fatalf("flow client: %v", err)
 	}
-	if err := json.Unmarshal([]byte(f.out.String()), &res); err != nil {
-		f.l.t.Fatalf("flow client said %q: %v", f.out.String(), err)
+	return f.result(time.Now())
+}
+
+func (f *Flow) result(end time.Time) FlowResult {
+	f.l.t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.bad != "" {
+		f.l.t.Fatalf("flow client said %q", f.bad)
 	}
-	return res
+	return newFlowResult(append(Requests(nil), f.reqs...), f.resets, end)
 }
 
 // UDPBurst opens n UDP flows from the LAN host to the internet host's echo
@@ -287,8 +370,8 @@ func (f *Flow) Wait() FlowResult {
 // flows it needs more source addresses: srcs, added to the LAN host first.
 func (l *Lab) UDPBurst(n int, srcs ...string) {
 	l.t.Helper()
-	cmd, _, wg := l.helper(l.LAN, append([]string{"udp-burst", fmt.Sprintf("%s:%d", Internet, FlowPort), strconv.Itoa(n)}, srcs...)...)
-	wg.Wait()
+	cmd, done := l.helper(l.LAN, nil, append([]string{"udp-burst", fmt.Sprintf("%s:%d", Internet, FlowPort), strconv.Itoa(n)}, srcs...)...)
+	<-done
 	if err := cmd.Wait(); err != nil {
 		l.t.Fatalf("udp burst: %v", err)
 	}
@@ -297,9 +380,10 @@ func (l *Lab) UDPBurst(n int, srcs ...string) {
 // Pinger is a bounded ping from a namespace whose every request is dated:
 // with -O -D ping prints a timestamped line for each, answered or not.
 type Pinger struct {
-	cmd *exec.Cmd
-	mu  sync.Mutex
-	out []byte
+	cmd      *exec.Cmd
+	interval time.Duration
+	mu       sync.Mutex
+	out      []byte
 }
 
 func (p *Pinger) Write(b []byte) (int, error) {
@@ -309,16 +393,38 @@ func (p *Pinger) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// StartPing pings dst from ns every interval, count times at most; it
-// stops by itself, or with the lab.
-func (l *Lab) StartPing(ns, dst string, interval time.Duration, count int) *Pinger {
+// StartPing pings dst from ns every interval, count times at most, with
+// ping's extra arguments (e.g. "-I", src); it stops by itself, or with the
+// lab.
+func (l *Lab) StartPing(ns, dst string, interval time.Duration, count int, extra ...string) *Pinger {
 	l.t.Helper()
-	p := &Pinger{}
-	p.cmd = exec.Command("ip", "netns", "exec", ns, "ping", "-n", "-D", "-O", "-W", "1",
-		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count), dst)
+	p := &Pinger{interval: interval}
+	args := []string{"netns", "exec", ns, "ping", "-n", "-D", "-O", "-W", "1",
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count)}
+	p.cmd = exec.Command("ip", append(append(args, extra...), dst)...)
 	p.cmd.Stdout = p
 	l.start(p.cmd)
 	return p
+}
+
+// PingRun pings dst from ns every 20 ms, with ping's extra arguments,
+// until n requests in a row are answered, for within at most, and returns
+// the requests it sent and whether it got its run. Its requests carry
+// TracerSize bytes: the ISPs' edges count them as Counts.Tracer.
+func (l *Lab) PingRun(ns, dst string, n int, within time.Duration, extra ...string) (Requests, bool) {
+	l.t.Helper()
+	p := l.StartPing(ns, dst, flowEvery, int(within/flowEvery)+1, append([]string{"-s", strconv.Itoa(TracerSize)}, extra...)...)
+	defer p.Stop()
+	for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := p.Requests().Recovery(time.Time{}, n); ok {
+			p.Stop()
+			return p.Requests(), true
+		}
+		if time.Now().After(deadline) {
+			p.Stop()
+			return p.Requests(), false
+		}
+	}
 }
 
 // start starts cmd and makes sure it ends with the lab.
@@ -341,75 +447,56 @@ func stop(cmd *exec.Cmd) {
 // Stop ends the ping if it still runs.
 func (p *Pinger) Stop() { stop(p.cmd) }
 
-// result is the whole ping as a flow: the tail is its last second.
-func (p *Pinger) result() FlowResult {
-	var last time.Time
-	for _, r := range p.requests() {
-		last = r.at
-	}
-	var r FlowResult
-	r.Sent, r.Received = p.Count(time.Time{}, last.Add(time.Second))
-	r.TailSent, r.TailReceived = p.Count(last.Add(-time.Second), last.Add(time.Second))
-	return r
-}
-
+// datedSeq matches a line of ping -D about one request: its date, and the
+// line from the request's sequence number on.
 var datedSeq = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] (.*icmp_seq=(\d+).*)$`)
 
-// request is one echo request as ping's output dates it.
-type request struct {
-	seq      int
-	at       time.Time // of ping's first line about it
-	answered bool
-}
+// rtt is the round trip an answer's line gives.
+var rtt = regexp.MustCompile(`time=([0-9.]+) ms`)
 
-// requests reads ping's output so far, in order.
-func (p *Pinger) requests() []request {
+// Requests reads ping's output so far into its requests, in order. An
+// answer's line dates the answer, and its round trip the request; ping
+// says "no answer yet" one interval after sending; an ICMP error (no route)
+// comes at once.
+func (p *Pinger) Requests() Requests {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var reqs []request
+	var reqs Requests
 	index := map[int]int{}
 	for _, m := range datedSeq.FindAllStringSubmatch(string(p.out), -1) {
 		sec, _ := strconv.ParseInt(m[1], 10, 64)
 		usec, _ := strconv.ParseInt(m[2], 10, 64)
+		at := time.Unix(sec, usec*1000)
 		seq, _ := strconv.Atoi(m[4])
 		i, ok := index[seq]
 		if !ok {
 			i = len(reqs)
 			index[seq] = i
-			reqs = append(reqs, request{seq: seq, at: time.Unix(sec, usec*1000)})
+			sent := at
+			if strings.Contains(m[3], "no answer yet") {
+				sent = at.Add(-p.interval)
+			}
+			reqs = append(reqs, Request{Seq: seq, Sent: sent})
 		}
-		reqs[i].answered = reqs[i].answered || strings.Contains(m[3], "bytes from")
+		if strings.Contains(m[3], "bytes from") && reqs[i].Answered.IsZero() {
+			reqs[i].Answered = at
+			if r := rtt.FindStringSubmatch(m[3]); r != nil {
+				ms, _ := strconv.ParseFloat(r[1], 64)
+				reqs[i].Sent = at.Add(-time.Duration(ms * float64(time.Millisecond)))
+			}
+		}
 	}
 	return reqs
 }
 
 // Count returns how many requests ping sent between from and to, and how
-// many of those were answered (then or later).
+// many of those were answered (in time, Request.OK).
 func (p *Pinger) Count(from, to time.Time) (sent, received int) {
-	for _, r := range p.requests() {
-		if !r.at.Before(from) && r.at.Before(to) {
-			sent++
-			if r.answered {
-				received++
-			}
-		}
-	}
-	return sent, received
+	return p.Requests().Count(from, to)
 }
 
-// Gap returns the longest time, between from and to, from one answered
-// request to the next: how long the pinged path was dead.
+// Gap returns the longest time, between from and to, without an answered
+// request: how long the pinged path was dead (Requests.Gap).
 func (p *Pinger) Gap(from, to time.Time) time.Duration {
-	var gap time.Duration
-	var prev time.Time
-	for _, r := range p.requests() {
-		if !r.answered || r.at.Before(from) || !r.at.Before(to) {
-			continue
-		}
-		if !prev.IsZero() && r.at.Sub(prev) > gap {
-			gap = r.at.Sub(prev)
-		}
-		prev = r.at
-	}
-	return gap
+	return p.Requests().Gap(from, to)
 }

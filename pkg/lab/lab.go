@@ -199,14 +199,25 @@ func (l *Lab) build(vlan bool) {
 		fmt.Sprintf("%d\t%s\n%d\t%s\n", l.A.Table, l.A.Name, l.B.Table, l.B.Name))
 }
 
+// TracerSize is the payload of the echo requests PingRun sends: the ISPs'
+// edges count them apart (Counts.Tracer) from other traffic, the health
+// monitor's probes included.
+const TracerSize = 1000
+
 // spoofFilter makes the ISP drop, at its edge, every packet from the router
 // whose source is not the customer's range, and count it in chain
 // "spoofed". Packets with the customer's sources are counted by the RETURN
-// rules, so a test can tell which link a flow left by.
+// rules, so a test can tell which link a flow left by; PingRun's echo
+// requests by a RETURN rule of their own.
 func (l *Lab) spoofFilter(isp *ISP) {
-	for _, f := range []struct{ cmd, net string }{{"iptables", isp.Net}, {"ip6tables", isp.Net6}} {
+	for _, f := range []struct {
+		cmd, net, proto string
+		length          int
+	}{{"iptables", isp.Net, "icmp", 20 + 8 + TracerSize}, {"ip6tables", isp.Net6, "ipv6-icmp", 40 + 8 + TracerSize}} {
 		l.Must(isp.NS, f.cmd, "-w", "-t", "raw", "-N", "spoofed")
 		l.Must(isp.NS, f.cmd, "-w", "-t", "raw", "-A", "spoofed", "-j", "DROP")
+		l.Must(isp.NS, f.cmd, "-w", "-t", "raw", "-A", "PREROUTING", "-i", "cpe", "-s", f.net, "-p", f.proto,
+			"-m", "length", "--length", strconv.Itoa(f.length), "-m", "comment", "--comment", "lab-tracer", "-j", "RETURN")
 		l.Must(isp.NS, f.cmd, "-w", "-t", "raw", "-A", "PREROUTING", "-i", "cpe", "-s", f.net, "-j", "RETURN")
 		if f.cmd == "ip6tables" {
 			// Neighbour discovery and DAD are not spoofing.
@@ -220,6 +231,7 @@ func (l *Lab) spoofFilter(isp *ISP) {
 // Counts is what an ISP's edge saw from the router.
 type Counts struct {
 	Legit   int // packets with the customer's own sources
+	Tracer  int // of those, PingRun's echo requests
 	Spoofed int // packets with any other source, dropped
 }
 
@@ -241,6 +253,9 @@ func (l *Lab) Seen(isp *ISP, family int) Counts {
 		switch {
 		case f[2] == "RETURN" && f[7] == net:
 			c.Legit += n
+			if strings.Contains(line, "lab-tracer") {
+				c.Tracer += n
+			}
 		case f[2] == "spoofed":
 			c.Spoofed += n
 		}

@@ -153,6 +153,25 @@ func (w *Watch) WaitFor(iface, family string, state watch.State, withdrawn bool,
 	}
 }
 
+// WaitGone polls the state file until the monitor no longer watches
+// iface/family, or fails the test after timeout; it returns how long that
+// took.
+func (w *Watch) WaitGone(iface, family string, timeout time.Duration) time.Duration {
+	w.l.t.Helper()
+	start := time.Now()
+	for {
+		st := w.Status()
+		s := st.Link(iface, stanza.Family(family))
+		if st != nil && s == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			w.l.t.Fatalf("%s %s still watched after %s: %+v\nlog:\n%s", iface, family, timeout, s, w.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Upstream makes the ISP lose the given share of the packets it forwards
 // between the router and the internet, for one family (4 or 6), in both
 // directions, with an iptables statistic rule in its namespace: 1 is a dead

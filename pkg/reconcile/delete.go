@@ -48,7 +48,7 @@ type Deleter struct {
 func DialDeleter(cfg *netlink.Config) (*Deleter, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("opening ctnetlink: %w", err)
+		return nil, fmt.Errorf("opening ctnetlink for deletes (needs root and the nfnetlink module): %w", err)
 	}
 	// Room for a batch's worth of error replies.
 	c.SetReadBuffer(1 << 20)

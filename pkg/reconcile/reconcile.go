@@ -77,12 +77,12 @@ func Run(ct Dumper, del Remover, h *netlink.Handle) (Stats, error) {
 func Now(h *netlink.Handle) (Stats, error) {
 	ct, err := conntrack.Dial(nil)
 	if err != nil {
-		return Stats{}, fmt.Errorf("opening ctnetlink: %w", err)
+		return Stats{}, fmt.Errorf("opening ctnetlink (needs root and the nfnetlink module): %w", err)
 	}
 	defer ct.Close()
 	del, err := DialDeleter(nil)
 	if err != nil {
-		return Stats{}, fmt.Errorf("opening ctnetlink: %w", err)
+		return Stats{}, err // it says what it opened
 	}
 	defer del.Close()
 	return Run(ct, del, h)

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"log"
 	"os"
 	"os/exec"
@@ -9,13 +10,20 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ifisp/ifisp/pkg/rundir"
 )
 
-// notifyTimeout bounds one notify executable.
+// notifyTimeout bounds one notify executable; when it runs out, the
+// executable's whole process group is killed.
 const notifyTimeout = 10 * time.Second
+
+// notifyWaitDelay bounds how long the output pipe of a notify executable
+// that has ended, or been killed, is read for: a child that it left running
+// in the background may hold the pipe open for ever.
+const notifyWaitDelay = time.Second
 
 // runPartsName is what run-parts would run: notify.d follows its rules, so
 // that editor backups (foo~, foo.bak) are not run.
@@ -25,14 +33,15 @@ var runPartsName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // transition after another, away from the decision loop: a slow script
 // must not delay the next failover.
 type notifier struct {
-	dir   string
-	log   *log.Logger
-	queue chan []string
-	done  chan struct{}
+	dir     string
+	log     *log.Logger
+	timeout time.Duration // for one executable: notifyTimeout
+	queue   chan []string
+	done    chan struct{}
 }
 
 func newNotifier(dir string, logger *log.Logger) *notifier {
-	n := &notifier{dir: dir, log: logger, queue: make(chan []string, 64), done: make(chan struct{})}
+	n := &notifier{dir: dir, log: logger, timeout: notifyTimeout, queue: make(chan []string, 64), done: make(chan struct{})}
 	go n.run()
 	return n
 }
@@ -78,14 +87,35 @@ func (n *notifier) run() {
 	}
 }
 
-// exec runs one notify executable and logs its output when it fails.
+// exec runs one notify executable, in a process group of its own, and
+// logs its output when it fails. It returns within n.timeout plus
+// notifyWaitDelay whatever the executable does: at the timeout the whole
+// group is killed (the children a script started in the background too),
+// and the output pipe is closed notifyWaitDelay after the executable ended
+// even if a child of it still holds it open.
 func (n *notifier) exec(path string, env []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), n.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = notifyWaitDelay
 	out, err := cmd.CombinedOutput()
-	if err != nil {
+	killed := false
+	if cmd.ProcessState != nil {
+		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		killed = ctx.Err() != nil && ws.Signaled()
+	}
+	switch {
+	case err == nil:
+	case killed:
+		n.log.Printf("notify: %s: killed, with its process group, after the limit of %s for a notify executable (make it finish sooner, or start long work detached): %s",
+			path, n.timeout, strings.TrimSpace(string(out)))
+	case errors.Is(err, exec.ErrWaitDelay):
+		n.log.Printf("notify: %s: it ended, but a process it left running held its output open for more than %s (redirect the output of background commands): %s",
+			path, notifyWaitDelay, strings.TrimSpace(string(out)))
+	default:
 		n.log.Printf("notify: %s: %v: %s", path, err, strings.TrimSpace(string(out)))
 	}
 }

@@ -213,14 +213,16 @@ func (d *daemon) scan(prev *Status) error {
 func (d *daemon) startProbes(l *link) {
 	ctx, cancel := context.WithCancel(d.ctx)
 	l.stop = cancel
-	go probeLoop(ctx, l.reg, d.rounds)
+	go probeLoop(ctx, l.reg, d.rounds, d.opt.Log)
 }
 
 // probeLoop sends a round of echo requests to every target each interval
 // and reports, at the next tick, whether anything answered meanwhile. An
 // answer to any of the last `down` rounds counts: a link slower than the
-// interval is slow, not dead.
-func probeLoop(ctx context.Context, reg registry.Link, out chan<- round) {
+// interval is slow, not dead. While no probe socket can be opened from
+// the link's address, every round is unanswered; logger hears of that once
+// (and again if the reason changes), and once more when it opens.
+func probeLoop(ctx context.Context, reg registry.Link, out chan<- round, logger *log.Logger) {
 	targets := reg.Check
 	if len(targets) == 0 {
 		targets = []netip.Addr{reg.Gateway}
@@ -236,14 +238,38 @@ func probeLoop(ctx context.Context, reg registry.Link, out chan<- round) {
 	}()
 	tick := time.NewTicker(time.Duration(reg.Interval))
 	defer tick.Stop()
+	var failed string             // why the last Listen failed
+	broken := make(chan error, 1) // Receive's, if reading fails
 	for first := true; ; first = false {
+		select {
+		case err := <-broken:
+			logger.Printf("%s %s: reading probe answers on %s: %v; opening the socket again", reg.Iface, reg.Family, reg.Address, err)
+			p.Close()
+			p = nil
+		default:
+		}
 		if p == nil { // the address may come back later
-			if p, _ = probe.Listen(reg.Address, reg.Iface); p != nil {
-				go p.Receive(func(s uint16) {
-					if uint16(seq.Load())-s < window {
-						answered.Store(true)
+			var err error
+			if p, err = probe.Listen(reg.Address, reg.Iface); err != nil {
+				if err.Error() != failed {
+					failed = err.Error()
+					logger.Printf("%s %s: no probes: %v; every round counts as unanswered until the socket opens (is %s still on %s?), retrying each round",
+						reg.Iface, reg.Family, err, reg.Address, reg.Iface)
+				}
+			} else {
+				if failed != "" {
+					logger.Printf("%s %s: probing from %s again", reg.Iface, reg.Family, reg.Address)
+					failed = ""
+				}
+				go func(p *probe.Pinger) {
+					if err := p.Receive(func(s uint16) {
+						if uint16(seq.Load())-s < window {
+							answered.Store(true)
+						}
+					}); err != nil {
+						broken <- err
 					}
-				})
+				}(p)
 			}
 		}
 		s := uint16(seq.Add(1))
