@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
 // TestBadInput is DESIGN.md's promise for bad stanzas, a table of them: for
@@ -116,18 +117,6 @@ type badCase struct {
 	option   string // the option the line must name
 	value    string // its value as the hooks get it; "" for a missing option
 	hint     string // a word the line must contain, or ""
-}
-
-// owner is the hook that must report a problem with option (see
-// TestBadInput).
-func owner(option string) string {
-	switch {
-	case strings.HasPrefix(option, "6rd-"):
-		return "ifisp-6rd"
-	case strings.HasPrefix(option, "snat-"):
-		return "ifisp-snat"
-	}
-	return "ifisp-route"
 }
 
 // The valid stanzas the cases start from: wana as the lab has it, each
@@ -406,7 +395,7 @@ func (b *badLab) run(t *testing.T, tc badCase) (wrong []string) {
 			lines = append(lines, line)
 		}
 	}
-	hook := owner(tc.option)
+	hook := stanza.Owner(tc.option)
 	want := iface + ": " + tc.option
 	if tc.value != "" {
 		want += " " + strconv.Quote(tc.value)

@@ -266,14 +266,7 @@ func TestParallelEqualsSerial(t *testing.T) {
 			equal++
 			continue
 		}
-		// Every difference in full for the first few runs; then one line
-		// each, the figures below say the rest.
-		if shown < 3 {
-			shown++
-			t.Errorf("%s:\n%s", name, strings.Join(problems, "\n"))
-		} else {
-			t.Errorf("%s: %s: %s", name, firstLines(problems[0], 1), changed(problems[0], 3))
-		}
+		reportRun(t, &shown, name, problems)
 	}
 	t.Logf("parallel = serial %d/%d (state differed in %d, an ifup or ifdown failed in %d, ifdown left state behind in %d) in %v",
 		equal, runs, stateDiffered, opFailed, downDirty, time.Since(start).Round(time.Second))
@@ -413,14 +406,22 @@ func TestKillConverges(t *testing.T) {
 			converged++
 			continue
 		}
-		if shown < 3 {
-			shown++
-			t.Errorf("%s:\n%s", name, strings.Join(problems, "\n"))
-		} else {
-			t.Errorf("%s: %s: %s", name, firstLines(problems[0], 1), changed(problems[0], 3))
-		}
+		reportRun(t, &shown, name, problems)
 		scrub(t, l, refs["none up"])
 	}
 	t.Logf("kill-converged %d/%d (%d more runs finished before their kill) in %v",
 		converged, killed, early, time.Since(start).Round(time.Second))
+}
+
+// reportRun fails the test with a run's problems: every difference in full
+// for the first few runs, then one line each (the figures logged at the end
+// say the rest).
+func reportRun(t *testing.T, shown *int, name string, problems []string) {
+	t.Helper()
+	if *shown < 3 {
+		*shown++
+		t.Errorf("%s:\n%s", name, strings.Join(problems, "\n"))
+		return
+	}
+	t.Errorf("%s: %s: %s", name, firstLines(problems[0], 1), changed(problems[0], 3))
 }
