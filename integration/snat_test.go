@@ -188,8 +188,17 @@ func TestSNATBadStanza(t *testing.T) {
 // A count them: the test can tell.
 func TestGuardDrops(t *testing.T) {
 	l := newFailoverLab(t)
-	p := l.StartPing(l.LAN, lab.Internet, 20*time.Millisecond, 150)
-	time.Sleep(500 * time.Millisecond) // the flow is NATed to wanb
+	// Long enough to outlast both halves on a slow machine; Stop ends it.
+	start := time.Now()
+	p := l.StartPing(l.LAN, lab.Internet, 20*time.Millisecond, 1000)
+	defer p.Stop()
+	// The flow is NATed to wanb once it is answered.
+	for _, got := p.Count(start, time.Now()); got == 0; _, got = p.Count(start, time.Now()) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the LAN ping was not answered in 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	l.Must(l.Router, "ip", "route", "del", "default", "via", l.B.Gate, "dev", "wanb")
 	time.Sleep(time.Second)
 	if n := l.Seen(&l.A, 4).Spoofed; n != 0 {
@@ -200,10 +209,10 @@ func TestGuardDrops(t *testing.T) {
 	}
 
 	l.Must(l.Router, "iptables", "-D", "FORWARD", "-m", "comment", "--comment", "ifisp", "-j", "IFISP-GUARD")
-	time.Sleep(500 * time.Millisecond)
-	p.Stop()
-	if n := l.Seen(&l.A, 4).Spoofed; n == 0 {
-		t.Error("without the guard ISP A saw no spoofed packet: the test proves nothing")
+	for deadline := time.Now().Add(3 * time.Second); l.Seen(&l.A, 4).Spoofed == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("without the guard ISP A saw no spoofed packet in 3s: the test proves nothing")
+		}
 	}
 }
 
