@@ -140,7 +140,7 @@ if [ -n "${IFISP_VM_BIN:-}" ]; then
 	find "$IFISP_VM_BIN" -maxdepth 1 -type f -perm -u+x -exec cp {} "$P/usr/local/sbin/" \;
 elif [ -d cmd ]; then
 	log "go build ./cmd/..."
-	CGO_ENABLED=0 "$GO" build -trimpath -o "$P/usr/local/sbin/" ./cmd/... || die "go build ./cmd/... failed"
+	CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' -o "$P/usr/local/sbin/" ./cmd/... || die "go build ./cmd/... failed"
 fi
 # The guest has a C library, but only the one the copied tools need; a binary
 # linked against anything else would fail there in confusing ways.
