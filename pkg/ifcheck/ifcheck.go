@@ -22,8 +22,9 @@
 //     they are. snat-from ranges of different links may overlap, and
 //     normally do: every WAN NATs the same LAN, each to its own address.
 //
-// Problems are reported at the line of the option concerned (the iface
-// line for a missing option). What only the kernel can tell (a table
+// A stanza with problems of its own is left out of the conflicts until
+// they are fixed. Problems are reported at the line of the option
+// concerned (the iface line for a missing option). What only the kernel can tell (a table
 // another link holds now, a metric a route of someone else's takes) is
 // checked with Options.Kernel only.
 package ifcheck
