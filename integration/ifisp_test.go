@@ -158,7 +158,7 @@ func TestIfispStatus(t *testing.T) {
 	}
 
 	// ISP B's modem loses carrier: the monitor withdraws wanb at once.
-	l.Must(l.B.NS, "ip", "link", "set", "cpe", "down")
+	l.Carrier(&l.B, false)
 	var b status.Link
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if b = ifispStatus(t, l).Links[2]; b.Health != nil && b.Health.Withdrawn {
@@ -176,7 +176,7 @@ func TestIfispStatus(t *testing.T) {
 	if !strings.Contains(text, "health     down, withdrawn since") {
 		t.Errorf("the text status does not say wanb is withdrawn:\n%s", text)
 	}
-	l.Must(l.B.NS, "ip", "link", "set", "cpe", "up")
+	l.Carrier(&l.B, true)
 }
 
 // ifispStatus runs `ifisp status --json` in the router.
@@ -246,5 +246,59 @@ func TestIfispExplain(t *testing.T) {
 				t.Errorf("the explained commands differ from ifup wana (-ifup +by hand):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestIfispWatchMetrics: ifisp-watch's metrics file shows every link up
+// with its probes' round trips, then wanb withdrawn once its modem loses
+// carrier; `ifisp status` reads the same figures; a stopped monitor
+// leaves no file.
+func TestIfispWatchMetrics(t *testing.T) {
+	l := lab.New(t)
+	l.Install(bin)
+	l.Interfaces(lab.Checked(lab.TwoISPs))
+	l.MustIfup("wana", "wanb")
+	w := l.StartWatch(bin, "--metrics-interval", "200ms")
+	path := filepath.Join(l.RunDir, "ifisp-watch.prom")
+	metrics := func(want ...string) string {
+		t.Helper()
+		var text string
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			b, _ := os.ReadFile(path)
+			text = string(b)
+			missing := false
+			for _, w := range want {
+				missing = missing || !strings.Contains(text, w)
+			}
+			if !missing {
+				return text
+			}
+		}
+		t.Fatalf("%s after 5s lacks one of %q:\n%s", path, want, text)
+		return ""
+	}
+	var up []string
+	for _, link := range []string{`{iface="wana",family="inet"}`, `{iface="wana",family="inet6"}`, `{iface="wanb",family="inet"}`, `{iface="wanb",family="inet6"}`} {
+		up = append(up, "ifisp_link_up"+link+" 1", "ifisp_link_withdrawn"+link+" 0", "ifisp_link_probe_rtt_seconds"+link+" ",
+			"ifisp_link_probe_loss_ratio"+link+" 0\n")
+	}
+	text := metrics(up...)
+	t.Logf("%s:\n%s", path, text)
+	for _, h := range ifispStatus(t, l).Links {
+		if h.Health == nil || h.Health.RTT <= 0 || h.Health.Rounds == 0 || h.Health.Rounds != h.Health.Answered {
+			t.Errorf("%s %s: health %+v, want a round trip and every round answered", h.Iface, h.Family, h.Health)
+		}
+	}
+
+	l.Carrier(&l.B, false)
+	metrics(`ifisp_link_up{iface="wanb",family="inet"} 0`, `ifisp_link_withdrawn{iface="wanb",family="inet"} 1`,
+		`ifisp_link_transitions_total{iface="wanb",family="inet"} 1`, `ifisp_link_up{iface="wana",family="inet"} 1`)
+	l.Carrier(&l.B, true)
+
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("the stopped monitor left %s (%v)", path, err)
 	}
 }

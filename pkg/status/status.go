@@ -59,6 +59,10 @@ type Monitor struct {
 	// Running says a process of that id exists now: a monitor that was
 	// killed leaves its state file behind.
 	Running bool `json:"running"`
+	// Written is when the monitor last wrote its state file: the probe
+	// figures of each link's Health are as of then (it rewrites them every
+	// few seconds, and at every transition).
+	Written time.Time `json:"written"`
 }
 
 // Link is one ISP link, one family of one interface.
@@ -156,6 +160,20 @@ type Health struct {
 	Reason string `json:"reason"`
 	// Since is when it entered its state.
 	Since time.Time `json:"since"`
+	// RTT is the round trip of the last answer to a probe, in seconds; 0
+	// before any (and from an ifisp-watch older than these fields).
+	RTT float64 `json:"rtt_seconds"`
+	// Loss is the share of the last 100 probe rounds that no target
+	// answered.
+	Loss float64 `json:"loss"`
+	// LastAnswer is when a probe round was last answered; zero before any.
+	LastAnswer time.Time `json:"last_answer"`
+	// Transitions counts the link's changes of state since the monitor
+	// began watching this registration of it.
+	Transitions uint64 `json:"transitions"`
+	// Rounds are the probe rounds since then, Answered those answered.
+	Rounds   uint64 `json:"rounds"`
+	Answered uint64 `json:"answered"`
 }
 
 // SNAT is one SNAT rule of the link and its counters.
@@ -199,7 +217,7 @@ func Gather(h *netlink.Handle, opt Options) (*Status, error) {
 	}
 	s := &Status{RunDir: rundir.Dir(), Links: []Link{}}
 	if ws != nil {
-		s.Monitor = &Monitor{PID: ws.PID, Running: alive(ws.PID)}
+		s.Monitor = &Monitor{PID: ws.PID, Running: alive(ws.PID), Written: ws.Written}
 	}
 	saves := map[stanza.Family]string{}
 	flows := map[stanza.Family][]conntrack.Flow{}
@@ -350,7 +368,9 @@ func (l *Link) kernel(h *netlink.Handle) {
 // main table that the monitor did not withdraw.
 func (l *Link) health(ws *watch.Status, m *Monitor) {
 	if v := ws.Link(l.Iface, l.Family); v != nil && v.Up.Equal(l.Registered) {
-		l.Health = &Health{State: string(v.State), Withdrawn: v.Withdrawn, Reason: v.Reason, Since: v.Since}
+		p := v.Probes
+		l.Health = &Health{State: string(v.State), Withdrawn: v.Withdrawn, Reason: v.Reason, Since: v.Since,
+			RTT: p.RTT, Loss: p.Loss, LastAnswer: p.LastAnswer, Transitions: p.Transitions, Rounds: p.Rounds, Answered: p.Answered}
 	}
 	if l.Health != nil && l.Health.Withdrawn {
 		return

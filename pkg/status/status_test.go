@@ -21,7 +21,7 @@ func fixed() *Status {
 	flows, none := 3, 0
 	return &Status{
 		RunDir:  "/run/ifisp",
-		Monitor: &Monitor{PID: 4242, Running: true},
+		Monitor: &Monitor{PID: 4242, Running: true, Written: at("2026-11-25T08:10:01Z")},
 		Links: []Link{{
 			Iface: "wana", Family: "inet", Table: 100, TableName: "ispa",
 			Address: a("198.51.100.2"), Gateway: a("198.51.100.1"), Registered: at("2026-11-25T08:00:00Z"),
@@ -31,11 +31,12 @@ func fixed() *Status {
 			TableDefault:     &Route{Gateway: a("198.51.100.1"), Protocol: 71},
 			MainDefaults:     []Route{{Gateway: a("198.51.100.1"), Metric: 1, Protocol: 71}},
 			RecordedDefaults: []Route{{Gateway: a("198.51.100.1"), Metric: 1, Protocol: 71}},
-			Health:           &Health{State: "up", Reason: "brought up", Since: at("2026-11-25T08:00:00Z")},
-			SNAT:             []SNAT{{From: p("10.1.0.0/24"), To: a("198.51.100.2"), Counter: Counter{Packets: 12, Bytes: 1008}}},
-			GuardDropped:     &Counter{},
-			Flows:            &flows,
-			Problems:         []string{},
+			Health: &Health{State: "up", Reason: "brought up", Since: at("2026-11-25T08:00:00Z"),
+				RTT: 0.000412, Loss: 0.01, LastAnswer: at("2026-11-25T08:10:00Z"), Rounds: 6000, Answered: 5990},
+			SNAT:         []SNAT{{From: p("10.1.0.0/24"), To: a("198.51.100.2"), Counter: Counter{Packets: 12, Bytes: 1008}}},
+			GuardDropped: &Counter{},
+			Flows:        &flows,
+			Problems:     []string{},
 		}, {
 			Iface: "wanb", Family: "inet6", Table: 101, TableName: "ispb",
 			Address: a("2001:db8:b::2"), Gateway: a("2001:db8:b::1"), Registered: at("2026-11-25T08:00:01Z"),
@@ -45,11 +46,12 @@ func fixed() *Status {
 			TableDefault:     &Route{Gateway: a("2001:db8:b::1"), Metric: 1024, Protocol: 71},
 			MainDefaults:     []Route{},
 			RecordedDefaults: []Route{{Gateway: a("2001:db8:b::1"), Metric: 1, Protocol: 3}},
-			Health:           &Health{State: "down", Withdrawn: true, Reason: "no answer from 2001:db8:ffff::100 in 10 rounds of 100ms", Since: at("2026-11-25T08:05:00Z")},
-			SNAT:             []SNAT{},
-			GuardDropped:     &Counter{Packets: 2, Bytes: 208},
-			Flows:            &none,
-			Problems:         []string{"no carrier"},
+			Health: &Health{State: "down", Withdrawn: true, Reason: "no answer from 2001:db8:ffff::100 in 10 rounds of 100ms", Since: at("2026-11-25T08:05:00Z"),
+				RTT: 0.0021, Loss: 1, LastAnswer: at("2026-11-25T08:04:59Z"), Transitions: 1, Rounds: 3000, Answered: 2990},
+			SNAT:         []SNAT{},
+			GuardDropped: &Counter{Packets: 2, Bytes: 208},
+			Flows:        &none,
+			Problems:     []string{"no carrier"},
 		}},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // timeFormat is how the text form writes times, in local time.
@@ -37,7 +38,7 @@ func Write(w io.Writer, s *Status) error {
 			row("table", "no default")
 		}
 		row("main", "%s", routes(l.MainDefaults))
-		row("health", "%s", health(l))
+		row("health", "%s", health(l, s.Monitor))
 		for _, n := range l.SNAT {
 			row("snat", "%s -> %s: %s", n.From, n.To, counter(n.Counter))
 		}
@@ -107,7 +108,7 @@ func routes(list []Route) string {
 	return strings.Join(s, ", ")
 }
 
-func health(l Link) string {
+func health(l Link, m *Monitor) string {
 	h := l.Health
 	if h == nil {
 		return "not watched"
@@ -116,7 +117,19 @@ func health(l Link) string {
 	if h.Withdrawn {
 		state += ", withdrawn"
 	}
-	return fmt.Sprintf("%s since %s (%s)", state, h.Since.Local().Format(timeFormat), h.Reason)
+	s := fmt.Sprintf("%s since %s (%s)", state, h.Since.Local().Format(timeFormat), h.Reason)
+	if h.Rounds == 0 {
+		return s
+	}
+	s += "; probes"
+	if m != nil && !m.Written.IsZero() {
+		s += " at " + m.Written.Local().Format("15:04:05")
+	}
+	s += fmt.Sprintf(": %.0f%% of the last rounds lost", h.Loss*100)
+	if h.RTT > 0 {
+		s += fmt.Sprintf(", last rtt %s", time.Duration(h.RTT*float64(time.Second)).Round(time.Microsecond))
+	}
+	return s
 }
 
 func counter(c Counter) string {
