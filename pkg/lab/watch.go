@@ -53,13 +53,13 @@ type Watch struct {
 }
 
 // StartWatch starts ifisp-watch from binDir in the router namespace, with
-// the lab's run directory; the lab's removal kills it if the test did not
-// stop it.
-func (l *Lab) StartWatch(binDir string) *Watch {
+// the lab's run directory and the extra arguments args; the lab's removal
+// kills it if the test did not stop it.
+func (l *Lab) StartWatch(binDir string, args ...string) *Watch {
 	l.t.Helper()
 	w := &Watch{l: l, out: &syncBuffer{}, NotifyDir: filepath.Join(l.RunDir, "notify.d")}
-	w.cmd = exec.Command("ip", "netns", "exec", l.Router, "env", rundir.Env+"="+l.RunDir,
-		filepath.Join(binDir, "ifisp-watch"), "--notify-dir", w.NotifyDir)
+	w.cmd = exec.Command("ip", append([]string{"netns", "exec", l.Router, "env", rundir.Env + "=" + l.RunDir,
+		filepath.Join(binDir, "ifisp-watch"), "--notify-dir", w.NotifyDir}, args...)...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	// A notify hook that records every transition: tests count them there,
 	// and so test notify.d itself.

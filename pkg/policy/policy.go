@@ -472,10 +472,7 @@ func syncMainDefault(h *netlink.Handle, l *Link) error {
 	if err != nil {
 		return fmt.Errorf("%s: listing the main table: %w", c.Iface, err)
 	}
-	var want *netlink.Route
-	if c.Metric >= 0 {
-		want = Default{Gateway: l.Gateway, Metric: stanza.KernelMetric(c.Family, c.Metric), Protocol: Protocol}.route(c.Family, l.Index)
-	}
+	want := l.wantMain()
 	for _, r := range have {
 		if !isDefault(r.Dst) {
 			continue
@@ -499,6 +496,34 @@ func syncMainDefault(h *netlink.Handle, l *Link) error {
 		return fmt.Errorf("%s: isp-metric %d: adding %s: %w", c.Iface, c.Metric, routeString(want), err)
 	}
 	return nil
+}
+
+// wantMain returns the isp-metric default through the link in the main
+// table, nil without isp-metric.
+func (l *Link) wantMain() *netlink.Route {
+	c := l.Config
+	if c.Metric < 0 {
+		return nil
+	}
+	return Default{Gateway: l.Gateway, Metric: stanza.KernelMetric(c.Family, c.Metric), Protocol: Protocol}.route(c.Family, l.Index)
+}
+
+// Plan is what Up installs for a link, in its order: the ISP table's
+// routes (the default, then a throw route per isp-throw prefix), the
+// `from` rules, and the isp-metric default in the main table (nil without
+// isp-metric).
+type Plan struct {
+	Table []netlink.Route
+	Rules []netlink.Rule
+	Main  *netlink.Route
+}
+
+// Plan returns what Up installs for l, from l alone, without asking the
+// kernel: what `ifisp explain` prints. Up also removes ifisp's routes and
+// rules of the link that the plan lacks (an interrupted run's, an old
+// address's); a link that ifdown took down has none.
+func (l *Link) Plan() Plan {
+	return Plan{Table: l.wantTable(), Rules: l.wantRules(), Main: l.wantMain()}
 }
 
 // mainDefaults lists the main table's default routes of the family through

@@ -67,7 +67,12 @@ func inode(path string) (devIno, bool) {
 // Write replaces the file name (which may be in a subfolder) in the folder
 // atomically (write, then rename), so a reader never sees half of it.
 func Write(name string, data []byte) error {
-	path := filepath.Join(Dir(), name)
+	return WriteFile(filepath.Join(Dir(), name), data)
+}
+
+// WriteFile replaces the file at path as Write does, wherever it is (the
+// health monitor's metrics file, for one), making its folder if need be.
+func WriteFile(path string, data []byte) error {
 	dir, base := filepath.Split(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

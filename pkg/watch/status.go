@@ -18,8 +18,9 @@ const StatusFile = "watch.json"
 
 // Status is what the monitor thinks of every link it watches.
 type Status struct {
-	PID   int          `json:"pid"`
-	Links []LinkStatus `json:"links"`
+	PID     int          `json:"pid"`
+	Written time.Time    `json:"written"` // when the monitor wrote the file
+	Links   []LinkStatus `json:"links"`
 }
 
 // LinkStatus is one link's health and what the monitor did about it.
@@ -31,6 +32,7 @@ type LinkStatus struct {
 	Reason    string        `json:"reason"`
 	Since     time.Time     `json:"since"`      // in this state since
 	Up        time.Time     `json:"registered"` // when ifup registered it
+	Probes    ProbeStats    `json:"probes"`     // as of the file's last rewrite
 }
 
 // ReadStatus reads the state file; with no monitor running it returns nil.
@@ -69,11 +71,11 @@ func (s *Status) find(reg registry.Link) *LinkStatus {
 
 // writeStatus writes the state file.
 func (d *daemon) writeStatus() error {
-	s := Status{PID: os.Getpid(), Links: []LinkStatus{}}
+	s := Status{PID: os.Getpid(), Written: time.Now(), Links: []LinkStatus{}}
 	for _, k := range d.keys() {
 		l := d.links[k]
 		s.Links = append(s.Links, LinkStatus{Iface: l.reg.Iface, Family: l.reg.Family, State: l.health.state,
-			Withdrawn: l.withdrawn, Reason: l.reason, Since: l.since, Up: l.reg.Since})
+			Withdrawn: l.withdrawn, Reason: l.reason, Since: l.since, Up: l.reg.Since, Probes: l.probes.public()})
 	}
 	b, err := json.MarshalIndent(&s, "", "  ")
 	if err != nil {
@@ -82,7 +84,7 @@ func (d *daemon) writeStatus() error {
 	if err := rundir.Write(StatusFile, append(b, '\n')); err != nil {
 		return fmt.Errorf("writing the state file: %w", err)
 	}
-	return nil
+	return d.writeMetrics()
 }
 
 // removeStatus removes the state file.

@@ -43,7 +43,20 @@ type Options struct {
 	Log *log.Logger
 	// Reload makes Run read the registry again (SIGHUP).
 	Reload <-chan os.Signal
+	// Metrics is the file the links' health is written to, in the
+	// Prometheus text format, for node_exporter's textfile collector; ""
+	// writes none. It is rewritten (atomically) every MetricsInterval and
+	// at every transition, and removed when the monitor stops.
+	Metrics string
+	// MetricsInterval is how often Metrics and the state file's probe
+	// figures are rewritten; DefaultMetricsInterval when 0.
+	MetricsInterval time.Duration
 }
+
+// DefaultMetricsInterval is how often the probe figures are published:
+// node_exporter is scraped every 15 s or so, and each rewrite costs a file
+// and a rename.
+const DefaultMetricsInterval = 5 * time.Second
 
 // link is one registered link as the monitor sees it.
 type link struct {
@@ -54,6 +67,7 @@ type link struct {
 	reason    string    // why it is in its state
 	since     time.Time // when it entered its state
 	stop      context.CancelFunc
+	probes    probeStats
 }
 
 func (l *link) key() string { return l.reg.Key() }
@@ -63,6 +77,9 @@ type round struct {
 	key   string
 	since time.Time
 	ok    bool
+	// rtt is the round trip of the last answer that came in during the
+	// round, 0 when none did.
+	rtt time.Duration
 }
 
 type daemon struct {
@@ -112,6 +129,12 @@ func Run(ctx context.Context, opt Options) error {
 		return fmt.Errorf("subscribing to address events: %w", err)
 	}
 
+	if opt.MetricsInterval <= 0 {
+		opt.MetricsInterval = DefaultMetricsInterval
+	}
+	publish := time.NewTicker(opt.MetricsInterval)
+	defer publish.Stop()
+
 	probes, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	d := &daemon{opt: opt, ctx: probes, h: h, links: map[string]*link{}, rounds: make(chan round, 64), notify: newNotifier(opt.NotifyDir, opt.Log)}
@@ -153,6 +176,8 @@ func Run(ctx context.Context, opt Options) error {
 			err = d.addrEvent(u)
 		case r := <-d.rounds:
 			d.probeRound(r)
+		case <-publish.C:
+			err = d.writeStatus()
 		}
 		if err != nil {
 			opt.Log.Printf("%v", err)
@@ -229,7 +254,11 @@ func probeLoop(ctx context.Context, reg registry.Link, out chan<- round, logger 
 	}
 	var seq atomic.Uint32
 	var answered atomic.Bool
+	var rtt atomic.Int64 // of the round's last answer, in ns
 	window := uint16(max(reg.Down, 1))
+	// sent holds each request's send time, by sequence number modulo
+	// the window: an answer older than the window counts for nothing.
+	sent := make([]atomic.Int64, window)
 	var p *probe.Pinger
 	defer func() {
 		if p != nil {
@@ -265,6 +294,9 @@ func probeLoop(ctx context.Context, reg registry.Link, out chan<- round, logger 
 					if err := p.Receive(func(s uint16) {
 						if uint16(seq.Load())-s < window {
 							answered.Store(true)
+							if at := sent[s%window].Load(); at != 0 {
+								rtt.Store(max(time.Now().UnixNano()-at, 1))
+							}
 						}
 					}); err != nil {
 						broken <- err
@@ -273,6 +305,7 @@ func probeLoop(ctx context.Context, reg registry.Link, out chan<- round, logger 
 			}
 		}
 		s := uint16(seq.Add(1))
+		sent[s%window].Store(time.Now().UnixNano())
 		for _, t := range targets {
 			if p != nil {
 				p.Send(t, s) // a failed send is an unanswered round
@@ -287,7 +320,7 @@ func probeLoop(ctx context.Context, reg registry.Link, out chan<- round, logger 
 			continue
 		}
 		select {
-		case out <- round{key: reg.Key(), since: reg.Since, ok: answered.Swap(false)}:
+		case out <- round{key: reg.Key(), since: reg.Since, ok: answered.Swap(false), rtt: time.Duration(rtt.Swap(0))}:
 		case <-ctx.Done():
 			return
 		}
@@ -300,6 +333,7 @@ func (d *daemon) probeRound(r round) {
 	if l == nil || !l.reg.Since.Equal(r.since) {
 		return // a prober of a link since forgotten
 	}
+	l.probes.round(r.ok, r.rtt, time.Now())
 	old := l.health.state
 	if !l.health.round(r.ok, l.reg.Down, l.reg.Up) {
 		return
@@ -366,6 +400,7 @@ func (d *daemon) fail(l *link, reason string) {
 func (d *daemon) transition(l *link, old State, reason string) {
 	now := time.Now()
 	l.reason, l.since = reason, now
+	l.probes.transitions++
 	if err := d.writeStatus(); err != nil {
 		d.opt.Log.Printf("%v", err)
 	}
@@ -476,7 +511,7 @@ func (d *daemon) shutdown() error {
 		msg += ": " + strings.Join(restored, "; ")
 	}
 	d.opt.Log.Print(msg)
-	return removeStatus()
+	return errors.Join(removeStatus(), d.removeMetrics())
 }
 
 // keys returns the links' keys, sorted.

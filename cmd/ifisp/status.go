@@ -1,0 +1,46 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ifisp/ifisp/pkg/status"
+)
+
+func statusCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flagSet("status", "", stdout)
+	asJSON := fs.Bool("json", false, "print the status as JSON (pkg/status.Status, documented in README.md)")
+	noFlows := fs.Bool("no-flows", false, "do not count each link's conntrack entries (one dump of the table per family)")
+	root := fs.String("root", "/", "read rt_tables below `DIR`")
+	if ok, code := parse(fs, args, stderr, 0, 0); !ok {
+		return code
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		fmt.Fprintf(stderr, "ifisp status: opening netlink: %v\n", err)
+		return 1
+	}
+	defer h.Close()
+	s, err := status.Gather(h, status.Options{Flows: !*noFlows, Root: *root})
+	if err != nil {
+		fmt.Fprintf(stderr, "ifisp status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(s, "", "  ")
+		if err != nil {
+			fmt.Fprintf(stderr, "ifisp status: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+		return 0
+	}
+	if err := status.Write(stdout, s); err != nil {
+		fmt.Fprintf(stderr, "ifisp status: %v\n", err)
+		return 1
+	}
+	return 0
+}
