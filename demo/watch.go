@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 	"github.com/ifisp/ifisp/pkg/watch"
 )
 

@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // BenchmarkIfupdown times `ifup wana wanb` + `ifdown wana wanb` in the lab,

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 	"github.com/ifisp/ifisp/pkg/registry"
 )
 

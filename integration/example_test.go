@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // TestExample brings the README's example site up and down as written:

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // newFailoverLab brings both ISPs up with every hook installed and the

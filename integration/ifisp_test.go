@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ifisp/ifisp/pkg/interfaces"
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 	"github.com/ifisp/ifisp/pkg/status"
 )
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // TestMakeInstall checks that `make install` gives a tree an operator could

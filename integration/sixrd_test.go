@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // The 6rd domain of the lab's ISP B: prefix 2001:db8:6000::/40, the

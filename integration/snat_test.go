@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // natUp is ifisp's part of iptables-save after `ifup wana wanb`, IPv4

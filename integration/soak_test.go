@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
 	"github.com/ifisp/ifisp/pkg/watch"

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // TestVLANWAN is the two-ISP scenario with ISP B's WAN a VLAN named like the
