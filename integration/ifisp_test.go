@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/status"
 )
 
