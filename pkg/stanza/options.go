@@ -25,6 +25,7 @@ type Option struct {
 	Name    string // as written in /etc/network/interfaces
 	Family  Family // the family of stanza it belongs on; "" for both
 	Default string // as documented; "" for none
+	Value   string // what the value is, as documented
 	Doc     string // one line
 
 	// parse sets the option's field of c from value, with the Config's
@@ -42,47 +43,62 @@ const natIPv4Only = "NAT is IPv4 only (move it to the interface's inet stanza)"
 // options is the single source of truth: every ifisp option, in the order
 // they are parsed and documented.
 var options = []Option{
-	{Name: "isp-table", Doc: "this ISP's routing table: a name from rt_tables (or rt_tables.d, /usr/share/iproute2/rt_tables) or a number; 0, 253, 254, 255 are refused",
+	{Name: "isp-table", Value: "name (rt_tables, rt_tables.d/*.conf, /usr/share/iproute2/rt_tables) or number", Doc: "this ISP's routing table; the same table serves its inet and inet6 stanzas. 0, 253, 254, 255 are refused",
 		parse: func(c *Config, v, root string) (err error) {
 			c.Table, err = table(v, root)
 			c.TableName = v
 			return err
 		}},
-	{Name: "isp-gateway", Default: "the stanza's gateway", Doc: "gateway for this ISP's table; for dhcp or a tunnel, what the kernel has",
+	{Name: "isp-gateway", Default: "the stanza's `gateway`; for `inet dhcp`: the gateway of the default route the kernel has", Value: "address", Doc: "the ISP table's gateway",
 		parse: func(c *Config, v, _ string) (err error) { c.ISPGateway, err = c.addr(v); return err }},
-	{Name: "isp-metric", Doc: "install a main-table default route through this ISP with this metric (lower wins)",
+	{Name: "isp-metric", Value: "number", Doc: "add a main-table default through this ISP at this metric (lower wins). Leave it out when the stanza's own `gateway` already adds one, or for a link that should carry only inbound and source-routed traffic",
 		parse: func(c *Config, v, _ string) (err error) { c.Metric, err = metric(v); return err }},
-	{Name: "isp-source", Doc: "more source prefixes that belong to this ISP; each gets a `from` rule",
+	{Name: "isp-source", Value: "CIDR list", Doc: "more source prefixes of this ISP (extra static IPs, a delegated IPv6 prefix); each gets a `from` rule",
 		parse: func(c *Config, v, _ string) (err error) { c.Sources, err = c.prefixes(v); return err }},
-	{Name: "isp-throw", Default: "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 (inet), fc00::/7 (inet6)", Doc: "destinations sent back to the main table",
+	{Name: "isp-throw", Default: "`10.0.0.0/8 172.16.0.0/12 192.168.0.0/16` (inet), `fc00::/7` (inet6)", Value: "CIDR list", Doc: "destinations sent back to the main table",
 		parse: func(c *Config, v, _ string) (err error) { c.Throw, err = c.prefixes(v); return err }},
-	{Name: "snat-from", Family: Inet, wrongFamily: natIPv4Only, Doc: "inside source ranges NATed to this link's address on the way out",
+	{Name: "snat-from", Family: Inet, wrongFamily: natIPv4Only, Value: "CIDR list", Doc: "inside ranges NATed to this link's address on the way out (IPv4)",
 		parse: func(c *Config, v, _ string) (err error) { c.SNATFrom, err = c.prefixes(v); return err }},
-	{Name: "snat-to", Family: Inet, wrongFamily: natIPv4Only, Default: "the stanza's address", Doc: "the address to NAT to",
+	{Name: "snat-to", Family: Inet, wrongFamily: natIPv4Only, Default: "the stanza's address", Value: "address", Doc: "the address to NAT to",
 		parse: func(c *Config, v, _ string) (err error) { c.SNATTo, err = c.addr(v); return err }},
-	{Name: "isp-check", Doc: "targets the health monitor probes through this link; none: carrier and gateway only",
+	{Name: "isp-check", Default: "the gateway", Value: "address list", Doc: "targets the health monitor probes through this link",
 		parse: func(c *Config, v, _ string) (err error) { c.Check, err = c.addrs(v); return err }},
-	{Name: "isp-check-interval", Default: DefaultCheckInterval.String(), Doc: "probe period",
+	{Name: "isp-check-interval", Default: DefaultCheckInterval.String(), Value: "duration", Doc: "probe period",
 		parse: func(c *Config, v, _ string) (err error) { c.CheckInterval, err = duration(v); return err }},
-	{Name: "isp-check-down", Default: strconv.Itoa(DefaultCheckDown), Doc: "failed rounds before the link is withdrawn",
+	{Name: "isp-check-down", Default: strconv.Itoa(DefaultCheckDown), Value: "count", Doc: "rounds in a row without an answer before the link is withdrawn",
 		parse: func(c *Config, v, _ string) (err error) { c.CheckDown, err = count(v); return err }},
-	{Name: "isp-check-up", Default: strconv.Itoa(DefaultCheckUp), Doc: "good rounds before the link is restored",
+	{Name: "isp-check-up", Default: strconv.Itoa(DefaultCheckUp), Value: "count", Doc: "answered rounds in a row before it is restored",
 		parse: func(c *Config, v, _ string) (err error) { c.CheckUp, err = count(v); return err }},
-	{Name: "6rd-prefix", Family: Inet6, Doc: "6rd prefix of the ISP (RFC 5969), on an inet6 v4tunnel stanza",
+	{Name: "6rd-prefix", Family: Inet6, Value: "IPv6 prefix", Doc: "the ISP's 6rd prefix (RFC 5969), on an `inet6 v4tunnel` stanza",
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Prefix, err = sixrdPrefix(v); return err }},
-	{Name: "6rd-relay", Family: Inet6, Doc: "the ISP's 6rd border relay (IPv4)",
+	{Name: "6rd-relay", Family: Inet6, Value: "IPv4 address", Doc: "the ISP's 6rd border relay",
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Relay, err = ipv4(v); return err }},
-	{Name: "6rd-ipv4-masklen", Family: Inet6, Default: "0", Doc: "leading bits of the IPv4 address shared by the 6rd domain (0..32)",
+	{Name: "6rd-ipv4-masklen", Family: Inet6, Default: "0", Value: "0..32", Doc: "leading bits of the IPv4 address shared by the 6rd domain",
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().IPv4MaskLen, err = maskLen(v); return err }},
-	{Name: "6rd-local", Family: Inet6, Default: "the tunnel's local", Doc: "interface or IPv4 address whose address is embedded in the delegated prefix",
+	{Name: "6rd-local", Family: Inet6, Default: "the tunnel's `local`", Value: "interface or IPv4 address", Doc: "whose IPv4 address is embedded in the delegated prefix",
 		parse: func(c *Config, v, _ string) error { return c.sixrd().setLocal(v) }},
-	{Name: "6rd-lan", Family: Inet6, Doc: "LAN interface[:subnet-id] that gets /64 number subnet-id (hex, default 0) of the delegated prefix, address ::1",
+	{Name: "6rd-lan", Family: Inet6, Value: "interface[:subnet-id]", Doc: "LAN interface that gets /64 number subnet-id (hex, default 0) of the delegated prefix, address ::1",
 		parse: func(c *Config, v, _ string) error { return c.sixrd().setLAN(v) }},
 }
 
 // Options returns the table of options, for documentation and the CLI.
 func Options() []Option {
 	return append([]Option(nil), options...)
+}
+
+// MarkdownTable renders the options as README.md's table: TestOptionsTable
+// keeps the two the same (go test ./pkg/stanza -update rewrites it).
+func MarkdownTable() string {
+	var b strings.Builder
+	b.WriteString("| option | value | meaning |\n| --- | --- | --- |\n")
+	for _, o := range options {
+		doc := o.Doc
+		if o.Default != "" {
+			doc += "; default: " + o.Default
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", o.Name, o.Value, doc)
+	}
+	return b.String()
 }
 
 // optionPrefixes are the prefixes of the options that are ifisp's: any

@@ -2,6 +2,7 @@ package stanza
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -430,18 +431,36 @@ func TestErrorProblems(t *testing.T) {
 	}
 }
 
-// Every option in the table is documented in README.md's option table.
-func TestOptionsDocumented(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+var update = flag.Bool("update", false, "rewrite README.md's options table from the code")
+
+// TestOptionsTable: README.md's option table is the one MarkdownTable
+// renders from the options table in code, so the two cannot drift.
+func TestOptionsTable(t *testing.T) {
+	const path = "../../README.md"
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range Options() {
-		if !strings.Contains(string(readme), "| `"+o.Name+"` |") {
-			t.Errorf("README.md's option table lacks %s", o.Name)
+	readme := string(b)
+	start := strings.Index(readme, "| option | value | meaning |\n")
+	end := strings.Index(readme[max(start, 0):], "\n\n")
+	if start < 0 || end < 0 {
+		t.Fatalf("%s has no option table (a line \"| option | value | meaning |\")", path)
+	}
+	end += start + 1
+	want := MarkdownTable()
+	if *update {
+		if err := os.WriteFile(path, []byte(readme[:start]+want+readme[end:]), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		if o.Doc == "" {
-			t.Errorf("option %s has no doc", o.Name)
+		return
+	}
+	if d := cmp.Diff(want, readme[start:end]); d != "" {
+		t.Errorf("README.md's option table differs from the code's (-code +README); go test ./pkg/stanza -update rewrites it:\n%s", d)
+	}
+	for _, o := range Options() {
+		if o.Doc == "" || o.Value == "" {
+			t.Errorf("option %s has no doc or no value description", o.Name)
 		}
 	}
 }
