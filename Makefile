@@ -4,19 +4,47 @@ PREFIX         ?= /usr
 SBINDIR        ?= $(PREFIX)/sbin
 SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR         ?= $(PREFIX)/share/man
+DOCDIR         ?= $(PREFIX)/share/doc/ifisp
 DESTDIR        ?=
 GO             ?= go
+SCDOC          ?= scdoc
 # Static binaries: hooks run early at boot and in minimal systems.
 export CGO_ENABLED = 0
 
 BINARIES := $(notdir $(wildcard cmd/*))
+# The binaries hooks/layout puts in if-*.d: each name is a link to the page
+# ifisp-hooks(8).
+HOOK_BINARIES := $(sort $(shell awk '!/^\#/ && NF == 3 { print $$3 }' hooks/layout))
+# The man pages, from scdoc sources in man/ (NAME.SECTION.scd).
+MANPAGES := $(patsubst man/%.scd,bin/man/%,$(wildcard man/*.scd))
+VERSION := $(shell head -n1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
+# The pages' date: the last commit's, so that a rebuild makes the same
+# pages (dpkg-buildpackage sets it from debian/changelog).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
 
-.PHONY: all build test test-vm bench demo install clean
+.PHONY: all build man check-man test test-vm bench demo install clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -o bin/ ./cmd/...
+
+# Man pages, scdoc to roff, in bin/man.
+man: $(MANPAGES)
+
+bin/man/%: man/%.scd debian/changelog
+	@mkdir -p bin/man
+	sed 's/@VERSION@/$(VERSION)/' $< | $(SCDOC) >$@.tmp
+	mv $@.tmp $@
+
+# man(1) must render every page without a warning.
+check-man: man
+	@for page in $(MANPAGES); do \
+		out=$$(LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z $$page 2>&1 >/dev/null); \
+		[ -z "$$out" ] || { echo "$$page:"; echo "$$out"; exit 1; }; \
+	done
 
 # The whole suite; the lab tests need root (they make network namespaces).
 test:
@@ -24,17 +52,22 @@ test:
 	$(GO) test -count=1 -p 1 $(TESTFLAGS) ./...
 
 # Installs the binaries into SBINDIR, links them into the ifupdown hook
-# folders under the run-parts names hooks/layout gives, and installs
+# folders under the run-parts names hooks/layout gives, installs
 # ifisp-watch's systemd unit with its ExecStart in SBINDIR (enable it with
-# systemctl).
-install: build
+# systemctl), the man pages (plain roff: a package's tools compress them),
+# README and the examples.
+install: build man
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(SBINDIR)/
 	install -m 0644 hooks/rt_protos.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/ifisp.conf
 	sed 's|^ExecStart=/usr/sbin/|ExecStart=$(SBINDIR)/|' hooks/ifisp-watch.service >bin/ifisp-watch.service
 	install -m 0644 bin/ifisp-watch.service $(DESTDIR)$(SYSTEMDUNITDIR)/
-	install -d $(DESTDIR)$(PREFIX)/share/doc/ifisp
-	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/ifisp/
+	install -d $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 examples/*.interfaces $(DESTDIR)$(DOCDIR)/examples/
+	for page in $(MANPAGES); do install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/ || exit 1; done
+	for binary in $(HOOK_BINARIES); do ln -sfn ifisp-hooks.8 $(DESTDIR)$(MANDIR)/man8/$$binary.8 || exit 1; done
+	install -d $(DESTDIR)$(SYSCONFDIR)/ifisp/notify.d
 	grep -v '^#' hooks/layout | while read -r folder name binary; do \
 		[ -n "$$folder" ] || continue; \
 		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder && \
