@@ -9,6 +9,12 @@ DOCDIR         ?= $(PREFIX)/share/doc/ifisp
 DESTDIR        ?=
 GO             ?= go
 SCDOC          ?= scdoc
+# Extra go build -ldflags (debian/rules strips with -s -w).
+GOLDFLAGS      ?=
+# How the hooks go into /etc/network/if-*.d: "links", symlinks to the
+# binaries (what the lab's tests install), or "scripts", small conffile
+# scripts that run them (the Debian package; see hooks/hook.sh.in).
+HOOKS          ?= links
 # Static binaries: hooks run early at boot and in minimal systems.
 export CGO_ENABLED = 0
 
@@ -24,12 +30,12 @@ VERSION := $(shell head -n1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 
-.PHONY: all build man check-man test test-vm bench demo install clean
+.PHONY: all build man check-man test test-vm bench demo install deb clean
 
 all: build
 
 build:
-	$(GO) build -trimpath -o bin/ ./cmd/...
+	$(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o bin/ ./cmd/...
 
 # Man pages, scdoc to roff, in bin/man.
 man: $(MANPAGES)
@@ -51,11 +57,11 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 $(TESTFLAGS) ./...
 
-# Installs the binaries into SBINDIR, links them into the ifupdown hook
-# folders under the run-parts names hooks/layout gives, installs
-# ifisp-watch's systemd unit with its ExecStart in SBINDIR (enable it with
-# systemctl), the man pages (plain roff: a package's tools compress them),
-# README and the examples.
+# Installs the binaries into SBINDIR, links them (or, with HOOKS=scripts,
+# scripts that run them) into the ifupdown hook folders under the run-parts
+# names hooks/layout gives, installs ifisp-watch's systemd unit with its
+# ExecStart in SBINDIR (enable it with systemctl), the man pages (plain
+# roff: a package's tools compress them), README and the examples.
 install: build man
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(SBINDIR)/
@@ -68,11 +74,43 @@ install: build man
 	for page in $(MANPAGES); do install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/ || exit 1; done
 	for binary in $(HOOK_BINARIES); do ln -sfn ifisp-hooks.8 $(DESTDIR)$(MANDIR)/man8/$$binary.8 || exit 1; done
 	install -d $(DESTDIR)$(SYSCONFDIR)/ifisp/notify.d
+	case "$(HOOKS)" in links|scripts) ;; *) echo "HOOKS=$(HOOKS): links or scripts" >&2; exit 1;; esac
 	grep -v '^#' hooks/layout | while read -r folder name binary; do \
 		[ -n "$$folder" ] || continue; \
-		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder && \
-		ln -sfn $(SBINDIR)/$$binary $(DESTDIR)$(SYSCONFDIR)/network/$$folder/$$name || exit 1; \
+		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder || exit 1; \
+		hook=$(DESTDIR)$(SYSCONFDIR)/network/$$folder/$$name; \
+		if [ "$(HOOKS)" = scripts ]; then \
+			rm -f $$hook && \
+			sed -e "s|@SBINDIR@|$(SBINDIR)|g" -e "s|@BINARY@|$$binary|g" hooks/hook.sh.in >$$hook && \
+			chmod 0755 $$hook || exit 1; \
+		else \
+			ln -sfn $(SBINDIR)/$$binary $$hook || exit 1; \
+		fi; \
 	done
+
+# The Debian packages bin/deb/ifisp_VERSION_{amd64,arm64}.deb (VERSION
+# from debian/changelog). Built by dpkg-buildpackage with debhelper from
+# debian/, not nfpm: debhelper writes the maintainer scripts (systemd
+# enable, try-restart on upgrade, purge) and marks conffiles the way
+# Debian's own packages get them, and the rules file says what differs.
+# The Go build itself is this Makefile's (debian/rules says why not
+# dh-golang). Each architecture builds in a copy of the tree under bin/deb:
+# dpkg-buildpackage writes beside the tree it builds, and one
+# architecture's binaries must not stand in the other's. nocheck: a
+# package build runs no tests (make test does). lintian must find no error
+# or warning. Needs dpkg-dev, debhelper, scdoc, lintian, and Go on PATH.
+DEB_ARCHES ?= amd64 arm64
+deb:
+	rm -rf bin/deb
+	set -e; for arch in $(DEB_ARCHES); do \
+		mkdir -p bin/deb/$$arch/ifisp; \
+		tar -c --exclude=./bin --exclude=./.git . | tar -x -C bin/deb/$$arch/ifisp; \
+		(cd bin/deb/$$arch/ifisp && DEB_BUILD_OPTIONS="nocheck $$DEB_BUILD_OPTIONS" \
+			dpkg-buildpackage --host-arch=$$arch --build=binary --no-sign); \
+		mv bin/deb/$$arch/*.deb bin/deb/; \
+	done
+	lintian --fail-on error,warning bin/deb/*.deb
+	@ls bin/deb/*.deb
 
 clean:
 	rm -rf bin/

@@ -116,6 +116,57 @@ func manPages(t *testing.T, dir string, hooks []lab.Hook) {
 	}
 }
 
+// TestMakeInstallScripts checks `make install HOOKS=scripts`, the Debian
+// package's hooks: in each if-*.d folder a script (a conffile there) that
+// runs the binary under its run-parts name, passes its arguments on, does
+// nothing for a stanza that is not ifisp's, and nothing at all once the
+// binary is gone (the package removed, its conffiles left).
+func TestMakeInstallScripts(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("make", "install", "HOOKS=scripts", "PREFIX="+dir+"/usr", "SBINDIR="+dir+"/sbin", "SYSCONFDIR="+dir+"/etc", "SYSTEMDUNITDIR="+dir+"/units")
+	cmd.Dir = lab.Root()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install HOOKS=scripts: %v\n%s", err, out)
+	}
+	hooks, err := lab.Layout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(script string, env []string, args ...string) (string, error) {
+		cmd := exec.Command(script, args...)
+		cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "IFISP_RUN_DIR=" + t.TempDir()}, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	// What ifupdown exports for `ifup lo`.
+	lo := []string{"IFACE=lo", "LOGICAL=lo", "ADDRFAM=inet", "METHOD=loopback", "MODE=start", "PHASE=post-up", "VERBOSITY=0"}
+	for _, h := range hooks {
+		script := filepath.Join(dir, "etc/network", h.Folder, h.Name)
+		fi, err := os.Lstat(script)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s: want a 0755 script (%v, %v)", script, fi.Mode(), err)
+			continue
+		}
+		if out, err := run(script, nil, "--help"); err != nil || !strings.HasPrefix(out, "usage: "+h.Binary+" ") {
+			t.Errorf("%s --help: %v\n%s", script, err, out)
+		}
+		if out, err := run(script, lo); err != nil || out != "" {
+			t.Errorf("%s for lo: %v %q, want nothing done", script, err, out)
+		}
+	}
+	for _, h := range hooks {
+		if err := os.Remove(filepath.Join(dir, "sbin", h.Binary)); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range hooks {
+		script := filepath.Join(dir, "etc/network", h.Folder, h.Name)
+		if out, err := run(script, nil, "--no-such-option"); err != nil || out != "" {
+			t.Errorf("%s without its binary: %v %q, want exit 0 and nothing said", script, err, out)
+		}
+	}
+}
+
 // unit checks an installed ifisp-watch.service: mode 0644, ExecStart the
 // binary wanted.
 func unit(t *testing.T, path, binary string) {
