@@ -30,7 +30,7 @@ VERSION := $(shell head -n1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 
-.PHONY: all build man check-man test test-vm bench demo install deb clean
+.PHONY: all build man check-man test test-deb test-vm bench demo install deb clean
 
 all: build
 
@@ -111,6 +111,14 @@ deb:
 	done
 	lintian --fail-on error,warning bin/deb/*.deb
 	@ls bin/deb/*.deb
+
+# Both packages' contents, then the amd64 one installed, installed again,
+# upgraded, removed and purged in a clean Debian 12 root (chroot, in a
+# network namespace of its own; the base root, made by mmdebstrap from
+# Debian's mirror, is cached in ~/.cache/ifisp-deb). Root.
+test-deb: deb
+	$(GO) vet -tags debtest ./integration/
+	$(GO) test -count=1 -tags debtest -run '^TestDeb' $(TESTFLAGS) ./integration/
 
 clean:
 	rm -rf bin/
