@@ -197,6 +197,38 @@ func TestHooksPage(t *testing.T) {
 	}
 }
 
+// TestFlagsDocumented checks that the OPTIONS of ifisp-watch(8) and
+// ifisp-hooks(8) are the flags their code defines (read from the source:
+// pflag calls with a literal name), besides --help.
+func TestFlagsDocumented(t *testing.T) {
+	flag := regexp.MustCompile(`\b(?:pflag|fs)\.[A-Z][A-Za-z0-9]*\("([a-z0-9-]+)"`)
+	for page, source := range map[string]string{
+		"ifisp-watch.8.scd": "../cmd/ifisp-watch/main.go",
+		"ifisp-hooks.8.scd": "../pkg/hook/hook.go",
+	} {
+		b, err := os.ReadFile(source)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, m := range flag.FindAllStringSubmatch(string(b), -1) {
+			want = append(want, "--"+m[1])
+		}
+		p := readPage(t, page)
+		var got []string
+		for _, e := range entries(p.sections["OPTIONS"], regexp.MustCompile(`^\*(-[a-z-]+)\*`)) {
+			if e.term != "-h" {
+				got = append(got, e.term)
+			}
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if len(want) == 0 || !slices.Equal(got, want) {
+			t.Errorf("%s: OPTIONS documents %v, %s defines %v", page, got, source, want)
+		}
+	}
+}
+
 // TestEveryBinaryHasAPage checks that each binary under cmd/ has a man
 // page of its own name or is named by ifisp-hooks(8), and that each page's
 // preamble names the page its file is.
