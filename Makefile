@@ -4,23 +4,55 @@ PREFIX         ?= /usr
 SBINDIR        ?= $(PREFIX)/sbin
 SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR         ?= $(PREFIX)/share/man
+DOCDIR         ?= $(PREFIX)/share/doc/ifisp
 DESTDIR        ?=
 GO             ?= go
+SCDOC          ?= scdoc
+# go build -ldflags: without the symbol table and DWARF (panics still print
+# their stacks). A hook is started some ten times per ifup and ifdown, and
+# the smaller binary starts 0.5 ms sooner each time.
+GOLDFLAGS      ?= -s -w
+# How the hooks go into /etc/network/if-*.d: "links", symlinks to the
+# binaries (what the lab's tests install), or "scripts", small conffile
+# scripts that run them (the Debian package; see hooks/hook.sh.in).
+HOOKS          ?= links
 # Static binaries: hooks run early at boot and in minimal systems.
 export CGO_ENABLED = 0
-# Without the symbol table and DWARF (panics still print their stacks): a
-# hook is started some ten times per ifup and ifdown, and the smaller binary
-# starts 0.5 ms sooner each time.
-GOFLAGS_BUILD ?= -trimpath -ldflags=-s\ -w
 
 BINARIES := $(notdir $(wildcard cmd/*))
+# The binaries hooks/layout puts in if-*.d: each name is a link to the page
+# ifisp-hooks(8).
+HOOK_BINARIES := $(sort $(shell awk '!/^\#/ && NF == 3 { print $$3 }' hooks/layout))
+# The man pages, from scdoc sources in man/ (NAME.SECTION.scd).
+MANPAGES := $(patsubst man/%.scd,bin/man/%,$(wildcard man/*.scd))
+VERSION := $(shell head -n1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
+# The pages' date: the last commit's, so that a rebuild makes the same
+# pages (dpkg-buildpackage sets it from debian/changelog).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
 
-.PHONY: all build test test-vm bench soak demo install clean
+.PHONY: all build man check-man test test-deb test-vm bench soak demo install deb clean
 
 all: build
 
 build:
-	$(GO) build $(GOFLAGS_BUILD) -o bin/ ./cmd/...
+	$(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o bin/ ./cmd/...
+
+# Man pages, scdoc to roff, in bin/man.
+man: $(MANPAGES)
+
+bin/man/%: man/%.scd debian/changelog
+	@mkdir -p bin/man
+	sed 's/@VERSION@/$(VERSION)/' $< | $(SCDOC) >$@.tmp
+	mv $@.tmp $@
+
+# man(1) must render every page without a warning.
+check-man: man
+	@for page in $(MANPAGES); do \
+		out=$$(LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z $$page 2>&1 >/dev/null); \
+		[ -z "$$out" ] || { echo "$$page:"; echo "$$out"; exit 1; }; \
+	done
 
 # The whole suite; the lab tests need root (they make network namespaces).
 # The integration package takes several minutes, more on a busy machine:
@@ -29,23 +61,68 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout 30m $(TESTFLAGS) ./...
 
-# Installs the binaries into SBINDIR, links them into the ifupdown hook
-# folders under the run-parts names hooks/layout gives, and installs
-# ifisp-watch's systemd unit with its ExecStart in SBINDIR (enable it with
-# systemctl).
-install: build
+# Installs the binaries into SBINDIR, links them (or, with HOOKS=scripts,
+# scripts that run them) into the ifupdown hook folders under the run-parts
+# names hooks/layout gives, installs ifisp-watch's systemd unit with its
+# ExecStart in SBINDIR (enable it with systemctl), the man pages (plain
+# roff: a package's tools compress them), README and the examples.
+install: build man
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(SBINDIR)/
 	install -m 0644 hooks/rt_protos.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/ifisp.conf
 	sed 's|^ExecStart=/usr/sbin/|ExecStart=$(SBINDIR)/|' hooks/ifisp-watch.service >bin/ifisp-watch.service
 	install -m 0644 bin/ifisp-watch.service $(DESTDIR)$(SYSTEMDUNITDIR)/
-	install -d $(DESTDIR)$(PREFIX)/share/doc/ifisp
-	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/ifisp/
+	install -d $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 examples/*.interfaces $(DESTDIR)$(DOCDIR)/examples/
+	for page in $(MANPAGES); do install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/ || exit 1; done
+	for binary in $(HOOK_BINARIES); do ln -sfn ifisp-hooks.8 $(DESTDIR)$(MANDIR)/man8/$$binary.8 || exit 1; done
+	install -d $(DESTDIR)$(SYSCONFDIR)/ifisp/notify.d
+	case "$(HOOKS)" in links|scripts) ;; *) echo "HOOKS=$(HOOKS): links or scripts" >&2; exit 1;; esac
 	grep -v '^#' hooks/layout | while read -r folder name binary; do \
 		[ -n "$$folder" ] || continue; \
-		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder && \
-		ln -sfn $(SBINDIR)/$$binary $(DESTDIR)$(SYSCONFDIR)/network/$$folder/$$name || exit 1; \
+		install -d $(DESTDIR)$(SYSCONFDIR)/network/$$folder || exit 1; \
+		hook=$(DESTDIR)$(SYSCONFDIR)/network/$$folder/$$name; \
+		if [ "$(HOOKS)" = scripts ]; then \
+			rm -f $$hook && \
+			sed -e "s|@SBINDIR@|$(SBINDIR)|g" -e "s|@BINARY@|$$binary|g" hooks/hook.sh.in >$$hook && \
+			chmod 0755 $$hook || exit 1; \
+		else \
+			ln -sfn $(SBINDIR)/$$binary $$hook || exit 1; \
+		fi; \
 	done
+
+# The Debian packages bin/deb/ifisp_VERSION_{amd64,arm64}.deb (VERSION
+# from debian/changelog). Built by dpkg-buildpackage with debhelper from
+# debian/, not nfpm: debhelper writes the maintainer scripts (systemd
+# enable, try-restart on upgrade, purge) and marks conffiles the way
+# Debian's own packages get them, and the rules file says what differs.
+# The Go build itself is this Makefile's (debian/rules says why not
+# dh-golang). Each architecture builds in a copy of the tree under bin/deb:
+# dpkg-buildpackage writes beside the tree it builds, and one
+# architecture's binaries must not stand in the other's. nocheck: a
+# package build runs no tests (make test does). lintian must find no error
+# or warning. Needs dpkg-dev, debhelper, scdoc, lintian, and Go on PATH.
+DEB_ARCHES ?= amd64 arm64
+deb:
+	rm -rf bin/deb
+	set -e; for arch in $(DEB_ARCHES); do \
+		mkdir -p bin/deb/$$arch/ifisp; \
+		tar -c --exclude=./bin --exclude=./.git . | tar -x -C bin/deb/$$arch/ifisp; \
+		(cd bin/deb/$$arch/ifisp && DEB_BUILD_OPTIONS="nocheck $$DEB_BUILD_OPTIONS" \
+			dpkg-buildpackage --host-arch=$$arch --build=binary --no-sign); \
+		mv bin/deb/$$arch/*.deb bin/deb/; \
+	done
+	lintian --fail-on error,warning bin/deb/*.deb
+	@ls bin/deb/*.deb
+
+# Both packages' contents, then the amd64 one installed, installed again,
+# upgraded, removed and purged in a clean Debian 12 root (chroot, in a
+# network namespace of its own; the base root, made by mmdebstrap from
+# Debian's mirror, is cached in ~/.cache/ifisp-deb). Root.
+test-deb: deb
+	$(GO) vet -tags debtest ./integration/
+	$(GO) test -count=1 -tags debtest -run '^TestDeb' $(TESTFLAGS) ./integration/
 
 clean:
 	rm -rf bin/

@@ -16,10 +16,10 @@ import (
 
 // TestMakeInstall checks that `make install` gives a tree an operator could
 // copy to /: static binaries in sbin, every hook of hooks/layout linked to
-// them under its run-parts name, the route protocol's name, and
-// ifisp-watch's unit starting the installed binary. A second install into
-// other folders checks that the unit follows SBINDIR and that systemd
-// accepts it.
+// them under its run-parts name, the route protocol's name, ifisp-watch's
+// unit starting the installed binary, the man pages (a page for every
+// binary) and the examples. A second install into other folders checks
+// that the unit follows SBINDIR and that systemd accepts it.
 func TestMakeInstall(t *testing.T) {
 	dest := t.TempDir()
 	cmd := exec.Command("make", "install", "DESTDIR="+dest, "PREFIX=/usr")
@@ -53,12 +53,19 @@ func TestMakeInstall(t *testing.T) {
 		t.Errorf("rt_protos.d/ifisp.conf: %v", err)
 	}
 	unit(t, filepath.Join(dest, "usr/lib/systemd/system/ifisp-watch.service"), "/usr/sbin/ifisp-watch")
+	manPages(t, filepath.Join(dest, "usr/share/man"), hooks)
+	for _, f := range []string{"README.md", "examples/two-isp.interfaces", "examples/6rd.interfaces"} {
+		if _, err := os.Stat(filepath.Join(dest, "usr/share/doc/ifisp", f)); err != nil {
+			t.Errorf("the docs: %v", err)
+		}
+	}
 
 	// systemd-analyze verify checks that ExecStart's binary exists, on the
 	// real root (--root= wants a whole system: sysinit.target, /bin/kill),
 	// so this tree is installed where its paths are true as they stand.
+	// PREFIX too: nothing of it may land in the host's /usr.
 	other := t.TempDir()
-	cmd = exec.Command("make", "install", "SBINDIR="+other+"/sbin", "SYSCONFDIR="+other+"/etc", "SYSTEMDUNITDIR="+other+"/units")
+	cmd = exec.Command("make", "install", "PREFIX="+other+"/usr", "SBINDIR="+other+"/sbin", "SYSCONFDIR="+other+"/etc", "SYSTEMDUNITDIR="+other+"/units")
 	cmd.Dir = lab.Root()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install SBINDIR=%s/sbin: %v\n%s", other, err, out)
@@ -69,9 +76,93 @@ func TestMakeInstall(t *testing.T) {
 		t.Fatalf("systemd-analyze not found, so %s cannot be verified: install it (Debian: apt-get install systemd)", path)
 	}
 	// It works offline, without systemd as PID 1; it exits 0 even for an
-	// unknown key, so any output is a failure.
-	if out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput(); err != nil || len(out) > 0 {
+	// unknown key, so any output is a failure. --man=no: the unit's
+	// Documentation= page is not installed on this machine (the package
+	// test checks it in a Debian root).
+	if out, err := exec.Command("systemd-analyze", "verify", "--man=no", path).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify %s: %v\n%s", path, err, out)
+	}
+}
+
+// manPages checks the man pages installed below dir: roff, not scdoc, for
+// every binary under cmd/ a page of its name (each hook binary's a link to
+// ifisp-hooks(8)), and ifisp-interfaces(5).
+func manPages(t *testing.T, dir string, hooks []lab.Hook) {
+	t.Helper()
+	cmds, err := os.ReadDir(filepath.Join(lab.Root(), "cmd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := []string{"man5/ifisp-interfaces.5"}
+	for _, c := range cmds {
+		pages = append(pages, "man8/"+c.Name()+".8")
+	}
+	for _, page := range pages {
+		b, err := os.ReadFile(filepath.Join(dir, page))
+		if err != nil {
+			t.Errorf("man page: %v", err)
+			continue
+		}
+		if !strings.Contains(string(b), "\n.TH ") {
+			t.Errorf("%s: not roff (no .TH line)", page)
+		}
+	}
+	for _, h := range hooks {
+		link := filepath.Join(dir, "man8", h.Binary+".8")
+		if target, err := os.Readlink(link); err != nil || target != "ifisp-hooks.8" {
+			t.Errorf("%s -> %q (%v), want -> ifisp-hooks.8", link, target, err)
+		}
+	}
+}
+
+// TestMakeInstallScripts checks `make install HOOKS=scripts`, the Debian
+// package's hooks: in each if-*.d folder a script (a conffile there) that
+// runs the binary under its run-parts name, passes its arguments on, does
+// nothing for a stanza that is not ifisp's, and nothing at all once the
+// binary is gone (the package removed, its conffiles left).
+func TestMakeInstallScripts(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("make", "install", "HOOKS=scripts", "PREFIX="+dir+"/usr", "SBINDIR="+dir+"/sbin", "SYSCONFDIR="+dir+"/etc", "SYSTEMDUNITDIR="+dir+"/units")
+	cmd.Dir = lab.Root()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install HOOKS=scripts: %v\n%s", err, out)
+	}
+	hooks, err := lab.Layout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(script string, env []string, args ...string) (string, error) {
+		cmd := exec.Command(script, args...)
+		cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "IFISP_RUN_DIR=" + t.TempDir()}, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	// What ifupdown exports for `ifup lo`.
+	lo := []string{"IFACE=lo", "LOGICAL=lo", "ADDRFAM=inet", "METHOD=loopback", "MODE=start", "PHASE=post-up", "VERBOSITY=0"}
+	for _, h := range hooks {
+		script := filepath.Join(dir, "etc/network", h.Folder, h.Name)
+		fi, err := os.Lstat(script)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s: want a 0755 script (%v, %v)", script, fi.Mode(), err)
+			continue
+		}
+		if out, err := run(script, nil, "--help"); err != nil || !strings.HasPrefix(out, "usage: "+h.Binary+" ") {
+			t.Errorf("%s --help: %v\n%s", script, err, out)
+		}
+		if out, err := run(script, lo); err != nil || out != "" {
+			t.Errorf("%s for lo: %v %q, want nothing done", script, err, out)
+		}
+	}
+	for _, h := range hooks {
+		if err := os.Remove(filepath.Join(dir, "sbin", h.Binary)); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range hooks {
+		script := filepath.Join(dir, "etc/network", h.Folder, h.Name)
+		if out, err := run(script, nil, "--no-such-option"); err != nil || out != "" {
+			t.Errorf("%s without its binary: %v %q, want exit 0 and nothing said", script, err, out)
+		}
 	}
 }
 
