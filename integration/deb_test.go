@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifisp/ifisp/pkg/lab"
+	"github.com/ifisp/ifisp/internal/lab"
 )
 
 // debSuite is the Debian release the package is for.

@@ -87,7 +87,7 @@ func Write(w io.Writer, path, iface string, opt Options) error {
 	if err != nil {
 		return err
 	}
-	e := &explainer{w: bufio.NewWriter(w), opt: opt, proto: protoName(opt.Root)}
+	e := &explainer{w: bufio.NewWriter(w), opt: opt, proto: stanza.ProtoName(opt.Root, policy.Protocol)}
 	e.printf("# ifup %s, as commands, for %s (nothing has been changed).\n", iface, path)
 	e.printf("# ifupdown's own, from ifup --no-act, and at each run-parts the hooks it runs.\n")
 	// Each stanza, in file order, runs its if-pre-up.d, then its method's
@@ -386,28 +386,4 @@ func (e *explainer) protoString(p int) string {
 		return e.proto
 	}
 	return fmt.Sprint(p)
-}
-
-// protoFiles are where iproute2 names route protocols, below the root.
-var protoFiles = []string{"etc/iproute2/rt_protos", "etc/iproute2/rt_protos.d/*.conf", "usr/share/iproute2/rt_protos", "usr/share/iproute2/rt_protos.d/*.conf"}
-
-// protoName returns the name iproute2 gives ifisp's route protocol below
-// root, or "" when it has none (then the number is written).
-func protoName(root string) string {
-	for _, pattern := range protoFiles {
-		files, _ := filepath.Glob(filepath.Join(root, pattern))
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				continue
-			}
-			for _, line := range strings.Split(string(b), "\n") {
-				line, _, _ = strings.Cut(line, "#")
-				if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == fmt.Sprint(policy.Protocol) {
-					return fields[1]
-				}
-			}
-		}
-	}
-	return ""
 }

@@ -107,7 +107,7 @@ func (d Default) route(f stanza.Family, ifindex int) *netlink.Route {
 // mainDefaults lists the main table's default routes of family f through
 // the interface ifindex.
 func mainDefaults(h *netlink.Handle, ifindex int, f stanza.Family) ([]netlink.Route, error) {
-	routes, err := retry(func() ([]netlink.Route, error) {
+	routes, err := Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(family(f), &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: ifindex}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 	})
 	if err != nil {

@@ -65,7 +65,7 @@ func Resolve(h *netlink.Handle, c *stanza.Config) (*Link, error) {
 	}
 	l.Index = nl.Attrs().Index
 	if !l.Address.IsValid() {
-		addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nl, l.family()) })
+		addrs, err := Retry(func() ([]netlink.Addr, error) { return h.AddrList(nl, l.family()) })
 		if err != nil {
 			return nil, fmt.Errorf("%s: listing addresses: %w", c.Iface, err)
 		}
@@ -156,7 +156,7 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 func check(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
 	// One interface per family: an ISP's inet stanza and its inet6 one
 	// (native, or a 6rd tunnel of its own) share the table.
-	own, err := retry(func() ([]netlink.Route, error) {
+	own, err := Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: c.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
@@ -172,7 +172,7 @@ func check(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
 		}
 		return stanza.Errorf(c.Iface, "isp-table", c.TableName, "table %d's %s routes are %s's already (its %s is there): each ISP link needs a table of its own", c.Table, c.Family, other.Attrs().Name, routeString(&r))
 	}
-	routes, err := retry(func() ([]netlink.Route, error) {
+	routes, err := Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -213,7 +213,7 @@ func (l *Link) checkOnLink(h *netlink.Handle) error {
 	if gw.Is6() && gw.IsLinkLocalUnicast() {
 		return nil
 	}
-	routes, err := retry(func() ([]netlink.Route, error) {
+	routes, err := Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(l.family(), &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: l.Index}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 	})
 	if err != nil {
@@ -466,7 +466,7 @@ func syncRules(h *netlink.Handle, l *Link) error {
 // conflict to report, never to replace.
 func syncMainDefault(h *netlink.Handle, l *Link) error {
 	c := l.Config
-	have, err := retry(func() ([]netlink.Route, error) {
+	have, err := Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(l.family(), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -538,7 +538,7 @@ func (l *Link) mainDefaults(h *netlink.Handle) ([]netlink.Route, error) {
 
 // ownTableRoutes lists ifisp's routes of the family in the ISP table.
 func (l *Link) ownTableRoutes(h *netlink.Handle) ([]netlink.Route, error) {
-	routes, err := retry(func() ([]netlink.Route, error) {
+	routes, err := Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(l.family(), &netlink.Route{Table: l.Config.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
@@ -549,7 +549,7 @@ func (l *Link) ownTableRoutes(h *netlink.Handle) ([]netlink.Route, error) {
 
 // ownRules lists ifisp's rules of the family that look up the ISP table.
 func (l *Link) ownRules(h *netlink.Handle) ([]netlink.Rule, error) {
-	rules, err := retry(func() ([]netlink.Rule, error) {
+	rules, err := Retry(func() ([]netlink.Rule, error) {
 		return h.RuleListFiltered(l.family(), &netlink.Rule{Table: l.Config.Table}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -564,9 +564,9 @@ func (l *Link) ownRules(h *netlink.Handle) ([]netlink.Rule, error) {
 	return own, nil
 }
 
-// retry repeats a netlink dump that the kernel interrupted because the table
+// Retry repeats a netlink dump that the kernel interrupted because the table
 // changed under it; a few tries always suffice in practice.
-func retry[T any](dump func() ([]T, error)) ([]T, error) {
+func Retry[T any](dump func() ([]T, error)) ([]T, error) {
 	var err error
 	for range 5 {
 		var res []T

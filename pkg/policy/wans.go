@@ -19,14 +19,14 @@ type WANs map[int][]netip.Prefix
 func ReadWANs(h *netlink.Handle) (WANs, error) {
 	wans := WANs{}
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := retry(func() ([]netlink.Route, error) {
+		routes, err := Retry(func() ([]netlink.Route, error) {
 			return h.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: Protocol},
 				netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("listing ifisp's routes: %w", err)
 		}
-		rules, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(family) })
+		rules, err := Retry(func() ([]netlink.Rule, error) { return h.RuleList(family) })
 		if err != nil {
 			return nil, fmt.Errorf("listing rules: %w", err)
 		}
@@ -39,7 +39,7 @@ func ReadWANs(h *netlink.Handle) (WANs, error) {
 				if err != nil {
 					continue // gone meanwhile
 				}
-				addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_ALL) })
+				addrs, err := Retry(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_ALL) })
 				if err != nil {
 					return nil, fmt.Errorf("%s: listing addresses: %w", link.Attrs().Name, err)
 				}
@@ -64,7 +64,7 @@ func ReadWANs(h *netlink.Handle) (WANs, error) {
 
 // LocalAddrs returns every address of the namespace's interfaces.
 func LocalAddrs(h *netlink.Handle) (map[netip.Addr]bool, error) {
-	addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := Retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}

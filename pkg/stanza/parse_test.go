@@ -464,3 +464,15 @@ func TestOptionsTable(t *testing.T) {
 		}
 	}
 }
+
+func TestNames(t *testing.T) {
+	if got := TableName(root, 100); got != "ispa" {
+		t.Errorf("TableName(100) = %q, want ispa", got)
+	}
+	if got := TableName(root, 4711); got != "" {
+		t.Errorf("TableName(4711) = %q, want none", got)
+	}
+	if got := ProtoName(t.TempDir(), 71); got != "" {
+		t.Errorf("ProtoName without rt_protos = %q, want none", got)
+	}
+}

@@ -34,6 +34,60 @@ var tableFiles = []string{
 	"usr/share/iproute2/rt_tables",
 }
 
+// protoFiles are the files iproute2 reads route protocol names from.
+var protoFiles = []string{
+	"etc/iproute2/rt_protos",
+	"etc/iproute2/rt_protos.d/*.conf",
+	"usr/share/iproute2/rt_protos",
+	"usr/share/iproute2/rt_protos.d/*.conf",
+}
+
+// TableName returns the name the rt_tables files below root give table n
+// (one that LookupTable resolves back to n), or "" when none does.
+func TableName(root string, n int) string {
+	for _, name := range namesOf(root, tableFiles, n) {
+		if m, err := LookupTable(root, name); err == nil && m == n {
+			return name
+		}
+	}
+	return ""
+}
+
+// ProtoName returns the name the rt_protos files below root give route
+// protocol n, or "" when they give none.
+func ProtoName(root string, n int) string {
+	if names := namesOf(root, protoFiles, n); len(names) > 0 {
+		return names[0]
+	}
+	return ""
+}
+
+// namesOf lists, in search order, the names "NUMBER NAME" lines of the
+// files below root give number n.
+func namesOf(root string, patterns []string, n int) []string {
+	var names []string
+	for _, pattern := range patterns {
+		files, _ := filepath.Glob(filepath.Join(root, pattern))
+		for _, file := range files {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				line, _, _ = strings.Cut(line, "#")
+				fields := strings.Fields(line)
+				if len(fields) < 2 || !tableNumber.MatchString(fields[0]) {
+					continue
+				}
+				if m, err := parseTableNumber(fields[0]); err == nil && m == n {
+					names = append(names, fields[1])
+				}
+			}
+		}
+	}
+	return names
+}
+
 // tableNumber matches what is meant as a table number rather than a name,
 // in range or not: decimal (possibly negative) or 0x hex.
 var tableNumber = regexp.MustCompile(`^(-?[0-9]+|0[xX][0-9a-fA-F]+)$`)

@@ -17,9 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -249,7 +247,7 @@ func Gather(h *netlink.Handle, opt Options) (*Status, error) {
 
 // newLink is the registry's part of a link.
 func newLink(reg registry.Link, root string) *Link {
-	l := &Link{Iface: reg.Iface, Family: reg.Family, Table: reg.Table, TableName: tableName(root, reg.Table),
+	l := &Link{Iface: reg.Iface, Family: reg.Family, Table: reg.Table, TableName: stanza.TableName(root, reg.Table),
 		Address: reg.Address, Gateway: reg.Gateway, Registered: reg.Since,
 		Addresses: []netip.Prefix{}, Rules: []Rule{}, MainDefaults: []Route{}, RecordedDefaults: []Route{},
 		SNAT: []SNAT{}, Problems: []string{}}
@@ -261,32 +259,6 @@ func newLink(reg registry.Link, root string) *Link {
 
 func (l *Link) problem(format string, args ...any) {
 	l.Problems = append(l.Problems, fmt.Sprintf(format, args...))
-}
-
-// tableName finds the name rt_tables gives table n, or "".
-func tableName(root string, n int) string {
-	for _, f := range []string{"etc/iproute2/rt_tables", "etc/iproute2/rt_tables.d/*.conf", "usr/share/iproute2/rt_tables"} {
-		files, _ := filepath.Glob(filepath.Join(root, f))
-		for _, file := range files {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				continue
-			}
-			for _, line := range strings.Split(string(b), "\n") {
-				line, _, _ = strings.Cut(line, "#")
-				fields := strings.Fields(line)
-				if len(fields) < 2 {
-					continue
-				}
-				// A name is the table's when it looks up to n, as
-				// isp-table resolves it.
-				if m, err := stanza.LookupTable(root, fields[1]); err == nil && m == n {
-					return fields[1]
-				}
-			}
-		}
-	}
-	return ""
 }
 
 // kernel fills in what the kernel has of the link now.
@@ -304,7 +276,7 @@ func (l *Link) kernel(h *netlink.Handle) {
 	if !l.Carrier {
 		l.problem("no carrier")
 	}
-	addrs, err := dumpRetry(func() ([]netlink.Addr, error) { return h.AddrList(nl, fam) })
+	addrs, err := policy.Retry(func() ([]netlink.Addr, error) { return h.AddrList(nl, fam) })
 	if err != nil {
 		l.problem("listing addresses: %v", err)
 	}
@@ -319,7 +291,7 @@ func (l *Link) kernel(h *netlink.Handle) {
 		l.problem("the recorded address %s is not on the interface (ifup %s again after an address change)", l.Address, l.Iface)
 	}
 
-	rules, err := dumpRetry(func() ([]netlink.Rule, error) {
+	rules, err := policy.Retry(func() ([]netlink.Rule, error) {
 		return h.RuleListFiltered(fam, &netlink.Rule{Table: l.Table}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -339,7 +311,7 @@ func (l *Link) kernel(h *netlink.Handle) {
 		l.problem("no rule from %s lookup %d (ifup %s again repairs it)", l.Address, l.Table, l.Iface)
 	}
 
-	routes, err := dumpRetry(func() ([]netlink.Route, error) {
+	routes, err := policy.Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(fam, &netlink.Route{Table: l.Table, Protocol: policy.Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
@@ -536,17 +508,6 @@ func netlinkFamily(f stanza.Family) int {
 		return netlink.FAMILY_V6
 	}
 	return netlink.FAMILY_V4
-}
-
-func dumpRetry[T any](dump func() ([]T, error)) ([]T, error) {
-	var err error
-	for range 5 {
-		var res []T
-		if res, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return res, err
-		}
-	}
-	return nil, err
 }
 
 func isDefault(n *net.IPNet) bool {
