@@ -148,22 +148,16 @@ func Payload(have, want *Ruleset) string {
 	for _, name := range sortedKeys(want.Chains) {
 		old, ok := have.Chains[name]
 		rules := want.Chains[name]
+		gained, onlyGains := extra(old, rules)
+		lost, onlyLosses := extra(rules, old)
 		switch {
 		case ok && slices.Equal(old, rules):
-		case ok && isSubsequence(old, rules):
-			for i, j := 0, 0; i < len(rules); i++ {
-				if j < len(old) && old[j] == rules[i] {
-					j++
-					continue
-				}
+		case ok && onlyGains:
+			for _, i := range gained {
 				add = append(add, fmt.Sprintf("-I %s %d %s", name, i+1, rules[i]))
 			}
-		case ok && isSubsequence(rules, old):
-			for i, j := 0, 0; i < len(old); i++ {
-				if j < len(rules) && rules[j] == old[i] {
-					j++
-					continue
-				}
+		case ok && onlyLosses:
+			for _, i := range lost {
 				del = append(del, fmt.Sprintf("-D %s %s", name, old[i]))
 			}
 		default:
@@ -208,15 +202,18 @@ func Payload(have, want *Ruleset) string {
 	return b.String()
 }
 
-// isSubsequence reports whether a's rules all stand in b, in a's order.
-func isSubsequence(a, b []string) bool {
+// extra returns the positions in full of the rules that are not part of
+// sub, and whether all of sub stands in full, in sub's order.
+func extra(sub, full []string) (positions []int, ok bool) {
 	j := 0
-	for _, r := range b {
-		if j < len(a) && a[j] == r {
+	for i, r := range full {
+		if j < len(sub) && sub[j] == r {
 			j++
+			continue
 		}
+		positions = append(positions, i)
 	}
-	return j == len(a)
+	return positions, j == len(sub)
 }
 
 // quote writes s as iptables-save does: bare when it is made of letters,
