@@ -4,11 +4,11 @@
 // the action for the phase, and reports every problem on its own line
 // before exiting non-zero.
 //
-// Every hook runs the same checks in if-pre-up.d, and the first hook there
-// (ifisp-6rd, by run-parts' order) to find a problem stops ifup before
-// ifupdown has changed anything. So that the operator knows which part
-// refused what, a problem with a stanza option is prefixed with the name of
-// the hook that owns the option (stanza.Owner), whichever binary found it.
+// In if-pre-up.d a hook runs every check of the stanza (hooks/layout puts
+// only ifisp-snat there), so a bad stanza stops ifup before ifupdown has
+// changed anything. So that the operator knows which part refused what, a
+// problem with a stanza option is prefixed with the name of the hook that
+// owns the option (stanza.Owner), whichever binary found it.
 package hook
 
 import (

@@ -64,7 +64,7 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 	case s.LocalIface != "":
 		link, err := h.LinkByName(s.LocalIface)
 		if err != nil {
-			return netip.Addr{}, stanza.Errorf(c.Iface, "6rd-local", s.LocalIface, "no such interface")
+			return netip.Addr{}, noInterface(c, "6rd-local", s.LocalIface)
 		}
 		addrs, err := h.AddrList(link, netlink.FAMILY_V4)
 		if err != nil {
@@ -90,18 +90,13 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 // create it, and could not.
 func Check(h *netlink.Handle, c *stanza.Config) error {
 	s := c.SixRD
-	for _, ref := range []struct{ option, value, iface string }{
-		{"6rd-lan", s.LANIface, s.LANIface},
-		{"6rd-local", s.LocalIface, s.LocalIface},
-	} {
-		if ref.iface == "" {
-			continue
-		}
-		if _, err := h.LinkByName(ref.iface); err != nil {
-			return stanza.Errorf(c.Iface, ref.option, ref.value, "no such interface (fix the name, or bring the interface up before this stanza)")
+	if s.LANIface != "" {
+		if _, err := h.LinkByName(s.LANIface); err != nil {
+			return noInterface(c, "6rd-lan", s.LANIface)
 		}
 	}
 	if s.LocalIface != "" {
+		// The interface, and the IPv4 address the prefix is made from.
 		if _, err := localIPv4(h, c, netip.Addr{}); err != nil {
 			return err
 		}
@@ -110,11 +105,24 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 		if _, ok := link.(*netlink.Sittun); !ok || c.Method != "v4tunnel" {
 			return stanza.Errorf(c.Iface, "iface", c.Iface, "a %s device of this name exists already, and ifupdown's v4tunnel must create the tunnel (rename the stanza, or remove the device)", link.Type())
 		}
-		if err := h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		if err := deleteTunnel(h, link); err != nil {
 			return fmt.Errorf("%s: removing the sit tunnel an interrupted ifup left: %w (ip tunnel del %s, then ifup again)", c.Iface, err, c.Iface)
 		}
 	}
 	return policy.Check(h, c)
+}
+
+// noInterface is the problem of an option that names a missing interface.
+func noInterface(c *stanza.Config, option, iface string) error {
+	return stanza.Errorf(c.Iface, option, iface, "no such interface (fix the name, or bring the interface up before this stanza)")
+}
+
+// deleteTunnel deletes a tunnel; one already gone counts as deleted.
+func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
+	if err := h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return err
+	}
+	return nil
 }
 
 // Up configures the tunnel c names, which ifupdown has just made, and its
@@ -131,7 +139,7 @@ func Up(h *netlink.Handle, c *stanza.Config) error {
 	}
 	errs := []error{err, Down(h, c)}
 	if link, lerr := h.LinkByName(c.Iface); lerr == nil {
-		if lerr := h.LinkDel(link); lerr != nil && !errors.Is(lerr, unix.ENODEV) {
+		if lerr := deleteTunnel(h, link); lerr != nil {
 			errs = append(errs, fmt.Errorf("%s: removing the tunnel after the failure: %w (ip tunnel del %s)", c.Iface, lerr, c.Iface))
 		}
 	}
@@ -159,7 +167,7 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	var lan netlink.Link
 	if plan.OnLAN {
 		if lan, err = h.LinkByName(c.SixRD.LANIface); err != nil {
-			return stanza.Errorf(c.Iface, "6rd-lan", c.SixRD.LANIface, "no such interface")
+			return noInterface(c, "6rd-lan", c.SixRD.LANIface)
 		}
 	}
 	// A re-run after the IPv4 address changed: the old prefix goes first.
