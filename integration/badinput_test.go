@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -367,7 +366,7 @@ func (b *badLab) run(t *testing.T, tc badCase) (wrong []string) {
 
 	var out string
 	if tc.runParts {
-		env, err := ifupdownEnv(tc.stanza)
+		env, err := hookEnv(l, iface)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -544,34 +543,19 @@ func (b *badLab) interfaces(content string) error {
 	return os.WriteFile(filepath.Join(b.l.Etc(), "network/interfaces"), []byte(content), 0o644)
 }
 
-// ifupdownEnv is the environment ifupdown gives if-pre-up.d for the
-// stanza: the options as IF_*, `address A/N` split into IF_ADDRESS and
-// IF_NETMASK as ifupdown 0.8 does.
-func ifupdownEnv(st string) ([]string, error) {
-	lines := strings.Split(strings.TrimSpace(st), "\n")
-	head := strings.Fields(lines[0])
-	if len(head) != 4 || head[0] != "iface" {
-		return nil, fmt.Errorf("not a stanza: %q", lines[0])
+// hookEnv is the environment ifupdown gives the if-pre-up.d hooks of
+// iface, from the router's interfaces file (package interfaces, which
+// TestIfispCheckEnv holds to real ifupdown's).
+func hookEnv(l *lab.Lab, iface string) ([]string, error) {
+	f, err := interfaces.Read(filepath.Join(l.Etc(), "network/interfaces"))
+	if err != nil {
+		return nil, err
 	}
-	env := []string{"IFACE=" + head[1], "LOGICAL=" + head[1], "ADDRFAM=" + head[2], "METHOD=" + head[3],
-		"MODE=start", "PHASE=pre-up", "VERBOSITY=0", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	for _, line := range lines[1:] {
-		name, value, _ := strings.Cut(strings.TrimSpace(line), " ")
-		if name == "address" && strings.Contains(value, "/") {
-			p, err := netip.ParsePrefix(value)
-			if err != nil {
-				return nil, fmt.Errorf("address %q: %v", value, err)
-			}
-			mask := strconv.Itoa(p.Bits())
-			if p.Addr().Is4() {
-				mask = net.IP(net.CIDRMask(p.Bits(), 32)).String()
-			}
-			env = append(env, "IF_NETMASK="+mask)
-			value = p.Addr().String()
-		}
-		env = append(env, "IF_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"="+value)
+	stanzas := f.Find(iface)
+	if len(stanzas) != 1 {
+		return nil, fmt.Errorf("%d stanzas for %s, want 1", len(stanzas), iface)
 	}
-	return env, nil
+	return stanzas[0].Env(iface, "pre-up"), nil
 }
 
 // exitCode is a command's exit status: 0 for success, -1 when it did not
