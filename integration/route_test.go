@@ -23,6 +23,7 @@ func newRouteLab(t *testing.T) *lab.Lab {
 func adminState(l *lab.Lab) {
 	l.Must(l.Router, "ip", "rule", "add", "from", "10.1.0.0/24", "to", "10.9.0.0/16", "lookup", "main", "pref", "9000")
 	l.Must(l.Router, "ip", "rule", "add", "from", "192.0.2.99", "lookup", "ispa", "pref", "10050")
+	l.Must(l.Router, "ip", "rule", "add", "fwmark", "0x5/0xff", "lookup", "main", "pref", "10150")
 	l.Must(l.Router, "ip", "route", "add", "unreachable", "192.0.2.99", "table", "ispa")
 	l.Must(l.Router, "ip", "-6", "route", "add", "unreachable", "2001:db8:99::/48", "table", "ispb")
 }
@@ -55,12 +56,17 @@ const stateUp = `# ip -4 rule
 10000:	from 203.0.113.2 lookup ispb proto ifisp
 10050:	from 192.0.2.99 lookup ispa
 10100:	from 198.51.100.64/28 lookup ispa proto ifisp
+10150:	from all fwmark 0x5/0xff lookup main
+10200:	from all fwmark 0xe4000000/0xff000000 lookup ispa proto ifisp
+10200:	from all fwmark 0xe5000000/0xff000000 lookup ispb proto ifisp
 32766:	from all lookup main
 32767:	from all lookup default
 # ip -6 rule
 0:	from all lookup local
 10000:	from 2001:db8:a::2 lookup ispa proto ifisp
 10000:	from 2001:db8:b::2 lookup ispb proto ifisp
+10200:	from all fwmark 0xe4000000/0xff000000 lookup ispa proto ifisp
+10200:	from all fwmark 0xe5000000/0xff000000 lookup ispb proto ifisp
 32766:	from all lookup main
 # ip -4 route show table ispa
 default via 198.51.100.1 dev wana proto ifisp
@@ -94,6 +100,7 @@ const stateDown = `# ip -4 rule
 0:	from all lookup local
 9000:	from 10.1.0.0/24 to 10.9.0.0/16 lookup main
 10050:	from 192.0.2.99 lookup ispa
+10150:	from all fwmark 0x5/0xff lookup main
 32766:	from all lookup main
 32767:	from all lookup default
 # ip -6 rule
@@ -184,6 +191,7 @@ func TestRouteWithdrawFirst(t *testing.T) {
 	want := stateUp[:strings.Index(stateUp, "# ip -4 route show default")] + "# ip -4 route show default\n# ip -6 route show default\n"
 	want = strings.ReplaceAll(want, "9000:\tfrom 10.1.0.0/24 to 10.9.0.0/16 lookup main\n", "")
 	want = strings.ReplaceAll(want, "10050:\tfrom 192.0.2.99 lookup ispa\n", "")
+	want = strings.ReplaceAll(want, "10150:\tfrom all fwmark 0x5/0xff lookup main\n", "")
 	want = strings.ReplaceAll(want, "unreachable 192.0.2.99\n", "")
 	want = strings.ReplaceAll(want, "unreachable 2001:db8:99::/48 dev lo metric 1024 pref medium\n", "")
 	assertState(t, "after the if-down.d hooks", got, want)

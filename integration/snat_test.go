@@ -31,6 +31,25 @@ const natUp = `*filter
 -A IFISP-GUARD-wanb -m conntrack --ctorigdst 203.0.113.2 --ctdir REPLY -m comment --comment "ifisp: wanb" -j RETURN
 -A IFISP-GUARD-wanb -s 10.1.0.0/24 -m conntrack ! --ctstatus CONFIRMED -m comment --comment "ifisp: wanb new flow, SNAT follows" -j RETURN
 -A IFISP-GUARD-wanb -m comment --comment "ifisp: wanb egress guard" -j DROP
+*mangle
+:IFISP-ARRIVE - [0:0]
+:IFISP-ARRIVE-wana - [0:0]
+:IFISP-ARRIVE-wanb - [0:0]
+:IFISP-LEAVE - [0:0]
+:IFISP-LEAVE-wana - [0:0]
+:IFISP-LEAVE-wanb - [0:0]
+-A PREROUTING -m comment --comment ifisp -j IFISP-ARRIVE
+-A POSTROUTING -m comment --comment ifisp -j IFISP-LEAVE
+-A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
+-A IFISP-ARRIVE -i wanb -m comment --comment "ifisp: wanb" -j IFISP-ARRIVE-wanb
+-A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
+-A IFISP-ARRIVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb inbound" -j CONNMARK --set-xmark 0xe5000000/0xff000000
+-A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
+-A IFISP-LEAVE -o wanb -m comment --comment "ifisp: wanb" -j IFISP-LEAVE-wanb
+-A IFISP-LEAVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
+-A IFISP-LEAVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb outbound" -j CONNMARK --set-xmark 0x65000000/0xff000000
 *nat
 :IFISP-SNAT - [0:0]
 :IFISP-SNAT-wana - [0:0]
@@ -56,6 +75,25 @@ const natUp = `*filter
 -A IFISP-GUARD-wanb -s ::/128 -m comment --comment "ifisp: wanb" -j RETURN
 -A IFISP-GUARD-wanb -s 2001:db8:b::2/128 -m comment --comment "ifisp: wanb" -j RETURN
 -A IFISP-GUARD-wanb -m comment --comment "ifisp: wanb egress guard" -j DROP
+*mangle
+:IFISP-ARRIVE - [0:0]
+:IFISP-ARRIVE-wana - [0:0]
+:IFISP-ARRIVE-wanb - [0:0]
+:IFISP-LEAVE - [0:0]
+:IFISP-LEAVE-wana - [0:0]
+:IFISP-LEAVE-wanb - [0:0]
+-A PREROUTING -m comment --comment ifisp -j IFISP-ARRIVE
+-A POSTROUTING -m comment --comment ifisp -j IFISP-LEAVE
+-A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
+-A IFISP-ARRIVE -i wanb -m comment --comment "ifisp: wanb" -j IFISP-ARRIVE-wanb
+-A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
+-A IFISP-ARRIVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb inbound" -j CONNMARK --set-xmark 0xe5000000/0xff000000
+-A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
+-A IFISP-LEAVE -o wanb -m comment --comment "ifisp: wanb" -j IFISP-LEAVE-wanb
+-A IFISP-LEAVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
+-A IFISP-LEAVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb outbound" -j CONNMARK --set-xmark 0x65000000/0xff000000
 `
 
 // adminNAT is the administrator's own iptables state, which ifisp must
@@ -65,6 +103,8 @@ var adminNAT = [][]string{
 	{"-t", "nat", "-A", "MYNAT", "-s", "10.2.0.0/24", "-j", "MASQUERADE"},
 	{"-t", "nat", "-A", "POSTROUTING", "-j", "MYNAT"},
 	{"-t", "filter", "-A", "FORWARD", "-i", "lan0", "-j", "ACCEPT"},
+	// Marks of the administrator's own, in bits outside ifisp's mask.
+	{"-t", "mangle", "-A", "PREROUTING", "-i", "lan0", "-j", "CONNMARK", "--set-xmark", "0x5/0xff"},
 }
 
 // backends are the iptables the test runs with: the nf_tables one Debian
@@ -85,11 +125,13 @@ func backends(t *testing.T) map[string]string {
 }
 
 // ifispRules returns ifisp's lines of iptables-save (both families), each
-// under its table's header, and the administrator's rules and chains;
-// counters are zeroed.
+// table's under its header, tables in a fixed order (iptables-legacy-save
+// prints them in the order they were first used), and the administrator's
+// rules and chains; counters are zeroed.
 func ifispRules(l *lab.Lab, suffix string) (ours, theirs string) {
 	var o, r strings.Builder
 	for _, save := range []string{"iptables" + suffix + "-save", "ip6tables" + suffix + "-save"} {
+		tables := map[string][]string{}
 		table := ""
 		for _, line := range strings.Split(l.Must(l.Router, save), "\n") {
 			line = counters.ReplaceAllString(line, "[0:0]")
@@ -98,15 +140,16 @@ func ifispRules(l *lab.Lab, suffix string) (ours, theirs string) {
 			case strings.HasPrefix(line, "*"):
 				table = line
 			case strings.Contains(line, "IFISP") || strings.Contains(line, "ifisp"):
-				if table != "" {
-					o.WriteString(table + "\n")
-					table = ""
-				}
-				o.WriteString(line + "\n")
+				tables[table] = append(tables[table], line)
 			case strings.HasPrefix(line, "-A"), strings.HasSuffix(line, " - [0:0]"):
 				// Rules and user chains; a built-in chain's policy line
 				// comes with the table, whoever made it.
 				r.WriteString(save + " " + line + "\n")
+			}
+		}
+		for _, t := range []string{"*filter", "*mangle", "*nat"} {
+			if lines := tables[t]; len(lines) > 0 {
+				o.WriteString(t + "\n" + strings.Join(lines, "\n") + "\n")
 			}
 		}
 	}

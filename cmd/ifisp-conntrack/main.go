@@ -1,16 +1,13 @@
 // Binary ifisp-conntrack is the ifupdown hook that reconciles conntrack
-// after a route change: it deletes exactly the entries whose SNAT address
-// (or un-NATed source) no longer fits the WAN routing picks for them, and
-// keeps every flow whose mapping still fits.
+// after a route change, by connection mark (package reconcile): in
+// if-down.d, after ifisp-route has withdrawn the link's default, it deletes
+// the flows NATed to the link; last in if-up.d, when the link has taken the
+// default, the flows NATed to the other links (but an isp-sticky link's).
+// A link that comes up as the backup costs no conntrack work at all.
 //
-// It runs last in if-up.d (after routes and SNAT) and in if-down.d after
-// ifisp-route has withdrawn the link's default, for inet stanzas: NAT is
-// IPv4's, and an IPv6 flow's source is its host's own address, which no
-// conntrack delete can move to another link. It does not run in
-// if-post-down.d: the only entries that could go stale there are the
-// router's own flows from the address just removed, which carry no packet
-// (the kernel sends from no address it does not have), are valid again if
-// the address returns, and would cost a full conntrack dump to find.
+// It acts for inet stanzas only: NAT is IPv4's, and an IPv6 flow's source
+// is its host's own address, which no conntrack delete can move to another
+// link.
 package main
 
 import (
@@ -25,17 +22,50 @@ import (
 
 func main() {
 	hook.Main("ifisp-conntrack", hook.Phases{
-		"post-up":  run,
-		"pre-down": run,
+		"post-up":  inet(took),
+		"pre-down": inet(left),
 	})
 }
 
-func run(h *netlink.Handle, c *stanza.Config) error {
-	if c.Family != stanza.Inet {
+// inet runs f for an inet stanza's link, on a ctnetlink connection.
+func inet(f func(*netlink.Handle, *reconcile.Link) error) hook.Action {
+	return func(h *netlink.Handle, c *stanza.Config) error {
+		if c.Family != stanza.Inet || c.SixRD != nil {
+			return nil
+		}
+		l := &reconcile.Link{Iface: c.Iface, Mark: c.Mark, Sticky: c.Sticky}
+		if nl, err := h.LinkByName(c.Iface); err == nil {
+			l.Index = nl.Attrs().Index
+		}
+		if err := f(h, l); err != nil {
+			return fmt.Errorf("%s: reconciling conntrack: %w", c.Iface, err)
+		}
 		return nil
 	}
-	if _, err := reconcile.Now(h); err != nil {
-		return fmt.Errorf("%s: reconciling conntrack: %w", c.Iface, err)
+}
+
+func took(h *netlink.Handle, l *reconcile.Link) error {
+	if l.Index == 0 {
+		return nil // gone meanwhile: it took nothing
 	}
-	return nil
+	ct, err := reconcile.Dial()
+	if err != nil {
+		return err
+	}
+	defer ct.Close()
+	others, err := reconcile.Registered(h)
+	if err != nil {
+		return err
+	}
+	_, err = reconcile.Took(h, ct, *l, others)
+	return err
+}
+
+func left(_ *netlink.Handle, l *reconcile.Link) error {
+	ct, err := reconcile.Dial()
+	if err != nil {
+		return err
+	}
+	defer ct.Close()
+	return reconcile.Left(ct, *l)
 }

@@ -39,6 +39,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/nat"
+	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -238,7 +239,8 @@ func (e *explainer) hook(s *interfaces.Stanza, folder, name, binary string) erro
 	case binary == "ifisp-6rd" && phase == "post-up" && c.SixRD != nil:
 		e.printf("#   %s: the 6rd parameters, the delegated prefix's address and routing (explain does not spell these out yet)\n", name)
 	case binary == "ifisp-conntrack" && phase == "post-up" && c.Family == stanza.Inet:
-		e.printf("#   %s: deletes the conntrack entries whose NAT no longer fits the route they now take (which ones, only the moment tells)\n", name)
+		e.printf("#   %s: only if %s now has the main table's preferred default: for each other link that is up, not isp-sticky,\n", name, c.Iface)
+		e.printf("#     conntrack -D -f ipv4 --mark ITS-OUTBOUND-MARK/%s --src-nat   (in one kernel request each)\n", connmark.Hex(c.Mark.Mask))
 	default:
 		e.printf("#   %s: nothing for this stanza here\n", name)
 	}
@@ -362,7 +364,7 @@ func (e *explainer) routeCmd(verb string, c *stanza.Config, r *netlink.Route) st
 
 // ruleCmd writes r as `ip rule add ...`.
 func (e *explainer) ruleCmd(c *stanza.Config, r *netlink.Rule) string {
-	return fmt.Sprintf("%s rule add from %s lookup %d pref %d proto %s", ip(c), prefix(r.Src), r.Table, r.Priority, e.protoString(int(r.Protocol)))
+	return fmt.Sprintf("%s rule add %s lookup %d pref %d proto %s", ip(c), policy.Selector(r), r.Table, r.Priority, e.protoString(int(r.Protocol)))
 }
 
 // prefix writes a destination or source as ip takes it: "default", a host

@@ -67,6 +67,20 @@ iptables-restore --noflush <<'EOF'
 -I FORWARD 1 -m comment --comment ifisp -j IFISP-GUARD
 -I OUTPUT 1 -m comment --comment ifisp -j IFISP-GUARD
 COMMIT
+*mangle
+:IFISP-ARRIVE - [0:0]
+:IFISP-ARRIVE-wana - [0:0]
+:IFISP-LEAVE - [0:0]
+:IFISP-LEAVE-wana - [0:0]
+-A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
+-A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
+-A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
+-A IFISP-LEAVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
+-I POSTROUTING 1 -m comment --comment ifisp -j IFISP-LEAVE
+-I PREROUTING 1 -m comment --comment ifisp -j IFISP-ARRIVE
+COMMIT
 *nat
 :IFISP-SNAT - [0:0]
 :IFISP-SNAT-wana - [0:0]
@@ -85,10 +99,12 @@ ip route replace throw 10.0.0.0/8 table 100 proto 71
 ip route replace throw 172.16.0.0/12 table 100 proto 71
 ip route replace throw 192.168.0.0/16 table 100 proto 71
 ip rule add from 198.51.100.2 lookup 100 pref 10000 proto 71
+ip rule add fwmark 0xe4000000/0xff000000 lookup 100 pref 10200 proto 71
 ip route add default via 198.51.100.1 dev wana metric 1 proto 71
 #     and records the link for ifisp-watch: RUNDIR/links/wana.inet.json
 #   ifisp-snat: nothing for this stanza here
-#   zz-ifisp-conntrack: deletes the conntrack entries whose NAT no longer fits the route they now take (which ones, only the moment tells)
+#   zz-ifisp-conntrack: only if wana now has the main table's preferred default: for each other link that is up, not isp-sticky,
+#     conntrack -D -f ipv4 --mark ITS-OUTBOUND-MARK/0xff000000 --src-nat   (in one kernel request each)
 `
 	got := strings.ReplaceAll(b.String(), file, "FILE")
 	got = strings.ReplaceAll(got, os.Getenv("IFISP_RUN_DIR"), "RUNDIR")

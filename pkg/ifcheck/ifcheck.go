@@ -39,6 +39,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -171,6 +172,37 @@ func (r *Report) conflicts() {
 	r.tables()
 	r.metrics()
 	r.sources()
+	r.marks()
+}
+
+// marks reports two interfaces with one link id in the connection mark,
+// and masks that differ. An ISP's inet and inet6 stanzas share their
+// table, and so their id.
+func (r *Report) marks() {
+	var first *Link
+	ids := map[uint32]Link{}
+	for i, l := range r.Links {
+		c := l.Config
+		if c.Table == 0 || c.SixRD != nil {
+			continue
+		}
+		if first == nil {
+			first = &r.Links[i]
+		} else if c.Mark.Mask != first.Config.Mark.Mask {
+			r.add(l, "isp-mark-mask", connmark.Hex(c.Mark.Mask), "%s's marks are under %s (%s): give every ISP stanza the same isp-mark-mask",
+				first.Config.Iface, connmark.Hex(first.Config.Mark.Mask), Line(first.Stanza, "isp-mark-mask"))
+			continue
+		}
+		o, seen := ids[c.Mark.ID]
+		if !seen {
+			ids[c.Mark.ID] = l
+			continue
+		}
+		if o.Config.Iface != c.Iface && o.Config.Table != c.Table { // a shared table is reported already
+			r.add(l, "isp-mark", value(l, "isp-mark"), "link id %d is %s's too (%s): each ISP link needs its own isp-mark (it defaults to the table's number)",
+				c.Mark.ID, o.Config.Iface, Line(o.Stanza, "isp-mark"))
+		}
+	}
 }
 
 // tables reports a table that two interfaces use for one family.

@@ -5,10 +5,19 @@
 // table: a rule set is never half-applied, the administrator's rules are
 // never touched, and a hook run costs a few processes, not one per rule.
 //
-// Each WAN gets one chain per job, jumped to from one top chain per table:
+// Each WAN gets one chain per job, jumped to from one top chain per job:
 //
 //	nat    POSTROUTING -> IFISP-SNAT  -> IFISP-SNAT-<iface>   SNAT for snat-from
 //	filter FORWARD, OUTPUT -> IFISP-GUARD -> IFISP-GUARD-<iface>   egress guard
+//	mangle PREROUTING -> IFISP-ARRIVE -> IFISP-ARRIVE-<iface>   inbound mark
+//	mangle POSTROUTING -> IFISP-LEAVE -> IFISP-LEAVE-<iface>   outbound mark
+//
+// The mangle chains give each new connection that arrives or leaves by a
+// WAN the WAN's mark (package connmark), once, and IFISP-ARRIVE copies a
+// connection's mark to its packets where an `fwmark` rule of ifisp's may
+// route them: the replies of inbound connections (isp-inbound), and the
+// packets from inside of outbound ones (isp-sticky). Packets from the
+// internet get no mark, so a mark never routes them back out.
 //
 // The egress guard drops, at the router, any packet about to leave a WAN
 // with a source that is not that WAN's. For IPv4 the source on the wire is
@@ -28,16 +37,20 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
+	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
 // Chain names. Per-interface chains add "-" and the interface name (at most
 // 15 characters, so at most 27 in all, within iptables' 28).
 const (
-	SNATChain  = "IFISP-SNAT"
-	GuardChain = "IFISP-GUARD"
+	SNATChain   = "IFISP-SNAT"
+	GuardChain  = "IFISP-GUARD"
+	ArriveChain = "IFISP-ARRIVE"
+	LeaveChain  = "IFISP-LEAVE"
 )
 
 // Link is what the rules are made from: the stanza and its address (the
@@ -75,6 +88,71 @@ func (l *Link) snat() []string {
 		rules = append(rules, fmt.Sprintf("-s %s -o %s %s -j SNAT --to-source %s", p.Masked(), iface, l.comment("snat"), l.snatTo()))
 	}
 	return rules
+}
+
+// arrive is the link's IFISP-ARRIVE chain: a new connection that arrives by
+// it gets its inbound mark.
+func (l *Link) arrive() []string {
+	return []string{l.setMark("inbound", l.Config.Mark.In())}
+}
+
+// leave is the link's IFISP-LEAVE chain: a new connection that leaves by it
+// gets its outbound mark, unless it has a mark of ifisp's already (it
+// arrived by another link).
+func (l *Link) leave() []string {
+	return []string{l.setMark("outbound", l.Config.Mark.Out())}
+}
+
+// setMark sets the connection's mark to v, under the mask, on its first
+// packet.
+func (l *Link) setMark(what string, v uint32) string {
+	mask := connmark.Hex(l.Config.Mark.Mask)
+	return fmt.Sprintf("-m conntrack --ctstate NEW -m connmark --mark 0x0/%s %s -j CONNMARK --set-xmark %s/%s", mask, l.comment(what), connmark.Hex(v), mask)
+}
+
+// arriveHead is IFISP-ARRIVE's own rules, before the jumps to the links'
+// chains: they copy a connection's mark to the packets an `fwmark` rule may
+// route, the reply direction of inbound connections and the original
+// direction of outbound ones, and only ifisp's bits of it.
+func arriveHead(mask uint32) []string {
+	m, in := connmark.Hex(mask), connmark.Hex(connmark.InboundBit(mask))
+	restore := fmt.Sprintf("-j CONNMARK --restore-mark --nfmask %s --ctmask %s", m, m)
+	return []string{
+		fmt.Sprintf("-m conntrack --ctdir REPLY -m connmark --mark %s/%s -m comment --comment %s %s", in, in, quote("ifisp: replies of inbound connections"), restore),
+		fmt.Sprintf("-m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/%s -m comment --comment %s %s", in, quote("ifisp: outbound flows"), restore),
+	}
+}
+
+// checkMarks refuses the link when the other links' IFISP-LEAVE chains in
+// save use its mark already, or another mask: two links with one mark
+// would share their flows' fate, and two masks would each restore bits the
+// other does not own.
+func (l *Link) checkMarks(save string) error {
+	rs, err := ParseSave(leaveTree.table, save)
+	if err != nil {
+		return err
+	}
+	c := l.Config
+	for _, name := range sortedKeys(rs.Chains) {
+		other, ok := strings.CutPrefix(name, LeaveChain+"-")
+		if !ok || other == c.Iface {
+			continue
+		}
+		for _, r := range rs.Chains[name] {
+			_, xmark, ok := strings.Cut(r, "--set-xmark ")
+			if !ok {
+				continue
+			}
+			v, mask, _ := strings.Cut(xmark, "/")
+			switch {
+			case mask != connmark.Hex(c.Mark.Mask):
+				return stanza.Errorf(c.Iface, "isp-mark-mask", connmark.Hex(c.Mark.Mask), "%s's marks are under %s (give every ISP stanza the same isp-mark-mask)", other, mask)
+			case v == connmark.Hex(c.Mark.Out()):
+				return stanza.Errorf(c.Iface, "isp-mark", strconv.Itoa(int(c.Mark.ID)), "%s has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number)", other)
+			}
+		}
+	}
+	return nil
 }
 
 // guard is the link's egress guard chain's rules.
@@ -125,13 +203,13 @@ func (l *Link) comment(what string) string {
 // transaction, and if one cannot be applied the other is put back as it
 // was. Running it twice changes nothing, and runs no iptables-restore.
 func Up(b Backend, l *Link) error {
-	return apply(b, l.Config.Iface, l.steps())
+	return apply(b, l.Config.Iface, l.steps(), l.checkMarks)
 }
 
 // Changes returns the payload Up would apply now, without applying it: ""
 // when the kernel has the rules already.
 func Changes(b Backend, l *Link) (string, error) {
-	p, err := plan(b, l.Config.Iface, l.steps())
+	p, err := plan(b, l.Config.Iface, l.steps(), nil)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", l.Config.Iface, err)
 	}
@@ -140,11 +218,21 @@ func Changes(b Backend, l *Link) (string, error) {
 
 // steps are the tables Up changes.
 func (l *Link) steps() []step {
-	steps := []step{{guardTree, l.guard()}}
-	if l.Config.Family == stanza.Inet {
-		steps = append(steps, step{snatTree, l.snat()})
+	return steps(l.Config, l.guard(), l.snat(), l.arrive(), l.leave())
+}
+
+// steps are the changes of c's chains to these rules (all nil: removed),
+// the IPv4 NAT table's for an inet stanza only.
+func steps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
+	list := []step{
+		{tree: guardTree, rules: guard},
+		{tree: arriveTree, rules: arrive, head: arriveHead(c.Mark.Mask)},
+		{tree: leaveTree, rules: leave},
 	}
-	return steps
+	if c.Family == stanza.Inet {
+		list = append(list, step{tree: snatTree, rules: snat})
+	}
+	return list
 }
 
 // Down removes the link's chains, and ifisp's top chains once empty. What
@@ -152,26 +240,39 @@ func (l *Link) steps() []step {
 // together, each is tried alone, so one that fails does not keep the other
 // from being cleaned, and every error is reported.
 func Down(b Backend, c *stanza.Config) error {
-	steps := []step{{guardTree, nil}}
-	if c.Family == stanza.Inet {
-		steps = append(steps, step{snatTree, nil})
-	}
-	err := apply(b, c.Iface, steps)
-	if err == nil || len(steps) == 1 {
+	steps := steps(c, nil, nil, nil, nil)
+	err := apply(b, c.Iface, steps, nil)
+	if err == nil {
 		return err
 	}
 	var errs []error
-	for _, s := range steps {
-		errs = append(errs, apply(b, c.Iface, []step{s}))
+	for _, table := range byTable(steps) {
+		errs = append(errs, apply(b, c.Iface, table, nil))
 	}
 	return errors.Join(errs...)
 }
 
-// step is one table's change: the interface's chain in tree made to hold
-// rules (none: removed).
+// step is one tree's change: the interface's chain in tree made to hold
+// rules (none: removed), the top chain starting with head.
 type step struct {
-	tree  tree
-	rules []string
+	tree        tree
+	rules, head []string
+}
+
+// byTable groups steps by table, in the order the tables first appear.
+func byTable(steps []step) [][]step {
+	var groups [][]step
+	at := map[string]int{}
+	for _, s := range steps {
+		i, ok := at[s.tree.table]
+		if !ok {
+			i = len(groups)
+			at[s.tree.table] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], s)
+	}
+	return groups
 }
 
 // change is one table's ifisp part as it is and as it is wanted.
@@ -181,18 +282,27 @@ type changes []change
 
 // plan reads the tables (one iptables-save) and returns the steps'
 // changes of iface's chains.
-func plan(b Backend, iface string, steps []step) (changes, error) {
+func plan(b Backend, iface string, steps []step, check func(save string) error) (changes, error) {
 	save, err := b.Save()
 	if err != nil {
 		return nil, err
 	}
+	if check != nil {
+		if err := check(save); err != nil {
+			return nil, err
+		}
+	}
 	var cs changes
-	for _, s := range steps {
-		have, err := ParseSave(s.tree.table, save)
+	for _, table := range byTable(steps) {
+		have, err := ParseSave(table[0].tree.table, save)
 		if err != nil {
 			return nil, err
 		}
-		cs = append(cs, change{have, s.tree.set(have, iface, s.rules)})
+		want := have
+		for _, s := range table {
+			want = s.tree.set(want, iface, s.rules, s.head)
+		}
+		cs = append(cs, change{have, want})
 	}
 	return cs, nil
 }
@@ -209,8 +319,12 @@ func (cs changes) payload() string {
 // apply makes the steps' changes with one iptables-restore. When it fails,
 // it reads the tables again and puts back those that did change (with
 // several tables, iptables-restore commits each at its COMMIT line).
-func apply(b Backend, iface string, steps []step) error {
-	cs, err := plan(b, iface, steps)
+func apply(b Backend, iface string, steps []step, check func(save string) error) error {
+	cs, err := plan(b, iface, steps, check)
+	var se *stanza.Error
+	if errors.As(err, &se) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", iface, err)
 	}

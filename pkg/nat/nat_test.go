@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -29,7 +30,7 @@ type table struct {
 
 func newFake() *fake {
 	f := &fake{tables: map[string]*table{}}
-	for name, builtins := range map[string][]string{"nat": {"POSTROUTING"}, "filter": {"INPUT", "FORWARD", "OUTPUT"}} {
+	for name, builtins := range map[string][]string{"nat": {"POSTROUTING"}, "filter": {"INPUT", "FORWARD", "OUTPUT"}, "mangle": {"PREROUTING", "POSTROUTING"}} {
 		t := &table{chains: map[string][]string{}}
 		for _, b := range builtins {
 			t.order = append(t.order, b)
@@ -39,12 +40,13 @@ func newFake() *fake {
 	}
 	// The administrator's own rules, which must survive everything.
 	f.tables["filter"].chains["FORWARD"] = []string{"-i lan0 -j ACCEPT"}
+	f.tables["mangle"].chains["PREROUTING"] = []string{"-i lan0 -j CONNMARK --set-xmark 0x5/0xff"}
 	return f
 }
 
 func (f *fake) Save() (string, error) {
 	var b strings.Builder
-	for _, name := range []string{"filter", "nat"} {
+	for _, name := range []string{"filter", "mangle", "nat"} {
 		b.WriteString(f.save(name))
 	}
 	return b.String(), nil
@@ -139,7 +141,7 @@ func (f *fake) state() string {
 }
 
 func link(iface, addr string, snat ...string) *Link {
-	c := &stanza.Config{Iface: iface, Family: stanza.Inet}
+	c := &stanza.Config{Iface: iface, Family: stanza.Inet, Mark: connmark.Mark{ID: uint32(iface[len(iface)-1] - 'a' + 1), Mask: connmark.DefaultMask}}
 	for _, p := range snat {
 		c.SNATFrom = append(c.SNATFrom, netip.MustParsePrefix(p))
 	}
@@ -165,6 +167,20 @@ func TestUpDown(t *testing.T) {
 -A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
 -I FORWARD 1 -m comment --comment ifisp -j IFISP-GUARD
 -I OUTPUT 1 -m comment --comment ifisp -j IFISP-GUARD
+COMMIT
+*mangle
+:IFISP-ARRIVE - [0:0]
+:IFISP-ARRIVE-wana - [0:0]
+:IFISP-LEAVE - [0:0]
+:IFISP-LEAVE-wana - [0:0]
+-A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
+-A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0x81000000/0xff000000
+-A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
+-A IFISP-LEAVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x1000000/0xff000000
+-I POSTROUTING 1 -m comment --comment ifisp -j IFISP-LEAVE
+-I PREROUTING 1 -m comment --comment ifisp -j IFISP-ARRIVE
 COMMIT
 *nat
 :IFISP-SNAT - [0:0]
@@ -281,6 +297,31 @@ func TestDownGoesOn(t *testing.T) {
 	}
 	if s := f.save("nat"); strings.Contains(s, "IFISP") {
 		t.Errorf("the nat table was not cleaned because filter failed:\n%s", s)
+	}
+}
+
+// A link whose mark another link has, or with another mask, is refused
+// before anything changes.
+func TestMarkClash(t *testing.T) {
+	f := newFake()
+	if err := Up(f, link("wana", "198.51.100.2", "10.1.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	before := f.state()
+	same := link("wanb", "203.0.113.2")
+	same.Config.Mark.ID = 1
+	other := link("wanb", "203.0.113.2")
+	other.Config.Mark.Mask = 0xff0000
+	for l, want := range map[*Link]string{
+		same:  `wanb: isp-mark "1": wana has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number)`,
+		other: `wanb: isp-mark-mask "0xff0000": wana's marks are under 0xff000000 (give every ISP stanza the same isp-mark-mask)`,
+	} {
+		if err := Up(f, l); err == nil || err.Error() != want {
+			t.Errorf("got %v, want %s", err, want)
+		}
+	}
+	if diff := cmp.Diff(before, f.state()); diff != "" {
+		t.Errorf("a refused up changed the tables (-before +after):\n%s", diff)
 	}
 }
 

@@ -75,30 +75,46 @@ func (rs *Ruleset) clone() *Ruleset {
 
 // tree is how a table's chains hang together: the top chain, jumped to
 // first thing from the built-in chains, and one chain per interface below
-// it, TOP-IFACE, jumped to for packets leaving by that interface.
+// it, TOP-IFACE, jumped to for packets leaving by that interface (or, with
+// dir "-i", arriving by it).
 type tree struct {
 	table string
 	top   string
 	from  []string // the built-in chains that jump to top
+	dir   string   // "-o" or "-i": how the top chain matches an interface
 }
 
-// The two trees nat manages.
+// The trees nat manages.
 var (
-	snatTree  = tree{table: "nat", top: SNATChain, from: []string{"POSTROUTING"}}
-	guardTree = tree{table: "filter", top: GuardChain, from: []string{"FORWARD", "OUTPUT"}}
+	snatTree   = tree{table: "nat", top: SNATChain, from: []string{"POSTROUTING"}, dir: "-o"}
+	guardTree  = tree{table: "filter", top: GuardChain, from: []string{"FORWARD", "OUTPUT"}, dir: "-o"}
+	arriveTree = tree{table: "mangle", top: ArriveChain, from: []string{"PREROUTING"}, dir: "-i"}
+	leaveTree  = tree{table: "mangle", top: LeaveChain, from: []string{"POSTROUTING"}, dir: "-o"}
+
+	trees = []tree{snatTree, guardTree, arriveTree, leaveTree}
 )
 
 // chain returns the name of iface's chain in t.
 func (t tree) chain(iface string) string { return t.top + "-" + iface }
 
+// sibling reports whether chain belongs to another tree of t's table.
+func (t tree) sibling(chain string) bool {
+	for _, o := range trees {
+		if o.table == t.table && o.top != t.top && (chain == o.top || strings.HasPrefix(chain, o.top+"-")) {
+			return true
+		}
+	}
+	return false
+}
+
 // set returns rs with iface's chain holding rules, or without that chain
 // when rules is empty, and the rest of the tree made to fit: the top chain
-// jumps to every interface's chain, in the order of the interface names
-// (so the result does not depend on which link came up first), and is
-// jumped to from the built-in chains; without interface chains neither the
-// top chain nor its jumps remain. Chains with ifisp's prefix that the tree
-// does not have go.
-func (t tree) set(rs *Ruleset, iface string, rules []string) *Ruleset {
+// holds head, then jumps to every interface's chain, in the order of the
+// interface names (so the result does not depend on which link came up
+// first), and is jumped to from the built-in chains; without interface
+// chains neither the top chain nor its jumps remain. Chains with ifisp's
+// prefix that the tree does not have go.
+func (t tree) set(rs *Ruleset, iface string, rules, head []string) *Ruleset {
 	want := rs.clone()
 	if len(rules) > 0 {
 		want.Chains[t.chain(iface)] = rules
@@ -109,7 +125,7 @@ func (t tree) set(rs *Ruleset, iface string, rules []string) *Ruleset {
 	for name := range want.Chains {
 		if i, ok := strings.CutPrefix(name, t.top+"-"); ok {
 			ifaces = append(ifaces, i)
-		} else if name != t.top {
+		} else if name != t.top && !t.sibling(name) {
 			delete(want.Chains, name) // e.g. an older ifisp's IFISP-NEW-<iface>
 		}
 	}
@@ -121,9 +137,9 @@ func (t tree) set(rs *Ruleset, iface string, rules []string) *Ruleset {
 	if len(ifaces) == 0 {
 		return want
 	}
-	top := []string{}
+	top := slices.Clone(head)
 	for _, i := range ifaces {
-		top = append(top, fmt.Sprintf("-o %s -m comment --comment %s -j %s", i, quote("ifisp: "+i), t.chain(i)))
+		top = append(top, fmt.Sprintf("%s %s -m comment --comment %s -j %s", t.dir, i, quote("ifisp: "+i), t.chain(i)))
 	}
 	want.Chains[t.top] = top
 	for _, from := range t.from {

@@ -122,6 +122,24 @@ func mainDefaults(h *netlink.Handle, ifindex int, f stanza.Family) ([]netlink.Ro
 	return defaults, nil
 }
 
+// Preferred returns the interface of the main table's default route of
+// family f that wins, the one of the lowest metric; 0 when there is none.
+func Preferred(h *netlink.Handle, f stanza.Family) (int, error) {
+	routes, err := Retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(family(f), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("listing the main table: %w", err)
+	}
+	index, metric := 0, -1
+	for _, r := range routes {
+		if isDefault(r.Dst) && (metric < 0 || r.Priority < metric) {
+			index, metric = r.LinkIndex, r.Priority
+		}
+	}
+	return index, nil
+}
+
 // defaultOf is the Default a kernel route is.
 func defaultOf(r *netlink.Route) Default {
 	gw, _ := fromIP(r.Gw)

@@ -34,6 +34,14 @@ const (
 	PrioAddress = 10000
 	// PrioSource is the priority of the `from <isp-source>` rules.
 	PrioSource = 10100
+	// PrioInbound is the priority of the `fwmark <inbound mark>` rule that
+	// sends the replies of connections that arrived by the link back by
+	// it. After the `from` rules: a reply from another link's address
+	// must leave by that link, whichever link the connection came in by.
+	PrioInbound = 10200
+	// PrioSticky is the priority of the `fwmark <outbound mark>` rule of
+	// an isp-sticky link.
+	PrioSticky = 10300
 )
 
 // Link is what policy acts on: a stanza's facts, with what the kernel knows
@@ -351,7 +359,7 @@ func Down(h *netlink.Handle, l *Link) error {
 	}
 	for _, r := range rules {
 		if err := ruleDel(h, &r); err != nil {
-			errs = append(errs, fmt.Errorf("%s: removing rule from %s: %w", l.Config.Iface, r.Src, err))
+			errs = append(errs, fmt.Errorf("%s: removing rule %s: %w", l.Config.Iface, Selector(&r), err))
 		}
 	}
 	routes, err := l.ownTableRoutes(h)
@@ -416,21 +424,38 @@ func syncTable(h *netlink.Handle, l *Link) error {
 }
 
 // wantRules returns the `from` rules: the address at PrioAddress, each
-// isp-source prefix at PrioSource.
+// isp-source prefix at PrioSource; then the `fwmark` rules: the inbound
+// mark at PrioInbound (isp-inbound), the outbound one at PrioSticky
+// (isp-sticky).
 func (l *Link) wantRules() []netlink.Rule {
 	c := l.Config
-	rule := func(p netip.Prefix, prio int) netlink.Rule {
+	rule := func(prio int) netlink.Rule {
 		r := *netlink.NewRule()
 		r.Family = l.family()
-		r.Src = ipNet(p)
 		r.Table = c.Table
 		r.Priority = prio
 		r.Protocol = Protocol
 		return r
 	}
-	want := []netlink.Rule{rule(netip.PrefixFrom(l.Address, l.Address.BitLen()), PrioAddress)}
+	from := func(p netip.Prefix, prio int) netlink.Rule {
+		r := rule(prio)
+		r.Src = ipNet(p)
+		return r
+	}
+	fwmark := func(mark uint32, prio int) netlink.Rule {
+		r := rule(prio)
+		r.Mark, r.Mask = mark, &c.Mark.Mask
+		return r
+	}
+	want := []netlink.Rule{from(netip.PrefixFrom(l.Address, l.Address.BitLen()), PrioAddress)}
 	for _, p := range c.Sources {
-		want = append(want, rule(p, PrioSource))
+		want = append(want, from(p, PrioSource))
+	}
+	if c.Inbound {
+		want = append(want, fwmark(c.Mark.In(), PrioInbound))
+	}
+	if c.Sticky {
+		want = append(want, fwmark(c.Mark.Out(), PrioSticky))
 	}
 	return want
 }
@@ -446,14 +471,14 @@ func syncRules(h *netlink.Handle, l *Link) error {
 	for i := range want {
 		if !containsRule(have, &want[i]) {
 			if err := h.RuleAdd(&want[i]); err != nil && !errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("%s: adding rule from %s lookup %d: %w", l.Config.Iface, want[i].Src, l.Config.Table, err)
+				return fmt.Errorf("%s: adding rule %s lookup %d: %w", l.Config.Iface, Selector(&want[i]), l.Config.Table, err)
 			}
 		}
 	}
 	for _, r := range have {
 		if !containsRule(want, &r) {
 			if err := ruleDel(h, &r); err != nil {
-				return fmt.Errorf("%s: removing stale rule from %s: %w", l.Config.Iface, r.Src, err)
+				return fmt.Errorf("%s: removing stale rule %s: %w", l.Config.Iface, Selector(&r), err)
 			}
 		}
 	}
@@ -612,11 +637,34 @@ func sameRoute(a, b *netlink.Route) bool {
 
 func containsRule(list []netlink.Rule, r *netlink.Rule) bool {
 	for _, o := range list {
-		if o.Priority == r.Priority && o.Table == r.Table && prefixOf(o.Src) == prefixOf(r.Src) {
+		if o.Priority == r.Priority && o.Table == r.Table && prefixOf(o.Src) == prefixOf(r.Src) &&
+			o.Mark == r.Mark && maskOf(o.Mask) == maskOf(r.Mask) {
 			return true
 		}
 	}
 	return false
+}
+
+// Selector writes what an ifisp rule matches as `ip rule` takes it: "from
+// PREFIX" (a host without its length) or "fwmark MARK/MASK".
+func Selector(r *netlink.Rule) string {
+	if r.Src == nil {
+		return fmt.Sprintf("fwmark %#x/%#x", r.Mark, maskOf(r.Mask))
+	}
+	p := prefixOf(r.Src)
+	if p.IsSingleIP() {
+		return "from " + p.Addr().String()
+	}
+	return "from " + p.String()
+}
+
+// maskOf reads a rule's fwmark mask; none is all ones, as the kernel
+// takes it.
+func maskOf(m *uint32) uint32 {
+	if m == nil {
+		return 0xffffffff
+	}
+	return *m
 }
 
 func defaultDst(f stanza.Family) *net.IPNet {

@@ -61,18 +61,3 @@ func ReadWANs(h *netlink.Handle) (WANs, error) {
 	}
 	return wans, nil
 }
-
-// LocalAddrs returns every address of the namespace's interfaces.
-func LocalAddrs(h *netlink.Handle) (map[netip.Addr]bool, error) {
-	addrs, err := Retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
-	if err != nil {
-		return nil, fmt.Errorf("listing addresses: %w", err)
-	}
-	local := map[netip.Addr]bool{}
-	for _, a := range addrs {
-		if ip, ok := fromIP(a.IP); ok {
-			local[ip] = true
-		}
-	}
-	return local, nil
-}

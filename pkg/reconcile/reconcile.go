@@ -1,19 +1,22 @@
-// Package reconcile keeps conntrack honest after a route change: it deletes
-// exactly the entries whose source on the wire (their SNAT address, or
-// their own source when not NATed) does not belong to the WAN that routing
-// now picks for them, and leaves every other entry alone.
+// Package reconcile keeps conntrack honest after a route change, letting
+// the kernel find the flows: every connection that leaves by an ISP link
+// carries the link's outbound mark (package connmark), so the flows one
+// link NATed are one filtered request away, however large the table.
 //
-// Conntrack remembers each flow's SNAT mapping. When a link goes away or
-// the preferred one comes back, the flows keep their old source and would
-// leave by the new link spoofed (the egress guard drops them, but they stay
-// stuck until their entry goes). Flushing every NATed entry, as the seed
-// recipe does, also kills the healthy link's flows; reconciling does not.
+// Conntrack remembers each flow's SNAT mapping. When a link loses the
+// default, or a preferred one takes it back, the flows NATed to the other
+// link would leave by the new one with the wrong source (the egress guard
+// drops them, but they stay stuck until their entry goes). Flushing every
+// NATed entry, as the seed recipe does, also kills the healthy link's
+// flows; deleting by mark does not, and costs one pass of the kernel over
+// its table instead of a dump to user space and a delete per entry.
 //
-// Everything is derived from the kernel, so the hook of one link needs no
-// configuration of the others: the WANs are the devices of ifisp's default
-// routes (protocol policy.Protocol) in the ISP tables, and a WAN's own
-// sources are its addresses plus the prefixes of ifisp's `from` rules that
-// look up its table.
+// What stays: a link's inbound connections (their own mark), its un-NATed
+// flows (the router's own, from the link's address, which the `from` rules
+// still route by it), and the flows of an isp-sticky link, whose `fwmark`
+// rule keeps them on it.
+//
+// Needs Linux 5.15 or later (flush filtered by mark and status).
 package reconcile
 
 import (
@@ -26,108 +29,130 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
-// Stats says what one reconcile did.
-type Stats struct {
-	Checked int // entries looked at
-	Deleted int // entries deleted
+// Conn is what reconcile asks of ctnetlink: a *conntrack.Conn.
+type Conn interface {
+	FlushFilter(conntrack.Filter) error
+	DumpFilter(conntrack.Filter, *conntrack.DumpOptions) ([]conntrack.Flow, error)
+	Delete(conntrack.Flow) error
 }
 
-// Dumper reads the conntrack table: a *conntrack.Conn.
-type Dumper interface {
-	DumpFilter(filter conntrack.Filter, opts *conntrack.DumpOptions) ([]conntrack.Flow, error)
+// Link is an IPv4 ISP link as reconcile sees it.
+type Link struct {
+	Iface  string
+	Index  int // interface index
+	Mark   connmark.Mark
+	Sticky bool // isp-sticky: its NATed flows stay when another link takes the default
 }
 
-// Remover deletes conntrack entries: a *Deleter.
-type Remover interface {
-	Delete(flows []conntrack.Flow) (int, error)
+// Registered returns the IPv4 links in ifisp-watch's registry (package
+// registry) whose interface exists: the links that are up.
+func Registered(h *netlink.Handle) ([]Link, error) {
+	regs, err := registry.List()
+	if err != nil {
+		return nil, fmt.Errorf("reading the registry: %w", err)
+	}
+	var links []Link
+	for _, r := range regs {
+		if r.Family != stanza.Inet {
+			continue
+		}
+		if nl, err := h.LinkByName(r.Iface); err == nil {
+			links = append(links, Link{Iface: r.Iface, Index: nl.Attrs().Index, Mark: r.Mark, Sticky: r.Sticky})
+		}
+	}
+	return links, nil
 }
 
-// Run reconciles the IPv4 conntrack entries of the namespace ct, del and h
-// are opened in (NAT is IPv4's; the kernel filters the dump, Linux 4.20 or
-// later).
-func Run(ct Dumper, del Remover, h *netlink.Handle) (Stats, error) {
+// Left deletes the flows NATed to l, in one request: run once l's
+// main-table default is gone (if-down.d, or ifisp-watch withdrew it).
+func Left(ct Conn, l Link) error {
+	if err := ct.FlushFilter(natted(l.Mark)); err != nil {
+		return fmt.Errorf("deleting the conntrack entries NATed to %s (mark %s/%s): %w", l.Iface, connmark.Hex(l.Mark.Out()), connmark.Hex(l.Mark.Mask), err)
+	}
+	return nil
+}
+
+// Took runs once l's main-table default is in (if-up.d, or ifisp-watch
+// restored it). When l is not the preferred default now, no flow moved and
+// it does nothing. When it is, the flows NATed to each of the others now
+// route by l: they are deleted, one request per link (a sticky link's
+// stay). So are l's own un-NATed flows from sources that are not l's: a
+// flow that left by l before its SNAT rule was in (inet dhcp, whose address
+// if-up.d only learns) carries no mapping and never would. It returns how
+// many of those it deleted.
+func Took(h *netlink.Handle, ct Conn, l Link, others []Link) (int, error) {
+	pref, err := policy.Preferred(h, stanza.Inet)
+	if err != nil || pref != l.Index {
+		return 0, err
+	}
+	var errs []error
+	for _, o := range others {
+		if o.Index != l.Index && !o.Sticky {
+			errs = append(errs, Left(ct, o))
+		}
+	}
+	n, err := deleteUnNATed(h, ct, l)
+	return n, errors.Join(append(errs, err)...)
+}
+
+// natted filters the IPv4 flows that left by the link of m and were
+// source-NATed.
+func natted(m connmark.Mark) conntrack.Filter {
+	return conntrack.NewFilter().Family(netfilter.ProtoIPv4).
+		Mark(m.Out()).MarkMask(m.Mask).Status(conntrack.StatusSrcNAT)
+}
+
+// deleteUnNATed deletes l's un-NATed IPv4 flows whose source is not one of
+// l's (its addresses, its `from` rules' prefixes).
+func deleteUnNATed(h *netlink.Handle, ct Conn, l Link) (int, error) {
 	wans, err := policy.ReadWANs(h)
 	if err != nil {
-		return Stats{}, err
+		return 0, err
 	}
-	flows, err := dump(ct)
+	flows, err := Dump(ct, conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(l.Mark.Out()).MarkMask(l.Mark.Mask))
 	if err != nil {
-		return Stats{}, err
+		return 0, err
 	}
-	r := &router{h: h, cache: map[[2]netip.Addr]route{}}
-	if r.local, err = policy.LocalAddrs(h); err != nil {
-		return Stats{}, err
-	}
-	var gone []conntrack.Flow
+	n := 0
+	var errs []error
 	for _, f := range flows {
-		if stale(f, wans, r.route) {
-			gone = append(gone, f)
+		if f.Status.SrcNAT() || owns(wans[l.Index], f.TupleOrig.IP.SourceAddress) {
+			continue
 		}
+		if err := ct.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
 	}
-	deleted, err := del.Delete(gone)
-	return Stats{Checked: len(flows), Deleted: deleted}, err
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("deleting un-NATed conntrack entries of %s: %w", l.Iface, err)
+	}
+	return n, nil
 }
 
-// Now reconciles the conntrack table of the current network namespace
-// against h's routing, on conntrack connections of its own: what the hook
-// and the health monitor do after they changed routes.
-func Now(h *netlink.Handle) (Stats, error) {
-	ct, err := conntrack.Dial(nil)
-	if err != nil {
-		return Stats{}, fmt.Errorf("opening ctnetlink (needs root and the nfnetlink module): %w", err)
-	}
-	defer ct.Close()
-	del, err := DialDeleter(nil)
-	if err != nil {
-		return Stats{}, err // it says what it opened
-	}
-	defer del.Close()
-	return Run(ct, del, h)
-}
-
-// route is where routing sends one flow's original direction now.
-type route struct {
-	oif   int
-	local bool // the destination is the router's own (inbound)
-	ok    bool // false: no route
-}
-
-// stale reports whether f's source on the wire does not belong to the WAN
-// routing now picks for it. Inbound flows (to the router, port forwards
-// included), flows routed to no WAN, and flows without a route are never
-// stale.
-func stale(f conntrack.Flow, wans policy.WANs, lookup func(src, dst netip.Addr) route) bool {
-	src, dst := f.TupleOrig.IP.SourceAddress, f.TupleOrig.IP.DestinationAddress
-	r := lookup(src, dst)
-	if !r.ok || r.local {
-		return false
-	}
-	own, isWAN := wans[r.oif]
-	if !isWAN {
-		return false
-	}
-	wire := src
-	if f.Status.SrcNAT() {
-		wire = f.TupleReply.IP.DestinationAddress
-	}
+func owns(own []netip.Prefix, a netip.Addr) bool {
 	for _, p := range own {
-		if p.Contains(wire) {
-			return false
+		if p.Contains(a.Unmap()) {
+			return true
 		}
 	}
-	return true
+	return false
 }
 
-// dump reads the IPv4 conntrack table, again if the kernel interrupted the
+// Dump reads the flows filter selects, again if the kernel interrupted the
 // dump (the table changed under it) or ran out of buffer.
-func dump(ct Dumper) ([]conntrack.Flow, error) {
+func Dump(ct Conn, filter conntrack.Filter) ([]conntrack.Flow, error) {
 	var err error
 	for range 5 {
 		var flows []conntrack.Flow
-		if flows, err = ct.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4), nil); err == nil {
+		if flows, err = ct.DumpFilter(filter, nil); err == nil {
 			return flows, nil
 		}
 		if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOBUFS) {
@@ -137,30 +162,11 @@ func dump(ct Dumper) ([]conntrack.Flow, error) {
 	return nil, fmt.Errorf("dumping the conntrack table: %w", err)
 }
 
-// router asks the kernel where a flow goes, once per source and
-// destination.
-type router struct {
-	h     *netlink.Handle
-	local map[netip.Addr]bool
-	cache map[[2]netip.Addr]route
-}
-
-func (r *router) route(src, dst netip.Addr) route {
-	key := [2]netip.Addr{src, dst}
-	if rt, ok := r.cache[key]; ok {
-		return rt
+// Dial opens a ctnetlink connection in the current network namespace.
+func Dial() (*conntrack.Conn, error) {
+	ct, err := conntrack.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("opening ctnetlink (needs root and the nfnetlink module): %w", err)
 	}
-	opts := &netlink.RouteGetOptions{SrcAddr: src.AsSlice()}
-	if !r.local[src] {
-		// A forwarded flow: look it up as the kernel would for a
-		// packet arriving from elsewhere (needs ip_forward, which a
-		// router has).
-		opts.Iif = "lo"
-	}
-	var rt route
-	if routes, err := r.h.RouteGetWithOptions(dst.AsSlice(), opts); err == nil && len(routes) > 0 {
-		rt = route{oif: routes[0].LinkIndex, local: routes[0].Type == unix.RTN_LOCAL || r.local[dst], ok: true}
-	}
-	r.cache[key] = rt
-	return rt
+	return ct, nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -44,6 +45,11 @@ type Link struct {
 	Interval Duration         `json:"check_interval"`
 	Down     int              `json:"check_down"`
 	Up       int              `json:"check_up"`
+	// Mark is the link's place in the connection mark; Sticky its
+	// isp-sticky (reconcile keeps its NATed flows when another link takes
+	// the default).
+	Mark   connmark.Mark `json:"mark"`
+	Sticky bool          `json:"sticky"`
 	// Since is when the up hook wrote the file: a link brought up again is
 	// a new link, whatever the monitor thought of the old one.
 	Since time.Time `json:"since"`
@@ -85,6 +91,7 @@ func Record(h *netlink.Handle, l *policy.Link) error {
 		Iface: c.Iface, Family: c.Family, Table: c.Table,
 		Address: l.Address, Gateway: l.Gateway, Defaults: defaults,
 		Check: c.Check, Interval: Duration(c.CheckInterval), Down: c.CheckDown, Up: c.CheckUp,
+		Mark: c.Mark, Sticky: c.Sticky,
 		Since: time.Now().UTC(),
 	}
 	if err := write(&r); err != nil {

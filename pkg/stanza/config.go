@@ -12,6 +12,8 @@ package stanza
 import (
 	"net/netip"
 	"time"
+
+	"github.com/ifisp/ifisp/pkg/connmark"
 )
 
 // Family is the address family of a stanza, as ifupdown's ADDRFAM says.
@@ -77,6 +79,12 @@ type Config struct {
 	CheckInterval time.Duration // isp-check-interval
 	CheckDown     int           // isp-check-down
 	CheckUp       int           // isp-check-up
+
+	// Mark is the link's place in the connection mark: isp-mark (default
+	// the table's number) under isp-mark-mask.
+	Mark    connmark.Mark
+	Inbound bool // isp-inbound
+	Sticky  bool // isp-sticky
 
 	// SixRD is set when the stanza carries 6rd-prefix.
 	SixRD *SixRD

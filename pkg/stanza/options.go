@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ifisp/ifisp/pkg/connmark"
 )
 
 // Defaults of the health check options: a dead upstream is withdrawn 1.0 to
@@ -69,6 +71,14 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) (err error) { c.CheckDown, err = count(v); return err }},
 	{Name: "isp-check-up", Default: strconv.Itoa(DefaultCheckUp), Value: "count", Doc: "answered rounds in a row before it is restored",
 		parse: func(c *Config, v, _ string) (err error) { c.CheckUp, err = count(v); return err }},
+	{Name: "isp-mark", Default: "the table's number", Value: "number", Doc: "this link's id in ifisp's connection marks (1 to 127 with the default isp-mark-mask); each ISP link needs its own. Set it when the table's number is larger",
+		parse: func(c *Config, v, _ string) (err error) { c.Mark.ID, err = markID(v); return err }},
+	{Name: "isp-mark-mask", Default: "0xff000000", Value: "hex mask, one run of bits", Doc: "the bits of the connection mark that are ifisp's, the same on every ISP stanza; the administrator's bits outside it are never changed",
+		parse: func(c *Config, v, _ string) (err error) { c.Mark.Mask, err = markMask(v); return err }},
+	{Name: "isp-inbound", Default: "yes", Value: "yes or no", Doc: "connections that arrive by this link (port forwards included) are answered by it, whichever link is preferred: an `fwmark` rule on the inbound mark",
+		parse: func(c *Config, v, _ string) (err error) { c.Inbound, err = yesNo(v); return err }},
+	{Name: "isp-sticky", Family: Inet, wrongFamily: "an IPv6 flow keeps its link by its own source address already (move it to the interface's inet stanza)", Default: "no", Value: "yes or no", Doc: "flows NATed to this link stay on it until they end, even when a preferred link comes back (new flows take the preferred one): an `fwmark` rule on the outbound mark",
+		parse: func(c *Config, v, _ string) (err error) { c.Sticky, err = yesNo(v); return err }},
 	{Name: "6rd-prefix", Family: Inet6, Value: "IPv6 prefix", Doc: "the ISP's 6rd prefix (RFC 5969), on an `inet6 v4tunnel` stanza",
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Prefix, err = sixrdPrefix(v); return err }},
 	{Name: "6rd-relay", Family: Inet6, Value: "IPv4 address", Doc: "the ISP's 6rd border relay",
@@ -246,6 +256,36 @@ func duration(v string) (time.Duration, error) {
 		return 0, errors.New("not a positive duration (e.g. 200ms, 1s)")
 	}
 	return d, nil
+}
+
+// markID parses isp-mark; whether it fits the mask is checked once the
+// mask is known.
+func markID(v string) (uint32, error) {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n == 0 {
+		return 0, errors.New("not a link id (a number from 1 up)")
+	}
+	return uint32(n), nil
+}
+
+// markMask parses isp-mark-mask, in hex as iptables and ip rule print it.
+func markMask(v string) (uint32, error) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(v), "0x"), 16, 32)
+	if err != nil || !strings.HasPrefix(strings.ToLower(v), "0x") {
+		return 0, errors.New("not a hex mask (e.g. 0xff000000)")
+	}
+	return uint32(n), connmark.CheckMask(uint32(n))
+}
+
+// yesNo parses a boolean option as ifupdown's own are written.
+func yesNo(v string) (bool, error) {
+	switch v {
+	case "yes":
+		return true, nil
+	case "no":
+		return false, nil
+	}
+	return false, errors.New("not yes or no")
 }
 
 // ipv4 parses an IPv4 address, whatever the stanza's family.

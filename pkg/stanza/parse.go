@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ifisp/ifisp/pkg/connmark"
 )
 
 // ErrNotOptedIn is returned for a stanza that is not ifisp's: one without
@@ -88,6 +90,7 @@ func Parse(environ []string, root string) (*Config, error) {
 		CheckInterval: DefaultCheckInterval,
 		CheckDown:     DefaultCheckDown,
 		CheckUp:       DefaultCheckUp,
+		Inbound:       true,
 	}
 	if c.Iface == "" || c.Iface == "--all" || (c.Family != Inet && c.Family != Inet6) {
 		return nil, ErrNotOptedIn
@@ -265,6 +268,12 @@ func (c *Config) defaults() {
 	if !c.ISPGateway.IsValid() {
 		c.ISPGateway = c.Gateway
 	}
+	if c.Mark.Mask == 0 {
+		c.Mark.Mask = connmark.DefaultMask
+	}
+	if c.Mark.ID == 0 {
+		c.Mark.ID = uint32(c.Table)
+	}
 	if c.Throw == nil {
 		if c.Family == Inet6 {
 			c.Throw = []netip.Prefix{netip.MustParsePrefix("fc00::/7")}
@@ -288,6 +297,13 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 		}
 	}
 	c.checkGateway(has, failed, bad)
+	if max := connmark.MaxID(c.Mark.Mask); c.Mark.ID > max && !failed["isp-mark"] && !failed["isp-mark-mask"] && !failed["isp-table"] {
+		if has("isp-mark") {
+			bad("isp-mark", given["isp-mark"], "does not fit isp-mark-mask %s (ids 1 to %d)", connmark.Hex(c.Mark.Mask), max)
+		} else {
+			bad("isp-mark", "", "missing: the link's id in the connection mark defaults to the table's number, and %d does not fit isp-mark-mask %s (set isp-mark to an id from 1 to %d, its own on each ISP stanza)", c.Table, connmark.Hex(c.Mark.Mask), max)
+		}
+	}
 	// No 6rd option was accepted (on an inet stanza, each was refused).
 	if c.SixRD == nil {
 		return

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/ifisp/ifisp/pkg/connmark"
 )
 
 const root = "../../testdata/rt"
@@ -60,11 +62,12 @@ func TestParseGood(t *testing.T) {
 				SNATFrom:      []netip.Prefix{p("10.1.0.0/24")},
 				Check:         []netip.Addr{a("192.0.2.1"), a("192.0.2.2")},
 				CheckInterval: 500 * time.Millisecond, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				Mark: connmark.Mark{ID: 100, Mask: connmark.DefaultMask}, Inbound: true,
 			}},
 		{"inet static, ispb by number, isp-gateway and snat-to", env("wanb", "inet", "static",
 			"address 203.0.113.2/24", "isp-table 101", "isp-gateway 203.0.113.1", "isp-metric 0",
 			"snat-from 10.1.0.0/24 10.2.0.0/16", "snat-to 203.0.113.3", "isp-throw 10.0.0.0/8",
-			"isp-check-down 3", "isp-check-up 7"),
+			"isp-check-down 3", "isp-check-up 7", "isp-mark 5", "isp-sticky yes"),
 			&Config{
 				Iface: "wanb", Logical: "wanb", Family: Inet, Method: "static", Mode: "start", Phase: "post-up",
 				Address: p("203.0.113.2/24"), GatewayMetric: -1,
@@ -72,10 +75,12 @@ func TestParseGood(t *testing.T) {
 				Throw:    []netip.Prefix{p("10.0.0.0/8")},
 				SNATFrom: []netip.Prefix{p("10.1.0.0/24"), p("10.2.0.0/16")}, SNATTo: a("203.0.113.3"),
 				CheckInterval: DefaultCheckInterval, CheckDown: 3, CheckUp: 7,
+				Mark: connmark.Mark{ID: 5, Mask: connmark.DefaultMask}, Inbound: true, Sticky: true,
 			}},
 		{"inet6 static, ispb by hex number in rt_tables", env("wanb", "inet6", "static",
 			"address 2001:db8:b::2", "netmask 64", "gateway fe80::1", "isp-table ispb",
-			"isp-source 2001:db8:b100::/56", "isp-throw fc00::/7 2001:db8:ffff::/48", "isp-check 2001:db8::53"),
+			"isp-source 2001:db8:b100::/56", "isp-throw fc00::/7 2001:db8:ffff::/48", "isp-check 2001:db8::53",
+			"isp-mark-mask 0xff00", "isp-inbound no"),
 			&Config{
 				Iface: "wanb", Logical: "wanb", Family: Inet6, Method: "static", Mode: "start", Phase: "post-up",
 				Address: p("2001:db8:b::2/64"), Gateway: a("fe80::1"), GatewayMetric: -1,
@@ -84,6 +89,7 @@ func TestParseGood(t *testing.T) {
 				Throw:         []netip.Prefix{p("fc00::/7"), p("2001:db8:ffff::/48")},
 				Check:         []netip.Addr{a("2001:db8::53")},
 				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				Mark: connmark.Mark{ID: 101, Mask: 0xff00}, Inbound: false,
 			}},
 		{"inet6 static without netmask: a host prefix, as ip addr add gives", env("wana", "inet6", "static",
 			"address 2001:db8:a::2", "gateway 2001:db8:a::1", "isp-table ispa"),
@@ -93,6 +99,7 @@ func TestParseGood(t *testing.T) {
 				Table: 100, TableName: "ispa", ISPGateway: a("2001:db8:a::1"), Metric: -1,
 				Throw:         []netip.Prefix{p("fc00::/7")},
 				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				Mark: connmark.Mark{ID: 100, Mask: connmark.DefaultMask}, Inbound: true,
 			}},
 		{"inet dhcp: address and gateway from the kernel later", env("wana", "inet", "dhcp", "isp-table cable"),
 			&Config{
@@ -100,6 +107,7 @@ func TestParseGood(t *testing.T) {
 				GatewayMetric: -1, Table: 102, TableName: "cable", Metric: -1,
 				Throw:         []netip.Prefix{p("10.0.0.0/8"), p("172.16.0.0/12"), p("192.168.0.0/16")},
 				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				Mark: connmark.Mark{ID: 102, Mask: connmark.DefaultMask}, Inbound: true,
 			}},
 		{"inet6 v4tunnel with 6rd, opted in by 6rd-prefix", env("sixrd", "inet6", "v4tunnel",
 			"6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254", "6rd-ipv4-masklen 8", "6rd-local wana",
@@ -109,6 +117,7 @@ func TestParseGood(t *testing.T) {
 				GatewayMetric: -1, Metric: -1,
 				Throw:         []netip.Prefix{p("fc00::/7")},
 				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				Mark: connmark.Mark{ID: 0, Mask: connmark.DefaultMask}, Inbound: true,
 				SixRD: &SixRD{Prefix: p("2001:db8::/32"), Relay: a("192.0.2.254"), IPv4MaskLen: 8,
 					LocalIface: "wana", LANIface: "lan0", LANSubnet: 0xff},
 			}},
@@ -119,6 +128,7 @@ func TestParseGood(t *testing.T) {
 				GatewayMetric: -1, Metric: -1,
 				Throw:         []netip.Prefix{p("fc00::/7")},
 				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
+				Mark: connmark.Mark{ID: 0, Mask: connmark.DefaultMask}, Inbound: true,
 				SixRD: &SixRD{Prefix: p("2001:db8::/32"), Relay: a("192.0.2.254"),
 					LocalAddr: a("198.51.100.2"), LANIface: "lan0"},
 			}},
@@ -283,6 +293,14 @@ func TestParseErrors(t *testing.T) {
 		{v4("isp-check-interval -1s"), `wana: isp-check-interval "-1s": not a positive duration (e.g. 200ms, 1s)`},
 		{v4("isp-check-down 0"), `wana: isp-check-down "0": not a count (a number from 1 to 65535)`},
 		{v4("isp-check-up ten"), `wana: isp-check-up "ten": not a count (a number from 1 to 65535)`},
+		{table("200"), `wana: isp-mark: missing: the link's id in the connection mark defaults to the table's number, and 200 does not fit isp-mark-mask 0xff000000 (set isp-mark to an id from 1 to 127, its own on each ISP stanza)`},
+		{v4("isp-mark 0"), `wana: isp-mark "0": not a link id (a number from 1 up)`},
+		{v4("isp-mark 128"), `wana: isp-mark "128": does not fit isp-mark-mask 0xff000000 (ids 1 to 127)`},
+		{v4("isp-mark-mask ff000000"), `wana: isp-mark-mask "ff000000": not a hex mask (e.g. 0xff000000)`},
+		{v4("isp-mark-mask 0xff00ff00"), `wana: isp-mark-mask "0xff00ff00": 0xff00ff00 is not one run of bits (e.g. 0xff000000)`},
+		{v4("isp-mark-mask 0x100"), `wana: isp-mark-mask "0x100": 0x100 has fewer than 2 bits (one says inbound or outbound, the rest are the link's id)`},
+		{v4("isp-inbound maybe"), `wana: isp-inbound "maybe": not yes or no`},
+		{v6("isp-sticky yes"), `wana: isp-sticky "yes": an IPv6 flow keeps its link by its own source address already (move it to the interface's inet stanza)`},
 		// unknown options
 		{v4("isp-tabel ispa"), `wana: isp-tabel "ispa": unknown option (did you mean isp-table?)`},
 		{v4("snat-form 10.1.0.0/24"), `wana: snat-form "10.1.0.0/24": unknown option (did you mean snat-from?)`},

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/reconcile"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -119,10 +120,11 @@ type Link struct {
 	// would have left with a source not the link's); null when the guard
 	// chain is missing.
 	GuardDropped *Counter `json:"guard_dropped"`
-	// Flows counts the conntrack entries whose reply comes back to one of
-	// the link's sources (its address, its `from` rules' prefixes): the
-	// flows that leave by it. Null when not counted (--no-flows).
-	Flows *int `json:"flows"`
+	// Flows counts the conntrack entries of the link's family that left
+	// by it, InboundFlows those that arrived by it: the kernel counts them
+	// by their connection mark. Null when not counted (--no-flows).
+	Flows        *int `json:"flows"`
+	InboundFlows *int `json:"inbound_flows"`
 
 	// Problems say what is not as ifup left it, one sentence each. Empty,
 	// never null.
@@ -131,8 +133,10 @@ type Link struct {
 
 // Rule is one of ifisp's `from` rules.
 type Rule struct {
-	Priority int          `json:"priority"`
-	From     netip.Prefix `json:"from"`
+	Priority int `json:"priority"`
+	// Selector is what the rule matches, as `ip rule` writes it: "from
+	// 203.0.113.2", "fwmark 0x81000000/0xff000000".
+	Selector string `json:"selector"`
 }
 
 // Route is a default route.
@@ -192,8 +196,8 @@ type Counter struct {
 
 // Options tunes Gather.
 type Options struct {
-	// Flows counts each link's conntrack entries: one dump of the table
-	// per family (about 0.4 s at 100,000 entries).
+	// Flows counts each link's conntrack entries: two dumps the kernel
+	// filters by mark per link.
 	Flows bool
 	// Root is the filesystem root of the rt_tables files.
 	Root string
@@ -218,7 +222,13 @@ func Gather(h *netlink.Handle, opt Options) (*Status, error) {
 		s.Monitor = &Monitor{PID: ws.PID, Running: alive(ws.PID), Written: ws.Written}
 	}
 	saves := map[stanza.Family]string{}
-	flows := map[stanza.Family][]conntrack.Flow{}
+	var ct *conntrack.Conn
+	if opt.Flows {
+		if ct, err = reconcile.Dial(); err != nil {
+			return nil, err
+		}
+		defer ct.Close()
+	}
 	for _, reg := range regs {
 		l := newLink(reg, opt.Root)
 		l.kernel(h)
@@ -231,14 +241,12 @@ func Gather(h *netlink.Handle, opt Options) (*Status, error) {
 		}
 		l.counters(saves[reg.Family])
 		if opt.Flows {
-			if _, ok := flows[reg.Family]; !ok {
-				flows[reg.Family], err = dump(reg.Family)
-				if err != nil {
-					return nil, err
-				}
+			if l.Flows, err = count(ct, reg.Family, reg.Mark.Out(), reg.Mark.Mask); err == nil {
+				l.InboundFlows, err = count(ct, reg.Family, reg.Mark.In(), reg.Mark.Mask)
 			}
-			n := l.count(flows[reg.Family])
-			l.Flows = &n
+			if err != nil {
+				return nil, err
+			}
 		}
 		s.Links = append(s.Links, *l)
 	}
@@ -302,8 +310,8 @@ func (l *Link) kernel(h *netlink.Handle) {
 		if r.Protocol != policy.Protocol {
 			continue
 		}
+		l.Rules = append(l.Rules, Rule{Priority: r.Priority, Selector: policy.Selector(&r)})
 		if p, ok := prefixOf(r.Src); ok {
-			l.Rules = append(l.Rules, Rule{Priority: r.Priority, From: p})
 			hasRule = hasRule || p == netip.PrefixFrom(l.Address, l.Address.BitLen())
 		}
 	}
@@ -451,47 +459,19 @@ func firstSubmatch(re *regexp.Regexp, s string) string {
 	return ""
 }
 
-// dump reads the conntrack table of family f.
-func dump(f stanza.Family) ([]conntrack.Flow, error) {
-	ct, err := conntrack.Dial(nil)
-	if err != nil {
-		return nil, fmt.Errorf("opening ctnetlink: %w", err)
-	}
-	defer ct.Close()
+// count counts the conntrack entries of family f whose mark is mark under
+// mask.
+func count(ct *conntrack.Conn, f stanza.Family, mark, mask uint32) (*int, error) {
 	proto := netfilter.ProtoIPv4
 	if f == stanza.Inet6 {
 		proto = netfilter.ProtoIPv6
 	}
-	for range 5 {
-		flows, err := ct.DumpFilter(conntrack.NewFilter().Family(proto), nil)
-		if err == nil {
-			return flows, nil
-		}
-		if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOBUFS) {
-			return nil, fmt.Errorf("dumping the conntrack table: %w", err)
-		}
+	flows, err := reconcile.Dump(ct, conntrack.NewFilter().Family(proto).Mark(mark).MarkMask(mask))
+	if err != nil {
+		return nil, err
 	}
-	return nil, errors.New("dumping the conntrack table: interrupted five times")
-}
-
-// count counts the flows whose reply comes back to one of l's sources:
-// its address and its rules' prefixes.
-func (l *Link) count(flows []conntrack.Flow) int {
-	own := []netip.Prefix{netip.PrefixFrom(l.Address, l.Address.BitLen())}
-	for _, r := range l.Rules {
-		own = append(own, r.From)
-	}
-	n := 0
-	for _, f := range flows {
-		dst := f.TupleReply.IP.DestinationAddress.Unmap()
-		for _, p := range own {
-			if p.Contains(dst) {
-				n++
-				break
-			}
-		}
-	}
-	return n
+	n := len(flows)
+	return &n, nil
 }
 
 // alive reports whether a process pid exists.

@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 func fixed() *Status {
 	a, p := netip.MustParseAddr, netip.MustParsePrefix
 	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, s); return t }
-	flows, none := 3, 0
+	flows, inbound, none := 3, 1, 0
 	return &Status{
 		RunDir:  "/run/ifisp",
 		Monitor: &Monitor{PID: 4242, Running: true, Written: at("2026-11-25T08:10:01Z")},
@@ -27,7 +27,7 @@ func fixed() *Status {
 			Address: a("198.51.100.2"), Gateway: a("198.51.100.1"), Registered: at("2026-11-25T08:00:00Z"),
 			Present: true, Carrier: true, OperState: "up",
 			Addresses:        []netip.Prefix{p("198.51.100.2/24")},
-			Rules:            []Rule{{10000, p("198.51.100.2/32")}, {10100, p("198.51.100.64/28")}},
+			Rules:            []Rule{{10000, "from 198.51.100.2"}, {10100, "from 198.51.100.64/28"}, {10200, "fwmark 0x81000000/0xff000000"}},
 			TableDefault:     &Route{Gateway: a("198.51.100.1"), Protocol: 71},
 			MainDefaults:     []Route{{Gateway: a("198.51.100.1"), Metric: 1, Protocol: 71}},
 			RecordedDefaults: []Route{{Gateway: a("198.51.100.1"), Metric: 1, Protocol: 71}},
@@ -36,13 +36,14 @@ func fixed() *Status {
 			SNAT:         []SNAT{{From: p("10.1.0.0/24"), To: a("198.51.100.2"), Counter: Counter{Packets: 12, Bytes: 1008}}},
 			GuardDropped: &Counter{},
 			Flows:        &flows,
+			InboundFlows: &inbound,
 			Problems:     []string{},
 		}, {
 			Iface: "wanb", Family: "inet6", Table: 101, TableName: "ispb",
 			Address: a("2001:db8:b::2"), Gateway: a("2001:db8:b::1"), Registered: at("2026-11-25T08:00:01Z"),
 			Present: true, Carrier: true, OperState: "up",
 			Addresses:        []netip.Prefix{p("2001:db8:b::2/64"), p("fe80::1/64")},
-			Rules:            []Rule{{10000, p("2001:db8:b::2/128")}},
+			Rules:            []Rule{{10000, "from 2001:db8:b::2"}, {10200, "fwmark 0x82000000/0xff000000"}},
 			TableDefault:     &Route{Gateway: a("2001:db8:b::1"), Metric: 1024, Protocol: 71},
 			MainDefaults:     []Route{},
 			RecordedDefaults: []Route{{Gateway: a("2001:db8:b::1"), Metric: 1, Protocol: 3}},
@@ -51,6 +52,7 @@ func fixed() *Status {
 			SNAT:         []SNAT{},
 			GuardDropped: &Counter{Packets: 2, Bytes: 208},
 			Flows:        &none,
+			InboundFlows: &none,
 			Problems:     []string{"no carrier"},
 		}},
 	}

@@ -45,12 +45,8 @@ func Write(w io.Writer, s *Status) error {
 		if l.GuardDropped != nil {
 			row("guard", "%s dropped", counter(*l.GuardDropped))
 		}
-		if l.Flows != nil {
-			entries := "conntrack entries"
-			if *l.Flows == 1 {
-				entries = "conntrack entry"
-			}
-			row("flows", "%d %s", *l.Flows, entries)
+		if l.Flows != nil && l.InboundFlows != nil {
+			row("flows", "%d left by it, %d arrived by it (conntrack, by mark)", *l.Flows, *l.InboundFlows)
 		}
 		for _, p := range l.Problems {
 			row("problem", "%s", p)
@@ -88,11 +84,7 @@ func rules(l Link) string {
 	}
 	var list []string
 	for _, r := range l.Rules {
-		from := r.From.String()
-		if r.From.IsSingleIP() {
-			from = r.From.Addr().String()
-		}
-		list = append(list, fmt.Sprintf("%d: from %s", r.Priority, from))
+		list = append(list, fmt.Sprintf("%d: %s", r.Priority, r.Selector))
 	}
 	return strings.Join(list, ", ")
 }

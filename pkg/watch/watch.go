@@ -430,7 +430,7 @@ func (d *daemon) apply() []string {
 		cands[i] = candidate{family: string(l.reg.Family), state: l.health.state, defaults: len(l.reg.Defaults) > 0}
 	}
 	var did []string
-	moved := false
+	var left, took []*link // IPv4 links whose defaults went, came
 	for i, want := range withdrawals(cands) {
 		l := d.links[keys[i]]
 		if want == l.withdrawn && !l.unsure {
@@ -454,21 +454,52 @@ func (d *daemon) apply() []string {
 			verb = "withdrawn"
 		}
 		did = append(did, fmt.Sprintf("%s %s: %d main-table defaults %s", l.reg.Iface, l.reg.Family, n, verb))
-		moved = moved || l.reg.Family == stanza.Inet
+		if l.reg.Family == stanza.Inet && want {
+			left = append(left, l)
+		} else if l.reg.Family == stanza.Inet {
+			took = append(took, l)
+		}
 	}
-	if moved {
-		var st reconcile.Stats
-		err := rundir.Locked("ifisp-watch conntrack reconcile", rundir.DefaultLockTimeout, func() (err error) {
-			st, err = reconcile.Now(d.h)
-			return err
-		})
-		if err != nil {
+	if len(left)+len(took) > 0 {
+		if err := rundir.Locked("ifisp-watch conntrack reconcile", rundir.DefaultLockTimeout, func() error {
+			return d.reconcile(left, took)
+		}); err != nil {
 			did = append(did, fmt.Sprintf("conntrack: %v", err))
-		} else {
-			did = append(did, fmt.Sprintf("conntrack: %d of %d entries deleted", st.Deleted, st.Checked))
 		}
 	}
 	return did
+}
+
+// reconcile deletes the flows NATed to the links whose defaults went, then
+// those NATed to the others when a link whose default came is preferred
+// now, as ifisp-conntrack does on ifdown and ifup.
+func (d *daemon) reconcile(left, took []*link) error {
+	ct, err := reconcile.Dial()
+	if err != nil {
+		return err
+	}
+	defer ct.Close()
+	all, err := reconcile.Registered(d.h)
+	if err != nil {
+		return err
+	}
+	byIface := map[string]reconcile.Link{}
+	for _, l := range all {
+		byIface[l.Iface] = l
+	}
+	var errs []error
+	for _, l := range left {
+		if rl, ok := byIface[l.reg.Iface]; ok {
+			errs = append(errs, reconcile.Left(ct, rl))
+		}
+	}
+	for _, l := range took {
+		if rl, ok := byIface[l.reg.Iface]; ok {
+			_, err := reconcile.Took(d.h, ct, rl, all)
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // setWithdrawn withdraws or restores l's main-table defaults, holding the
