@@ -37,9 +37,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/nat"
-	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
