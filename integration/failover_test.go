@@ -63,6 +63,14 @@ func startFlows(t *testing.T, l *lab.Lab) *flows {
 		f.names = append(f.names, proto)
 		f.flows = append(f.flows, l.StartFlow(proto, time.Minute))
 	}
+	f.working(t)
+	return f
+}
+
+// working waits until each of f's flows works: recoverRun requests in a
+// row answered, within 5 s of now.
+func (f *flows) working(t *testing.T) {
+	t.Helper()
 	start := time.Now()
 	if !f.wait(start, start.Add(5*time.Second)) {
 		for i, flow := range f.flows {
@@ -70,7 +78,6 @@ func startFlows(t *testing.T, l *lab.Lab) *flows {
 		}
 		t.FailNow()
 	}
-	return f
 }
 
 // wait waits until every flow works again after from, or until deadline;

@@ -70,10 +70,12 @@ const natUp = `*filter
 -A IFISP-GUARD-wana -s fe80::/10 -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -s ::/128 -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -s 2001:db8:a::2/128 -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -m conntrack --ctorigdst 2001:db8:a::2 --ctdir REPLY -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
 -A IFISP-GUARD-wanb -s fe80::/10 -m comment --comment "ifisp: wanb" -j RETURN
 -A IFISP-GUARD-wanb -s ::/128 -m comment --comment "ifisp: wanb" -j RETURN
 -A IFISP-GUARD-wanb -s 2001:db8:b::2/128 -m comment --comment "ifisp: wanb" -j RETURN
+-A IFISP-GUARD-wanb -m conntrack --ctorigdst 2001:db8:b::2 --ctdir REPLY -m comment --comment "ifisp: wanb" -j RETURN
 -A IFISP-GUARD-wanb -m comment --comment "ifisp: wanb egress guard" -j DROP
 *mangle
 :IFISP-ARRIVE - [0:0]

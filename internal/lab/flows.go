@@ -253,9 +253,17 @@ func (l *Lab) helper(ns string, line func(string), args ...string) (*exec.Cmd, <
 // FlowPort; they run until the lab is removed.
 func (l *Lab) EchoServers() {
 	l.t.Helper()
-	l.helper(l.Inet, nil, "echo", fmt.Sprintf("%s:%d", Internet, FlowPort))
+	l.EchoServersAt(l.Inet, Internet)
+}
+
+// EchoServersAt starts TCP and UDP echo servers on addr, port FlowPort, in
+// namespace ns (the LAN host's, for a port forward); they run until the lab
+// is removed.
+func (l *Lab) EchoServersAt(ns, addr string) {
+	l.t.Helper()
+	l.helper(ns, nil, "echo", net.JoinHostPort(addr, strconv.Itoa(FlowPort)))
 	for range 100 {
-		if out, _ := l.Exec(l.Inet, "ss", "-Hltn", fmt.Sprintf("sport = :%d", FlowPort)); out != "" {
+		if out, _ := l.Exec(ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", FlowPort)); out != "" {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -288,8 +296,15 @@ func (l *Lab) StartFlow(proto string, d time.Duration) *Flow {
 	if proto == "icmp" {
 		return &Flow{l: l, ping: l.StartPing(l.LAN, Internet, flowEvery, int(d/flowEvery))}
 	}
+	return l.StartFlowFrom(l.LAN, proto, net.JoinHostPort(Internet, strconv.Itoa(FlowPort)), d)
+}
+
+// StartFlowFrom starts a UDP or TCP flow as StartFlow does, from namespace
+// ns to addr ("host:port"): the internet host's flow to a port forward.
+func (l *Lab) StartFlowFrom(ns, proto, addr string, d time.Duration) *Flow {
+	l.t.Helper()
 	f := &Flow{l: l, index: map[int]int{}}
-	f.cmd, f.done = l.helper(l.LAN, f.line, "client", proto, fmt.Sprintf("%s:%d", Internet, FlowPort), d.String())
+	f.cmd, f.done = l.helper(ns, f.line, "client", proto, addr, d.String())
 	return f
 }
 

@@ -173,8 +173,10 @@ func (l *Lab) build(vlan bool) {
 		// ISP B's edge speaks VLAN 4 on cpe0; its spoof filter stays on cpe.
 		l.ipBatch(l.B.NS, "link set cpe0 up", "link add link cpe0 name cpe type vlan id 4")
 	}
+	// nodad: a tentative address cannot be a route's src, even on lo for
+	// the moment before the kernel calls its DAD done.
 	inet := []string{"link set lo up",
-		"addr add " + Internet + "/32 dev lo", "addr add " + Internet6 + "/128 dev lo"}
+		"addr add " + Internet + "/32 dev lo", "addr add " + Internet6 + "/128 dev lo nodad"}
 	for _, isp := range l.ISPs() {
 		l.ipBatch(isp.NS,
 			"link set lo up", "link set cpe up", "link set uplink up",
@@ -184,7 +186,9 @@ func (l *Lab) build(vlan bool) {
 		dev := isp.Name
 		inet = append(inet, "link set "+dev+" up",
 			"addr add "+isp.inet+"/30 dev "+dev, "addr add "+isp.inet6+"/64 dev "+dev,
-			"route add "+isp.Net+" via "+isp.core, "route add "+isp.Net6+" via "+isp.core6)
+			// From its public address, as a host on the internet would
+			// be: a reply to it is no throw route's.
+			"route add "+isp.Net+" via "+isp.core+" src "+Internet, "route add "+isp.Net6+" via "+isp.core6+" src "+Internet6)
 		l.spoofFilter(isp)
 	}
 	l.ipBatch(l.Inet, inet...)

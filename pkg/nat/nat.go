@@ -160,11 +160,15 @@ func (l *Link) guard() []string {
 	var rules []string
 	ret := l.comment("") + " -j RETURN"
 	if l.Config.Family == stanza.Inet6 {
-		// No NAT: the source on the wire is the source here. Link-local
+		// No SNAT: the source on the wire is the source here. Link-local
 		// sources (neighbour discovery) and the unspecified one (DAD)
-		// belong to every link.
+		// belong to every link. The replies of a port forward leave with
+		// the address they came to once NAT has undone the DNAT.
 		for _, p := range append([]netip.Prefix{netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("::/128")}, l.own()...) {
 			rules = append(rules, fmt.Sprintf("-s %s %s", p.Masked(), ret))
+		}
+		for _, p := range l.own() {
+			rules = append(rules, fmt.Sprintf("-m conntrack --ctorigdst %s --ctdir REPLY %s", ctAddr(p), ret))
 		}
 	} else {
 		for _, p := range l.own() {

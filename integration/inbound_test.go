@@ -1,0 +1,100 @@
+package integration
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ifisp/ifisp/internal/lab"
+)
+
+// forwardPort is the port each WAN address forwards to the LAN host's echo
+// servers.
+const forwardPort = 8000
+
+// newInboundLab is the lab with the administrator's port forwards, IPv4
+// and IPv6, from forwardPort of each WAN address to the LAN host, and
+// echo servers on the LAN host; stanzas is the interfaces file.
+func newInboundLab(t *testing.T, stanzas string) *lab.Lab {
+	l := lab.New(t)
+	l.Install(bin)
+	l.Interfaces(stanzas)
+	for _, isp := range l.ISPs() {
+		for _, fw := range []struct{ cmd, addr, to string }{
+			{"iptables", isp.Router, lab.LANHost + ":" + strconv.Itoa(lab.FlowPort)},
+			{"ip6tables", isp.Router6, "[" + lab.LANHost6 + "]:" + strconv.Itoa(lab.FlowPort)},
+		} {
+			for _, proto := range []string{"tcp", "udp"} {
+				l.Must(l.Router, fw.cmd, "-t", "nat", "-A", "PREROUTING", "-d", fw.addr, "-p", proto, "--dport", strconv.Itoa(forwardPort), "-j", "DNAT", "--to-destination", fw.to)
+			}
+		}
+	}
+	l.EchoServersAt(l.LAN, "::")
+	return l
+}
+
+// inbound starts, from the internet host, a UDP and a TCP flow to each
+// address's port forward, IPv4 and IPv6, and waits until they work.
+func inbound(t *testing.T, l *lab.Lab, isp *lab.ISP) *flows {
+	t.Helper()
+	f := &flows{}
+	for _, addr := range []string{isp.Router, isp.Router6} {
+		for _, proto := range []string{"udp", "tcp"} {
+			f.names = append(f.names, proto+" to "+addr)
+			f.flows = append(f.flows, l.StartFlowFrom(l.Inet, proto, net.JoinHostPort(addr, strconv.Itoa(forwardPort)), time.Minute))
+		}
+	}
+	f.working(t)
+	return f
+}
+
+// TestInbound: connections that arrive by a link are answered by it, the
+// backup's while the other is preferred, and across a failover of the
+// other link, which never breaks them: the reconcile deletes outbound
+// flows only.
+func TestInbound(t *testing.T) {
+	l := newInboundLab(t, lab.TwoISPs)
+	l.MustIfup("wana", "wanb")
+
+	// Port forwards on the backup, across the preferred link's ifdown and
+	// ifup.
+	f := inbound(t, l, &l.A)
+	began := time.Now()
+	l.MustIfdown("wanb")
+	f.recovered(t, began, time.Now(), false)
+	f = inbound(t, l, &l.A)
+	began = time.Now()
+	l.MustIfup("wanb")
+	f.recovered(t, began, time.Now(), false)
+
+	// And on the preferred one across the backup's.
+	f = inbound(t, l, &l.B)
+	began = time.Now()
+	l.MustIfdown("wana")
+	f.recovered(t, began, time.Now(), false)
+	f = inbound(t, l, &l.B)
+	began = time.Now()
+	l.MustIfup("wana")
+	f.recovered(t, began, time.Now(), false)
+	noSpoofing(t, l)
+}
+
+// TestInboundOff: without the fwmark rule (isp-inbound no) a port forward
+// on the backup is answered by the preferred link, where the egress guard
+// drops every reply. This is what TestInbound's flows would see without
+// ifisp's marks.
+func TestInboundOff(t *testing.T) {
+	l := newInboundLab(t, strings.Replace(lab.TwoISPs, "\tisp-metric 1\n", "\tisp-metric 1\n\tisp-inbound no\n", 1))
+	l.MustIfup("wana", "wanb")
+	if out := l.Must(l.Router, "ip", "-4", "rule"); strings.Contains(out, "lookup ispa proto ifisp\n") && strings.Contains(out, "fwmark 0xe4000000") {
+		t.Fatalf("isp-inbound no, yet wana's fwmark rule is there:\n%s", out)
+	}
+	flow := l.StartFlowFrom(l.Inet, "udp", net.JoinHostPort(l.A.Router, strconv.Itoa(forwardPort)), 2*time.Second)
+	r := flow.Wait()
+	if r.Received != 0 {
+		t.Errorf("without wana's inbound rule %d of %d requests to its port forward were answered, want none (left by wanb, dropped by its guard)", r.Received, r.Sent)
+	}
+	noSpoofing(t, l)
+}
