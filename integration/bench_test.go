@@ -124,53 +124,84 @@ func conntrackCount(b testing.TB, l *lab.Lab) int {
 	return n
 }
 
-// BenchmarkConntrack measures, with 100,000 flows on the preferred link:
-// ifdown + ifup of the backup link (time, and how many flows survive), and
-// ifdown of the preferred link (time), ifisp against the seed's
-// `conntrack -D --src-nat` lines.
+// BenchmarkConntrack measures, at 100,000 and at 250,000 flows (the lab's
+// ceiling: nf_conntrack_max is 262,144 and cannot be raised inside a
+// namespace), ifisp against the seed's `conntrack -D --src-nat` lines:
+// ifdown + ifup of the backup link with the flows on the preferred one
+// (time, and how many of those healthy flows survive), ifdown of the
+// preferred link, and its ifup again with the flows on the backup
+// (failback); after each, the stale entries left: those still NATed to the
+// link that no longer carries them.
 func BenchmarkConntrack(b *testing.B) {
-	const flows = 100000
-	type result struct {
-		backup, preferred time.Duration
-		survived          int
-	}
-	results := map[string]result{}
 	for range b.N {
-		for _, a := range approaches {
-			l := failoverLab(b, a)
-			l.Must(l.Router, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=600", "net.netfilter.nf_conntrack_max=262144")
-			srcs := []string{"10.1.0.10", "10.1.0.11", "10.1.0.12"}
-			for _, s := range srcs[1:] {
-				l.Must(l.LAN, "ip", "addr", "add", s+"/24", "dev", "eth0")
-			}
-			l.UDPBurst(flows, srcs...)
-			before := conntrackCount(b, l)
-			if before < flows {
-				b.Fatalf("%s: %d conntrack entries after the burst, want %d", a.name, before, flows)
-			}
-			var r result
-			r.backup = timed(func() { l.MustIfdown("wana"); l.MustIfup("wana") })
-			r.survived = min(flows, conntrackCount(b, l))
-			// The seed's cycle flushed them all: fill the table again,
-			// so both approaches take the preferred link down over
-			// 100,000 flows.
-			l.UDPBurst(flows, srcs...)
-			if n := conntrackCount(b, l); n < flows {
-				b.Fatalf("%s: %d conntrack entries after the second burst, want %d", a.name, n, flows)
-			}
-			r.preferred = timed(func() { l.MustIfdown("wanb") })
-			results[a.name] = r
-		}
-		seed, ifisp := results["seed"], results["ifisp"]
 		w := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
-		fmt.Fprintf(w, "\n%d flows on the preferred link\tseed (conntrack -D --src-nat)\tifisp\tratio\n", flows)
-		fmt.Fprintf(w, "ifdown + ifup of the backup link\t%v\t%v\t%.2fx\n", seed.backup.Round(time.Millisecond), ifisp.backup.Round(time.Millisecond), float64(ifisp.backup)/float64(seed.backup))
-		fmt.Fprintf(w, "flows that survived it\t%d\t%d\t\n", seed.survived, ifisp.survived)
-		fmt.Fprintf(w, "ifdown of the preferred link\t%v\t%v\t%.2fx\n", seed.preferred.Round(time.Millisecond), ifisp.preferred.Round(time.Millisecond), float64(ifisp.preferred)/float64(seed.preferred))
+		fmt.Fprintf(w, "\nflows\trow\tseed (conntrack -D --src-nat)\tifisp\tratio\n")
+		for _, flows := range []int{100000, 250000} {
+			results := map[string]cycleResult{}
+			for _, a := range approaches {
+				results[a.name] = conntrackCycle(b, a, flows)
+			}
+			seed, ifisp := results["seed"], results["ifisp"]
+			row := func(name string, s, i time.Duration) {
+				fmt.Fprintf(w, "%d\t%s\t%v\t%v\t%.2fx\n", flows, name, s.Round(time.Millisecond), i.Round(time.Millisecond), float64(i)/float64(s))
+				b.ReportMetric(float64(i)/float64(s), fmt.Sprintf("%s-%dk-ifisp/seed", strings.ReplaceAll(name, " ", "-"), flows/1000))
+			}
+			row("backup cycle", seed.backup, ifisp.backup)
+			fmt.Fprintf(w, "%d\thealthy flows kept by it\t%d\t%d\t\n", flows, seed.survived, ifisp.survived)
+			row("preferred down", seed.preferred, ifisp.preferred)
+			row("failback", seed.failback, ifisp.failback)
+			fmt.Fprintf(w, "%d\tstale entries left (all three)\t%d\t%d\t\n", flows, seed.stale, ifisp.stale)
+			b.ReportMetric(float64(ifisp.stale), fmt.Sprintf("stale-%dk", flows/1000))
+		}
 		w.Flush()
-		b.ReportMetric(float64(ifisp.preferred)/float64(seed.preferred), "preferred-down-ifisp/seed")
-		b.ReportMetric(float64(ifisp.survived), "survivors")
 	}
+}
+
+// cycleResult is what conntrackCycle measured.
+type cycleResult struct {
+	backup, preferred, failback time.Duration
+	survived, stale             int
+}
+
+// conntrackCycle runs BenchmarkConntrack's three changes for one approach
+// over n flows, filling the table again before each.
+func conntrackCycle(b *testing.B, a approach, n int) (r cycleResult) {
+	l := failoverLab(b, a)
+	l.Must(l.Router, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=600", "net.netfilter.nf_conntrack_max=262144")
+	srcs := []string{"10.1.0.10", "10.1.0.11", "10.1.0.12", "10.1.0.13", "10.1.0.14", "10.1.0.15", "10.1.0.16"}
+	for _, s := range srcs[1:] {
+		l.Must(l.LAN, "ip", "addr", "add", s+"/24", "dev", "eth0")
+	}
+	// fill makes sure n flows are NATed to isp, the one routing picks now.
+	fill := func(isp *lab.ISP) {
+		if natted(b, l, isp) < n {
+			l.UDPBurst(n, srcs...)
+		}
+		if got := natted(b, l, isp); got < n {
+			b.Fatalf("%s: %d conntrack entries NATed to %s after the burst, want %d", a.name, got, isp.Name, n)
+		}
+	}
+	fill(&l.B)
+	r.backup = timed(func() { l.MustIfdown("wana"); l.MustIfup("wana") })
+	r.survived = min(n, natted(b, l, &l.B))
+	fill(&l.B)
+	r.preferred = timed(func() { l.MustIfdown("wanb") })
+	r.stale = natted(b, l, &l.B)
+	fill(&l.A)
+	r.failback = timed(func() { l.MustIfup("wanb") })
+	r.stale += natted(b, l, &l.A)
+	return r
+}
+
+// natted counts the router's conntrack entries NATed to isp's address.
+func natted(b testing.TB, l *lab.Lab, isp *lab.ISP) int {
+	b.Helper()
+	out := l.Must(l.Router, "sh", "-c", "conntrack -L -f ipv4 --reply-dst "+isp.Router+" 2>/dev/null | wc -l")
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		b.Fatalf("counting conntrack entries: %q", out)
+	}
+	return n
 }
 
 // BenchmarkPingLoss counts the replies a 20 pps LAN ping loses across
