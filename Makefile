@@ -129,11 +129,14 @@ clean:
 
 # The VM tier: a stock Debian kernel under qemu, for what this kernel lacks
 # (sit/6rd, VLAN, netem). See vm/README.md. One boot for the guest's
-# self-check, one for the scenarios that need its kernel.
+# self-check, one for the scenarios that need its kernel; the second has
+# the amd64 package of `make deb` installed, for TestPackagedWAN.
 test-vm:
 	$(GO) vet -tags vmtest ./...
+	$(MAKE) deb DEB_ARCHES=amd64
 	vm/run.sh ./vm/selftest
-	vm/run.sh ./integration -- -test.run='^(TestSixRD.*|TestVLANWAN|TestImpairedUplink)$$'
+	IFISP_VM_DEB=bin/deb/ifisp_$(VERSION)_amd64.deb vm/run.sh ./integration -- \
+		-test.run='^(TestSixRD.*|TestVLANWAN|TestImpairedUplink|TestPackagedWAN)$$'
 
 # The flap soak alone, long: both links flapped SOAK_CYCLES times (ifdown
 # and ifup of each; every fifth cycle a pulled cable or a dead upstream)

@@ -59,7 +59,13 @@ func TestSixRD(t *testing.T) {
 	l.Install(bin)
 	l.RecordHookEnv()
 	l.Interfaces(sixrdStanzas)
-	l.MustIfup("wanb", "sixrd")
+	l.MustIfup("wanb")
+	// What ifup sixrd will run, as ifisp explain says; run by hand
+	// below, it must leave what ifup leaves.
+	explained := l.Must(l.Router, binary("ifisp"), "explain", "sixrd")
+	t.Logf("ifisp explain sixrd:\n%s", explained)
+	l.MustIfup("sixrd")
+	byIfup, tunnelByIfup := l.State(), sixrdTunnel(t, l)
 
 	if out := l.Must(l.Router, "ip", "-d", "link", "show", "sixrd"); !strings.Contains(out, "6rd-prefix "+sixrdPrefix+" 6rd-relay_prefix 203.0.0.0/8") {
 		t.Errorf("the tunnel lacks its 6rd parameters:\n%s", out)
@@ -110,6 +116,33 @@ func TestSixRD(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(run, "6rd.sixrd")); err == nil {
 		t.Error("the published prefix is left after ifdown")
 	}
+
+	// The explained commands by hand, with wanb up as it was: the same
+	// tunnel, rules, routes, addresses and chains as ifup sixrd made
+	// (they publish no prefix: explain says ifisp-6rd does).
+	l.MustIfup("wanb")
+	if out, err := l.Exec(l.Router, "sh", "-e", "-c", explained); err != nil {
+		t.Fatalf("running the explained commands: %v\n%s", err, out)
+	}
+	if d := lab.StateDiff(byIfup, l.State()); d != "" {
+		t.Errorf("the explained commands differ from ifup sixrd (-ifup +by hand):\n%s", d)
+	}
+	if byHand := sixrdTunnel(t, l); byHand != tunnelByIfup {
+		t.Errorf("the explained commands made the tunnel\n%s\nifup made\n%s", byHand, tunnelByIfup)
+	}
+}
+
+// sixrdTunnel returns the sixrd tunnel's parameters, 6rd's included, as
+// `ip -d link` prints them.
+func sixrdTunnel(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	for _, line := range strings.Split(l.Must(l.Router, "ip", "-d", "link", "show", "sixrd"), "\n") {
+		if strings.Contains(line, "6rd-prefix") {
+			return strings.TrimSpace(line)
+		}
+	}
+	t.Fatal("ip -d link show sixrd: no 6rd parameters")
+	return ""
 }
 
 // TestSixRDBadInput: 6rd-lan or 6rd-local naming an interface that is not

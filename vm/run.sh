@@ -19,6 +19,8 @@
 #   IFISP_VM_CACHE         cache folder (default ${XDG_CACHE_HOME:-$HOME/.cache}/ifisp-vm)
 #   IFISP_VM_BIN           folder of static binaries for the guest's /usr/local/sbin
 #                          (default: ./cmd/... built here)
+#   IFISP_VM_DEB           ifisp's amd64 Debian package (make deb) to install into the
+#                          guest's root (default: none)
 #   IFISP_VM_ACCEL         tcg (software emulation, the default), kvm, or auto
 #                          (kvm if /dev/kvm is usable, else tcg)
 #   IFISP_VM_SMP, IFISP_VM_MEM      guest CPUs (2) and memory in MB (1024)
@@ -142,9 +144,22 @@ elif [ -d cmd ]; then
 	log "go build ./cmd/..."
 	CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' -o "$P/usr/local/sbin/" ./cmd/... || die "go build ./cmd/... failed"
 fi
+# The Debian package, installed into the guest's root the way base.sh
+# installs the kernel: unpacked with dpkg-deb -x. Its maintainer scripts
+# are not run: they only enable, stop or purge ifisp-watch's systemd unit and
+# run directory, and the guest has no systemd (make test-deb runs them, in
+# a Debian root). /ifisp-vm/package names it, for the tests that need it.
+if [ -n "${IFISP_VM_DEB:-}" ]; then
+	[ -f "$IFISP_VM_DEB" ] || die "IFISP_VM_DEB=$IFISP_VM_DEB: no such file (make deb builds bin/deb/ifisp_VERSION_amd64.deb)"
+	arch=$(dpkg-deb -f "$IFISP_VM_DEB" Architecture) || die "IFISP_VM_DEB=$IFISP_VM_DEB: not a Debian package"
+	[ "$arch" = amd64 ] || die "IFISP_VM_DEB=$IFISP_VM_DEB is for $arch; the guest is amd64"
+	dpkg-deb -x "$IFISP_VM_DEB" "$P" || die "dpkg-deb -x $IFISP_VM_DEB failed"
+	dpkg-deb -f "$IFISP_VM_DEB" Package Version Architecture >"$P/ifisp-vm/package"
+	log "package: $(basename "$IFISP_VM_DEB") installed into the guest's root"
+fi
 # The guest has a C library, but only the one the copied tools need; a binary
 # linked against anything else would fail there in confusing ways.
-for b in "$P"/usr/local/sbin/* "$P"/ifisp-vm/tests/*; do
+for b in "$P"/usr/local/sbin/* "$P"/usr/sbin/* "$P"/ifisp-vm/tests/*; do
 	[ -e "$b" ] || continue
 	if ldd "$b" >/dev/null 2>&1; then
 		die "$(basename "$b") is dynamically linked; build it with CGO_ENABLED=0"

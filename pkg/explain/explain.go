@@ -7,7 +7,8 @@
 // At each run-parts line come the hooks of that folder, in run-parts
 // order, as they are installed: for ifisp's, the commands that do what
 // the hook would do (computed by the hooks' own code: stanza.Parse,
-// policy.Link.Plan, nat.Changes), for anyone else's a comment.
+// policy.Link.Plan, nat.Changes, sixrdlink.Resolve), for anyone else's a
+// comment.
 //
 // ifup is asked about the interface as if it were down (a state folder of
 // its own) and without mapping scripts (the stanzas are those of the
@@ -42,6 +43,7 @@ import (
 	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/sixrdlink"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -55,7 +57,9 @@ type Options struct {
 	NetworkDir string
 	// Ifup is ifupdown's ifup ("ifup" from PATH).
 	Ifup string
-	// Handle is the netlink handle of the namespace the commands are for.
+	// Handle is the netlink handle of the namespace the commands are for;
+	// nil: the kernel is not asked (what the stanza leaves to it stays
+	// unknown).
 	Handle *netlink.Handle
 	// Backend returns the iptables backend of a family (nat.NewExec).
 	Backend func(stanza.Family) (nat.Backend, error)
@@ -237,7 +241,8 @@ func (e *explainer) hook(s *interfaces.Stanza, folder, name, binary string) erro
 		e.printf("#   %s: SNAT and the egress guard for the address %s gave\n", name, c.Method)
 		return e.nat(c)
 	case binary == "ifisp-6rd" && phase == "post-up" && c.SixRD != nil:
-		e.printf("#   %s: the 6rd parameters, the delegated prefix's address and routing (explain does not spell these out yet)\n", name)
+		e.printf("#   %s: the tunnel's 6rd parameters, the address from the delegated prefix, its routing\n", name)
+		return e.sixrd(s, c)
 	case binary == "ifisp-conntrack" && phase == "post-up" && c.Family == stanza.Inet:
 		e.printf("#   %s: only if %s now has the main table's preferred default: for each other link that is up, not isp-sticky,\n", name, c.Iface)
 		e.printf("#     conntrack -D -f ipv4 --mark ITS-OUTBOUND-MARK/%s --src-nat   (in one kernel request each)\n", connmark.Hex(c.Mark.Mask))
@@ -306,7 +311,13 @@ func (e *explainer) route(c *stanza.Config) error {
 		e.printf("#     the routes of %s address %s and gateway %s, once %s has given them\n", c.Iface, orUnknown(l.Address), orUnknown(l.Gateway), c.Method)
 		return nil
 	}
-	p := l.Plan()
+	e.plan(c, l.Plan())
+	e.printf("#     and records the link for ifisp-watch: %s\n", filepath.Join(registry.Dir(), c.Iface+"."+string(c.Family)+".json"))
+	return nil
+}
+
+// plan prints policy.Up's commands for p, a plan of c's link.
+func (e *explainer) plan(c *stanza.Config, p policy.Plan) {
 	for _, r := range p.Table {
 		e.printf("%s\n", e.routeCmd("replace", c, &r))
 	}
@@ -316,7 +327,33 @@ func (e *explainer) route(c *stanza.Config) error {
 	if p.Main != nil {
 		e.printf("%s\n", e.routeCmd("add", c, p.Main))
 	}
-	e.printf("#     and records the link for ifisp-watch: %s\n", filepath.Join(registry.Dir(), c.Iface+"."+string(c.Family)+".json"))
+}
+
+// sixrd prints ifisp-6rd's commands for c, the 6rd stanza s: those of
+// sixrdlink.Up for the tunnel ifupdown has just made.
+func (e *explainer) sixrd(s *interfaces.Stanza, c *stanza.Config) error {
+	if e.opt.Handle == nil && c.SixRD.LocalIface != "" {
+		return fmt.Errorf("%s: 6rd-local %s: explaining needs the kernel, which knows the interface's address", c.Iface, c.SixRD.LocalIface)
+	}
+	// Without 6rd-local, the address of the tunnel: the stanza's `local`.
+	var local netip.Addr
+	for _, v := range s.Variables(c.Iface) {
+		if v.Name == "local" {
+			local, _ = netip.ParseAddr(v.Value)
+		}
+	}
+	p, err := sixrdlink.Resolve(e.opt.Handle, c, local)
+	if err != nil {
+		return fmt.Errorf("ifup would fail in if-up.d: %w", err)
+	}
+	e.printf("ip tunnel 6rd dev %s 6rd-prefix %s 6rd-relay_prefix %s\n", c.Iface, c.SixRD.Prefix, p.RelayPrefix)
+	e.printf("ip -6 addr replace %s dev %s\n", p.Address, p.AddressDev(c))
+	if c.Table != 0 {
+		e.plan(c, p.Link(c, 0).Plan())
+	} else if r := p.MainDefault(c, 0); r != nil {
+		e.printf("%s\n", e.routeCmd("replace", c, r))
+	}
+	e.printf("#     and publishes the delegated prefix %s (of %s) for the LAN's router advertisements: %s\n", p.Delegated, p.Local, sixrdlink.PublishedPath(c))
 	return nil
 }
 
@@ -344,7 +381,7 @@ func (e *explainer) routeCmd(verb string, c *stanza.Config, r *netlink.Route) st
 	}
 	b.WriteString(prefix(r.Dst))
 	if len(r.Gw) > 0 {
-		fmt.Fprintf(&b, " via %s", r.Gw)
+		fmt.Fprintf(&b, " via %s", gateway(r.Gw))
 	}
 	if r.Type != unix.RTN_THROW {
 		fmt.Fprintf(&b, " dev %s", c.Iface)
@@ -381,6 +418,15 @@ func prefix(n *net.IPNet) string {
 		return n.IP.String()
 	}
 	return n.String()
+}
+
+// gateway writes a gateway as ip prints it: a 6rd relay's ::<IPv4> with
+// the IPv4 address dotted.
+func gateway(gw net.IP) string {
+	if gw.To4() == nil && gw.Mask(net.CIDRMask(96, 128)).IsUnspecified() && !gw.IsUnspecified() && !gw.IsLoopback() {
+		return "::" + net.IP(gw[12:]).String()
+	}
+	return gw.String()
 }
 
 func (e *explainer) protoString(p int) string {

@@ -27,19 +27,10 @@ func TestWrite(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "interfaces")
 	write(t, file, "iface wana inet static\n\taddress 198.51.100.2/24\n\tisp-table ispa\n\tisp-gateway 198.51.100.1\n\tisp-metric 1\n\tsnat-from 10.1.0.0/24\n", 0o644)
-	ifup := filepath.Join(dir, "ifup")
-	write(t, ifup, "#!/bin/sh\ncat <<'EOF'\n\nrun-parts --exit-on-error /etc/network/if-pre-up.d\n"+
+	ifup := fakeIfup(t, dir, "\nrun-parts --exit-on-error /etc/network/if-pre-up.d\n"+
 		"ip addr add 198.51.100.2/255.255.255.0 broadcast 198.51.100.255 \t  dev wana label wana\nip link set dev wana   up\n\n"+
-		"run-parts --exit-on-error /etc/network/if-up.d\nEOF\n", 0o755)
-	network := filepath.Join(dir, "network")
-	bin := filepath.Join(dir, "bin")
-	for _, b := range []string{"ifisp-route", "ifisp-snat", "ifisp-conntrack", "ifisp-6rd"} {
-		write(t, filepath.Join(bin, b), "#!/bin/true\n", 0o755)
-	}
-	link(t, filepath.Join(bin, "ifisp-snat"), filepath.Join(network, "if-pre-up.d", "ifisp-snat"))
-	for name, b := range map[string]string{"ifisp-route": "ifisp-route", "zz-ifisp-conntrack": "ifisp-conntrack", "ifisp-snat": "ifisp-snat"} {
-		link(t, filepath.Join(bin, b), filepath.Join(network, "if-up.d", name))
-	}
+		"run-parts --exit-on-error /etc/network/if-up.d\n")
+	network := installHooks(t, dir)
 	write(t, filepath.Join(network, "if-up.d", "ethtool"), "#!/bin/sh\n", 0o755)
 	write(t, filepath.Join(network, "if-up.d", "not.run"), "#!/bin/sh\n", 0o755)
 	write(t, filepath.Join(network, "if-up.d", "not-executable"), "#!/bin/sh\n", 0o644)
@@ -93,6 +84,7 @@ ip addr add 198.51.100.2/255.255.255.0 broadcast 198.51.100.255 	  dev wana labe
 ip link set dev wana   up
 # run-parts /etc/network/if-up.d:
 #   ethtool: not ifisp's (explain cannot tell what it does)
+#   ifisp-6rd: nothing for this stanza here
 #   ifisp-route: the ISP table, the ` + "`from`" + ` rules, the isp-metric default
 ip route replace default via 198.51.100.1 dev wana table 100 proto 71
 ip route replace throw 10.0.0.0/8 table 100 proto 71
@@ -113,6 +105,110 @@ ip route add default via 198.51.100.1 dev wana metric 1 proto 71
 	}
 }
 
+// sixrdStanza is ISP B's 6rd tunnel of the VM tier's scenario
+// (integration/sixrd_test.go): prefix 2001:db8:6000::/40, 8 bits of IPv4
+// shared, the /64 of 203.0.113.2 on lan0.
+const sixrdStanza = `iface sixrd inet6 v4tunnel
+	endpoint any
+	local 203.0.113.2
+	ttl 64
+	isp-table ispb
+	isp-metric 1
+	6rd-prefix 2001:db8:6000::/40
+	6rd-ipv4-masklen 8
+	6rd-relay 203.0.113.1
+	6rd-lan lan0
+`
+
+// sixrdIfup is what ifupdown 0.8.41's ifup --no-act prints for
+// sixrdStanza.
+const sixrdIfup = `
+run-parts --exit-on-error /etc/network/if-pre-up.d
+modprobe -q net-pf-10 > /dev/null 2>&1 || true # ignore failure.
+ip tunnel add sixrd mode sit remote any local 203.0.113.2        ttl 64
+ip link set sixrd up
+
+run-parts --exit-on-error /etc/network/if-up.d
+`
+
+// TestWriteSixRD: a 6rd stanza's if-up.d is ifisp-6rd's commands for the
+// tunnel ifupdown makes, computed by sixrdlink from the stanza's IPv4
+// address: `local`, or a literal 6rd-local (an interface's needs the
+// kernel, which this test does not ask).
+func TestWriteSixRD(t *testing.T) {
+	head := `# ifup sixrd, as commands, for FILE (nothing has been changed).
+# ifupdown's own, from ifup --no-act, and at each run-parts the hooks it runs.
+
+# FILE:1: iface sixrd inet6 v4tunnel
+# run-parts /etc/network/if-pre-up.d:
+#   ifisp-snat: checks the stanza, then SNAT and the egress guard, before the address exists
+#     nothing: a 6rd tunnel's sources come from its delegated prefix, which ifisp-6rd computes
+modprobe -q net-pf-10 > /dev/null 2>&1 || true # ignore failure.
+ip tunnel add sixrd mode sit remote any local 203.0.113.2        ttl 64
+ip link set sixrd up
+# run-parts /etc/network/if-up.d:
+#   ifisp-6rd: the tunnel's 6rd parameters, the address from the delegated prefix, its routing
+`
+	tail := `#   ifisp-route: nothing for this stanza here
+#   ifisp-snat: nothing for this stanza here
+#   zz-ifisp-conntrack: nothing for this stanza here
+`
+	for _, tc := range []struct{ name, stanza, want string }{
+		{"6rd-lan, isp-table", sixrdStanza, `ip tunnel 6rd dev sixrd 6rd-prefix 2001:db8:6000::/40 6rd-relay_prefix 203.0.0.0/8
+ip -6 addr replace 2001:db8:6000:7102::1/64 dev lan0
+ip -6 route replace default via ::203.0.113.1 dev sixrd table 101 proto 71
+ip -6 route replace throw fc00::/7 table 101 proto 71
+ip -6 rule add from 2001:db8:6000:7102::1 lookup 101 pref 10000 proto 71
+ip -6 rule add from 2001:db8:6000:7102::/64 lookup 101 pref 10100 proto 71
+ip -6 route add default via ::203.0.113.1 dev sixrd metric 1 proto 71
+#     and publishes the delegated prefix 2001:db8:6000:7102::/64 (of 203.0.113.2) for the LAN's router advertisements: RUNDIR/6rd.sixrd
+`},
+		// 6rd-local's address wins over local's; without 6rd-lan the
+		// tunnel is numbered, with the 6rd prefix's length; without
+		// isp-table, isp-metric is a main-table default.
+		{"6rd-local address, no 6rd-lan, no isp-table", strings.NewReplacer("\tisp-table ispb\n", "", "\t6rd-ipv4-masklen 8\n", "",
+			"6rd-prefix 2001:db8:6000::/40", "6rd-prefix 2001:db8::/32",
+			"6rd-lan lan0", "6rd-local 198.51.100.7", "isp-metric 1", "isp-metric 3").Replace(sixrdStanza),
+			`ip tunnel 6rd dev sixrd 6rd-prefix 2001:db8::/32 6rd-relay_prefix 0.0.0.0/0
+ip -6 addr replace 2001:db8:c633:6407::1/32 dev sixrd
+ip -6 route replace default via ::203.0.113.1 dev sixrd metric 3 proto 71
+#     and publishes the delegated prefix 2001:db8:c633:6407::/64 (of 198.51.100.7) for the LAN's router advertisements: RUNDIR/6rd.sixrd
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := explainSixRD(t, tc.stanza)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(head+tc.want+tail, got); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, stanza, want string }{
+		{"no IPv4 address", strings.Replace(sixrdStanza, "\tlocal 203.0.113.2\n", "", 1),
+			"ifup would fail in if-up.d: sixrd: 6rd-local: missing (set 6rd-local, or local on the stanza)"},
+		{"6rd-local interface without the kernel", strings.Replace(sixrdStanza, "6rd-lan lan0", "6rd-local wanb", 1),
+			"sixrd: 6rd-local wanb: explaining needs the kernel, which knows the interface's address"},
+	} {
+		if _, err := explainSixRD(t, tc.stanza); err == nil || err.Error() != tc.want {
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// explainSixRD explains ifup sixrd for the 6rd stanza, with ifisp's hooks
+// installed.
+func explainSixRD(t *testing.T, stanza string) (string, error) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "interfaces")
+	write(t, file, stanza, 0o644)
+	var b bytes.Buffer
+	err := Write(&b, file, "sixrd", Options{Root: "../../testdata/rt", NetworkDir: installHooks(t, dir), Ifup: fakeIfup(t, dir, sixrdIfup), Backend: tables{}.fam})
+	got := strings.ReplaceAll(b.String(), file, "FILE")
+	return strings.ReplaceAll(got, os.Getenv("IFISP_RUN_DIR"), "RUNDIR"), err
+}
+
 // TestBadStanza: a stanza the hooks would refuse is explained as refused.
 func TestBadStanza(t *testing.T) {
 	dir := t.TempDir()
@@ -129,6 +225,37 @@ func TestBadStanza(t *testing.T) {
 	if err := Write(&bytes.Buffer{}, file, "wanb", Options{Ifup: ifup}); err == nil || !strings.Contains(err.Error(), "no iface wanb stanza") {
 		t.Errorf("unknown interface: %v", err)
 	}
+}
+
+// fakeIfup writes a stand-in for ifup --no-act that prints output.
+func fakeIfup(t *testing.T, dir, output string) string {
+	t.Helper()
+	ifup := filepath.Join(dir, "ifup")
+	write(t, ifup, "#!/bin/sh\ncat <<'EOF'\n"+output+"EOF\n", 0o755)
+	return ifup
+}
+
+// installHooks links ifisp's hooks into the folders under dir/network as
+// hooks/layout says (to stand-in binaries), and returns that folder.
+func installHooks(t *testing.T, dir string) string {
+	t.Helper()
+	layout, err := os.ReadFile("../../hooks/layout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	network := filepath.Join(dir, "network")
+	for _, line := range strings.Split(string(layout), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		bin := filepath.Join(dir, "bin", f[2])
+		if _, err := os.Stat(bin); err != nil {
+			write(t, bin, "#!/bin/true\n", 0o755)
+		}
+		link(t, bin, filepath.Join(network, f[0], f[1]))
+	}
+	return network
 }
 
 func write(t *testing.T, path, content string, mode os.FileMode) {

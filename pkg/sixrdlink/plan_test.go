@@ -16,9 +16,9 @@ func TestNewPlan(t *testing.T) {
 		want Plan
 	}{
 		{"tunnel numbered, 6rd prefix length", stanza.SixRD{Prefix: p("2001:db8::/32"), Relay: netip.MustParseAddr("192.0.2.254")}, "192.0.2.1",
-			Plan{Delegated: p("2001:db8:c000:201::/64"), NextHop: netip.MustParseAddr("::192.0.2.254"), Address: p("2001:db8:c000:201::1/32")}},
+			Plan{Delegated: p("2001:db8:c000:201::/64"), RelayPrefix: p("0.0.0.0/0"), NextHop: netip.MustParseAddr("::192.0.2.254"), Address: p("2001:db8:c000:201::1/32")}},
 		{"LAN subnet 5 of a /56", stanza.SixRD{Prefix: p("2001:db8::/32"), IPv4MaskLen: 8, Relay: netip.MustParseAddr("192.0.2.254"), LANIface: "lan0", LANSubnet: 5}, "192.0.2.1",
-			Plan{Delegated: p("2001:db8:2:100::/56"), NextHop: netip.MustParseAddr("::192.0.2.254"), Address: p("2001:db8:2:105::1/64"), OnLAN: true}},
+			Plan{Delegated: p("2001:db8:2:100::/56"), RelayPrefix: p("192.0.0.0/8"), NextHop: netip.MustParseAddr("::192.0.2.254"), Address: p("2001:db8:2:105::1/64"), OnLAN: true}},
 	} {
 		c := &stanza.Config{Iface: "sixrd", Family: stanza.Inet6, SixRD: &tc.s}
 		tc.want.Local = netip.MustParseAddr(tc.v4)

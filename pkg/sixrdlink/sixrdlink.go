@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -21,11 +22,15 @@ import (
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
-// Plan is what a 6rd stanza configures for one IPv4 address.
+// Plan is what a 6rd stanza configures for one IPv4 address: what Up
+// installs, and what `ifisp explain` prints.
 type Plan struct {
 	Local     netip.Addr   // the IPv4 address embedded in the delegated prefix
 	Delegated netip.Prefix // the customer's delegated prefix
-	NextHop   netip.Addr   // ::<relay>, the default route's gateway
+	// RelayPrefix is the tunnel's 6rd relay prefix: the leading
+	// 6rd-ipv4-masklen bits of Local, which the domain shares.
+	RelayPrefix netip.Prefix
+	NextHop     netip.Addr // ::<relay>, the default route's gateway
 	// Address is the router's address from the delegated prefix: on the
 	// LAN interface (its /64's ::1) with 6rd-lan, else on the tunnel
 	// (<delegated>::1 with the 6rd prefix's length, so the domain's other
@@ -41,7 +46,8 @@ func NewPlan(c *stanza.Config, v4 netip.Addr) (Plan, error) {
 	if err != nil {
 		return Plan{}, fmt.Errorf("%s: 6rd-prefix %s: %w", c.Iface, s.Prefix, err)
 	}
-	p := Plan{Local: v4, Delegated: delegated, NextHop: sixrd.RelayNextHop(s.Relay)}
+	p := Plan{Local: v4, Delegated: delegated, RelayPrefix: netip.PrefixFrom(v4, s.IPv4MaskLen).Masked(),
+		NextHop: sixrd.RelayNextHop(s.Relay)}
 	if s.LANIface != "" {
 		subnet, err := sixrd.Subnet(delegated, s.LANSubnet)
 		if err != nil {
@@ -52,6 +58,50 @@ func NewPlan(c *stanza.Config, v4 netip.Addr) (Plan, error) {
 		p.Address = netip.PrefixFrom(sixrd.LANAddr(netip.PrefixFrom(delegated.Addr(), 64)), s.Prefix.Bits())
 	}
 	return p, nil
+}
+
+// Resolve computes the plan of stanza c for the IPv4 address the kernel
+// has for it now: 6rd-local's, else tunnelLocal (the tunnel's `local`).
+func Resolve(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (Plan, error) {
+	v4, err := localIPv4(h, c, tunnelLocal)
+	if err != nil {
+		return Plan{}, err
+	}
+	return NewPlan(c, v4)
+}
+
+// AddressDev is the interface that gets the plan's address.
+func (p Plan) AddressDev(c *stanza.Config) string {
+	if p.OnLAN {
+		return c.SixRD.LANIface
+	}
+	return c.Iface
+}
+
+// Link is the stanza's routing for package policy, with isp-table:
+// through the tunnel (interface index), from the plan's address, the
+// delegated prefix one more of the ISP's sources.
+func (p Plan) Link(c *stanza.Config, index int) *policy.Link {
+	return &policy.Link{Config: withSource(c, p.Delegated), Index: index, Address: p.Address.Addr(), Gateway: p.NextHop}
+}
+
+// MainDefault is the main-table default via the relay of a stanza with
+// isp-metric but without isp-table (with isp-table, policy adds it); nil
+// for any other.
+func (p Plan) MainDefault(c *stanza.Config, index int) *netlink.Route {
+	if c.Table != 0 || c.Metric < 0 {
+		return nil
+	}
+	return &netlink.Route{LinkIndex: index, Dst: ipNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0)),
+		Gw: p.NextHop.AsSlice(), Priority: c.Metric, Protocol: policy.Protocol, Table: unix.RT_TABLE_MAIN}
+}
+
+// withSource returns c with one more isp-source: the delegated prefix's
+// hosts source-route through the ISP too.
+func withSource(c *stanza.Config, delegated netip.Prefix) *stanza.Config {
+	routed := *c
+	routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), delegated)
+	return &routed
 }
 
 // localIPv4 finds the IPv4 address to embed: 6rd-local's (an interface's
@@ -156,17 +206,13 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 		return fmt.Errorf("%s: is a %s device, not a sit tunnel", c.Iface, link.Type())
 	}
 	tunnelLocal, _ := netip.AddrFromSlice(sit.Local.To4())
-	v4, err := localIPv4(h, c, tunnelLocal)
+	plan, err := Resolve(h, c, tunnelLocal)
 	if err != nil {
 		return err
 	}
-	plan, err := NewPlan(c, v4)
-	if err != nil {
-		return err
-	}
-	var lan netlink.Link
+	addrLink := netlink.Link(sit)
 	if plan.OnLAN {
-		if lan, err = h.LinkByName(c.SixRD.LANIface); err != nil {
+		if addrLink, err = h.LinkByName(plan.AddressDev(c)); err != nil {
 			return noInterface(c, "6rd-lan", c.SixRD.LANIface)
 		}
 	}
@@ -177,12 +223,8 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 			return err
 		}
 	}
-	if err := set6rd(sit, c.SixRD.Prefix, v4, c.SixRD.IPv4MaskLen); err != nil {
+	if err := set6rd(sit, c.SixRD.Prefix, plan.RelayPrefix); err != nil {
 		return fmt.Errorf("%s: setting the 6rd parameters: %w", c.Iface, err)
-	}
-	addrLink := netlink.Link(sit)
-	if plan.OnLAN {
-		addrLink = lan
 	}
 	if err := h.AddrReplace(addrLink, &netlink.Addr{IPNet: ipNet(plan.Address)}); err != nil {
 		return fmt.Errorf("%s: adding %s to %s: %w", c.Iface, plan.Address, addrLink.Attrs().Name, err)
@@ -192,11 +234,9 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 		return fmt.Errorf("%s: publishing the delegated prefix: %w", c.Iface, err)
 	}
 	if c.Table == 0 {
-		return mainDefault(h, sit, plan, c)
+		return mainDefault(h, plan.MainDefault(c, sit.Attrs().Index), c)
 	}
-	routed := *c
-	routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), plan.Delegated)
-	return policy.Up(h, &policy.Link{Config: &routed, Index: sit.Attrs().Index, Address: plan.Address.Addr(), Gateway: plan.NextHop})
+	return policy.Up(h, plan.Link(c, sit.Attrs().Index))
 }
 
 // Down removes what Up added: the routing (the tunnel itself ifupdown has
@@ -204,11 +244,11 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 func Down(h *netlink.Handle, c *stanza.Config) error {
 	var errs []error
 	if c.Table != 0 {
-		routed := *c
+		routed := c
 		if p, ok := published(c); ok {
-			routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), p.delegated)
+			routed = withSource(c, p.delegated)
 		}
-		l, err := policy.Resolve(h, &routed)
+		l, err := policy.Resolve(h, routed)
 		if err == nil {
 			err = policy.Down(h, l)
 		}
@@ -218,16 +258,13 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 	return errors.Join(errs...)
 }
 
-// mainDefault adds the main-table default via the relay for a stanza
-// without isp-table (with isp-table, policy does it for isp-metric).
-func mainDefault(h *netlink.Handle, sit netlink.Link, plan Plan, c *stanza.Config) error {
-	if c.Metric < 0 {
+// mainDefault adds Plan.MainDefault's route r, if any.
+func mainDefault(h *netlink.Handle, r *netlink.Route, c *stanza.Config) error {
+	if r == nil {
 		return nil
 	}
-	r := &netlink.Route{LinkIndex: sit.Attrs().Index, Dst: ipNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0)),
-		Gw: plan.NextHop.AsSlice(), Priority: c.Metric, Protocol: policy.Protocol, Table: unix.RT_TABLE_MAIN}
 	if err := h.RouteReplace(r); err != nil {
-		return fmt.Errorf("%s: isp-metric %d: default via %s: %w", c.Iface, c.Metric, plan.NextHop, err)
+		return fmt.Errorf("%s: isp-metric %d: default via %s: %w", c.Iface, c.Metric, r.Gw, err)
 	}
 	return nil
 }
@@ -239,6 +276,10 @@ type publishedFile struct {
 }
 
 func fileName(c *stanza.Config) string { return "6rd." + c.Iface }
+
+// PublishedPath is the file in which Up publishes the stanza's delegated
+// prefix, its address and the address's interface.
+func PublishedPath(c *stanza.Config) string { return filepath.Join(rundir.Dir(), fileName(c)) }
 
 // published reads back what Up published for the stanza.
 func published(c *stanza.Config) (publishedFile, bool) {
@@ -280,7 +321,7 @@ func removePublished(h *netlink.Handle, c *stanza.Config) error {
 // set6rd sets the sit device's 6rd prefix and relay prefix over netlink
 // (vishvananda/netlink's Sittun has no 6rd fields). A changelink resets
 // what it is not given, so the tunnel's own parameters go along.
-func set6rd(sit *netlink.Sittun, prefix netip.Prefix, v4 netip.Addr, maskLen int) error {
+func set6rd(sit *netlink.Sittun, prefix, relayPrefix netip.Prefix) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(sit.Attrs().Index)
@@ -301,10 +342,10 @@ func set6rd(sit *netlink.Sittun, prefix netip.Prefix, v4 netip.Addr, maskLen int
 	data.AddRtAttr(nl.IFLA_IPTUN_PROTO, nl.Uint8Attr(sit.Proto))
 	pfx := prefix.Addr().As16()
 	data.AddRtAttr(nl.IFLA_IPTUN_6RD_PREFIX, pfx[:])
-	relayPrefix := netip.PrefixFrom(v4, maskLen).Masked().Addr().As4()
-	data.AddRtAttr(nl.IFLA_IPTUN_6RD_RELAY_PREFIX, relayPrefix[:])
+	relay := relayPrefix.Addr().As4()
+	data.AddRtAttr(nl.IFLA_IPTUN_6RD_RELAY_PREFIX, relay[:])
 	data.AddRtAttr(nl.IFLA_IPTUN_6RD_PREFIXLEN, nl.Uint16Attr(uint16(prefix.Bits())))
-	data.AddRtAttr(nl.IFLA_IPTUN_6RD_RELAY_PREFIXLEN, nl.Uint16Attr(uint16(maskLen)))
+	data.AddRtAttr(nl.IFLA_IPTUN_6RD_RELAY_PREFIXLEN, nl.Uint16Attr(uint16(relayPrefix.Bits())))
 	req.AddData(info)
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
 	return err
