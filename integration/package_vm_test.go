@@ -111,6 +111,8 @@ func TestPackagedWAN(t *testing.T) {
 	}{
 		{[]string{"ip", "-4", "rule"}, "10000:\tfrom 192.0.2.2 lookup 100 proto ifisp"},
 		{[]string{"ip", "-6", "rule"}, "10000:\tfrom 2001:db8:9::2 lookup 100 proto ifisp"},
+		{[]string{"ip", "-4", "rule"}, "10200:\tfrom all fwmark 0xe4000000/0xff000000 lookup 100 proto ifisp"},
+		{[]string{"ip", "-6", "rule"}, "10200:\tfrom all fwmark 0xe4000000/0xff000000 lookup 100 proto ifisp"},
 		{[]string{"ip", "-4", "route", "show", "table", "100"}, "default via 192.0.2.1 dev wan0 proto ifisp"},
 		{[]string{"ip", "-4", "route", "show", "table", "100"}, "throw 10.0.0.0/8 proto ifisp"},
 		{[]string{"ip", "-6", "route", "show", "table", "100"}, "default via 2001:db8:9::1 dev wan0 proto ifisp metric 1024 pref medium"},
@@ -119,6 +121,7 @@ func TestPackagedWAN(t *testing.T) {
 		{[]string{"ip", "-6", "route"}, "default via 2001:db8:9::1 dev wan0 proto ifisp metric 10 pref medium"},
 		{[]string{"iptables-save", "-t", "nat"}, `-A IFISP-SNAT-wan0 -s 10.9.0.0/24 -o wan0 -m comment --comment "ifisp: wan0 snat" -j SNAT --to-source 192.0.2.2`},
 		{[]string{"iptables-save", "-t", "filter"}, `-A IFISP-GUARD-wan0 -m comment --comment "ifisp: wan0 egress guard" -j DROP`},
+		{[]string{"iptables-save", "-t", "mangle"}, `-A IFISP-LEAVE-wan0 -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wan0 outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000`},
 	} {
 		got := sh(c.cmd...)
 		if !slices.ContainsFunc(strings.Split(got, "\n"), func(l string) bool { return strings.TrimRight(l, " ") == c.want }) {
@@ -163,7 +166,7 @@ func TestPackagedWAN(t *testing.T) {
 			t.Errorf("status link %d: %s %s table %d %s via %s, want %s table %d %s via %s", i, got.Iface, got.Family, got.Table, got.Address, got.Gateway, name, w.Table, w.Address, w.Gateway)
 		case !got.Present || !got.Carrier || len(got.Problems) > 0:
 			t.Errorf("status %s: present %v, carrier %v, problems %q", name, got.Present, got.Carrier, got.Problems)
-		case !slices.Equal(got.Rules, []status.Rule{{Priority: 10000, From: netip.PrefixFrom(w.Address, w.Address.BitLen())}}):
+		case !slices.Equal(got.Rules, []status.Rule{{Priority: 10000, Selector: "from " + w.Address.String()}, {Priority: 10200, Selector: "fwmark 0xe4000000/0xff000000"}}):
 			t.Errorf("status %s: rules %+v", name, got.Rules)
 		case got.TableDefault == nil || got.TableDefault.Gateway != w.Gateway:
 			t.Errorf("status %s: table default %+v, want via %s", name, got.TableDefault, w.Gateway)
