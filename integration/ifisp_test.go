@@ -140,8 +140,8 @@ func TestIfispStatus(t *testing.T) {
 			t.Errorf("link %d: %s %s %s table %d, want %s %s table %d", i, got.Iface, got.Family, got.Address, got.Table, name, w.address, w.table)
 		case !got.Present || !got.Carrier || len(got.Problems) > 0:
 			t.Errorf("%s: present %v, carrier %v, problems %q", name, got.Present, got.Carrier, got.Problems)
-		case got.TableDefault == nil || len(got.Rules) < 2 || got.Rules[0] != status.Rule{Priority: 10000, Selector: "from " + got.Address.String()} ||
-			got.Rules[len(got.Rules)-1] != status.Rule{Priority: 10200, Selector: fmt.Sprintf("fwmark %#x/0xff000000", 0x80000000|w.table<<24)}:
+		case got.TableDefault == nil || len(got.Rules) < 2 || got.Rules[0] != status.Rule{Priority: 10000, From: netip.PrefixFrom(got.Address, got.Address.BitLen())} ||
+			got.Rules[len(got.Rules)-1] != status.Rule{Priority: 10200, Fwmark: fmt.Sprintf("%#x/0xff000000", 0x80000000|w.table<<24)}:
 			t.Errorf("%s: table default %+v, rules %+v", name, got.TableDefault, got.Rules)
 		case !slices.Equal(got.MainDefaults, []status.Route{w.main}) || !slices.Equal(got.RecordedDefaults, got.MainDefaults):
 			t.Errorf("%s: main defaults %+v, recorded %+v, want %+v", name, got.MainDefaults, got.RecordedDefaults, w.main)

@@ -166,7 +166,7 @@ func TestPackagedWAN(t *testing.T) {
 			t.Errorf("status link %d: %s %s table %d %s via %s, want %s table %d %s via %s", i, got.Iface, got.Family, got.Table, got.Address, got.Gateway, name, w.Table, w.Address, w.Gateway)
 		case !got.Present || !got.Carrier || len(got.Problems) > 0:
 			t.Errorf("status %s: present %v, carrier %v, problems %q", name, got.Present, got.Carrier, got.Problems)
-		case !slices.Equal(got.Rules, []status.Rule{{Priority: 10000, Selector: "from " + w.Address.String()}, {Priority: 10200, Selector: "fwmark 0xe4000000/0xff000000"}}):
+		case !slices.Equal(got.Rules, []status.Rule{{Priority: 10000, From: netip.PrefixFrom(w.Address, w.Address.BitLen())}, {Priority: 10200, Fwmark: "0xe4000000/0xff000000"}}):
 			t.Errorf("status %s: rules %+v", name, got.Rules)
 		case got.TableDefault == nil || got.TableDefault.Gateway != w.Gateway:
 			t.Errorf("status %s: table default %+v, want via %s", name, got.TableDefault, w.Gateway)

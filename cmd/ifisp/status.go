@@ -13,7 +13,7 @@ import (
 func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flagSet("status", "", stdout)
 	asJSON := fs.Bool("json", false, "print the status as JSON (pkg/status.Status, documented in README.md)")
-	noFlows := fs.Bool("no-flows", false, "do not count each link's conntrack entries (one dump of the table per family)")
+	noFlows := fs.Bool("no-flows", false, "do not count each link's conntrack entries (two dumps the kernel filters by the link's marks)")
 	root := fs.String("root", "/", "read rt_tables below `DIR`")
 	if ok, code := parse(fs, args, stderr, 0, 0); !ok {
 		return code

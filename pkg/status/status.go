@@ -134,9 +134,11 @@ type Link struct {
 // Rule is one of ifisp's `from` rules.
 type Rule struct {
 	Priority int `json:"priority"`
-	// Selector is what the rule matches, as `ip rule` writes it: "from
-	// 203.0.113.2", "fwmark 0x81000000/0xff000000".
-	Selector string `json:"selector"`
+	// From is a `from` rule's prefix; "" for an `fwmark` rule.
+	From netip.Prefix `json:"from"`
+	// Fwmark is an `fwmark` rule's mark and mask, as `ip rule` writes
+	// them ("0xe4000000/0xff000000"); "" for a `from` rule.
+	Fwmark string `json:"fwmark"`
 }
 
 // Route is a default route.
@@ -310,10 +312,14 @@ func (l *Link) kernel(h *netlink.Handle) {
 		if r.Protocol != policy.Protocol {
 			continue
 		}
-		l.Rules = append(l.Rules, Rule{Priority: r.Priority, Selector: policy.Selector(&r)})
+		rule := Rule{Priority: r.Priority}
 		if p, ok := prefixOf(r.Src); ok {
+			rule.From = p
 			hasRule = hasRule || p == netip.PrefixFrom(l.Address, l.Address.BitLen())
+		} else {
+			rule.Fwmark, _ = strings.CutPrefix(policy.Selector(&r), "fwmark ")
 		}
+		l.Rules = append(l.Rules, rule)
 	}
 	if !hasRule {
 		l.problem("no rule from %s lookup %d (ifup %s again repairs it)", l.Address, l.Table, l.Iface)

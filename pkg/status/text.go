@@ -84,7 +84,14 @@ func rules(l Link) string {
 	}
 	var list []string
 	for _, r := range l.Rules {
-		list = append(list, fmt.Sprintf("%d: %s", r.Priority, r.Selector))
+		sel := "fwmark " + r.Fwmark
+		if r.From.IsValid() {
+			sel = "from " + r.From.String()
+			if r.From.IsSingleIP() {
+				sel = "from " + r.From.Addr().String()
+			}
+		}
+		list = append(list, fmt.Sprintf("%d: %s", r.Priority, sel))
 	}
 	return strings.Join(list, ", ")
 }
