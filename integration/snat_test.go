@@ -41,7 +41,7 @@ const natUp = `*filter
 -A PREROUTING -m comment --comment ifisp -j IFISP-ARRIVE
 -A POSTROUTING -m comment --comment ifisp -j IFISP-LEAVE
 -A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
 -A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
 -A IFISP-ARRIVE -i wanb -m comment --comment "ifisp: wanb" -j IFISP-ARRIVE-wanb
 -A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
@@ -87,7 +87,7 @@ const natUp = `*filter
 -A PREROUTING -m comment --comment ifisp -j IFISP-ARRIVE
 -A POSTROUTING -m comment --comment ifisp -j IFISP-LEAVE
 -A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
 -A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
 -A IFISP-ARRIVE -i wanb -m comment --comment "ifisp: wanb" -j IFISP-ARRIVE-wanb
 -A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000

@@ -64,7 +64,7 @@ COMMIT
 :IFISP-LEAVE - [0:0]
 :IFISP-LEAVE-wana - [0:0]
 -A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
 -A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
 -A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
 -A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana

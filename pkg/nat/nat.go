@@ -119,7 +119,7 @@ func arriveHead(mask uint32) []string {
 	restore := fmt.Sprintf("-j CONNMARK --restore-mark --nfmask %s --ctmask %s", m, m)
 	return []string{
 		fmt.Sprintf("-m conntrack --ctdir REPLY -m connmark --mark %s/%s -m comment --comment %s %s", in, in, quote("ifisp: replies of inbound connections"), restore),
-		fmt.Sprintf("-m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/%s -m comment --comment %s %s", in, quote("ifisp: outbound flows"), restore),
+		fmt.Sprintf("-m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/%s -m comment --comment %s %s", in, quote("ifisp: outbound flows, for isp-sticky"), restore),
 	}
 }
 
@@ -222,12 +222,12 @@ func Changes(b Backend, l *Link) (string, error) {
 
 // steps are the tables Up changes.
 func (l *Link) steps() []step {
-	return steps(l.Config, l.guard(), l.snat(), l.arrive(), l.leave())
+	return treeSteps(l.Config, l.guard(), l.snat(), l.arrive(), l.leave())
 }
 
-// steps are the changes of c's chains to these rules (all nil: removed),
-// the IPv4 NAT table's for an inet stanza only.
-func steps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
+// treeSteps are the changes of c's chains to these rules (all nil:
+// removed), the IPv4 NAT table's for an inet stanza only.
+func treeSteps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
 	list := []step{
 		{tree: guardTree, rules: guard},
 		{tree: arriveTree, rules: arrive, head: arriveHead(c.Mark.Mask)},
@@ -244,7 +244,7 @@ func steps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
 // together, each is tried alone, so one that fails does not keep the other
 // from being cleaned, and every error is reported.
 func Down(b Backend, c *stanza.Config) error {
-	steps := steps(c, nil, nil, nil, nil)
+	steps := treeSteps(c, nil, nil, nil, nil)
 	err := apply(b, c.Iface, steps, nil)
 	if err == nil {
 		return err

@@ -451,7 +451,9 @@ func (l *Link) wantRules() []netlink.Rule {
 	for _, p := range c.Sources {
 		want = append(want, from(p, PrioSource))
 	}
-	if c.Inbound {
+	// A 6rd tunnel's connections carry no marks yet: ifisp-snat makes no
+	// chains for it.
+	if c.Inbound && c.SixRD == nil {
 		want = append(want, fwmark(c.Mark.In(), PrioInbound))
 	}
 	if c.Sticky {
