@@ -121,7 +121,7 @@ func TestPackagedWAN(t *testing.T) {
 		{[]string{"ip", "-6", "route"}, "default via 2001:db8:9::1 dev wan0 proto ifisp metric 10 pref medium"},
 		{[]string{"iptables-save", "-t", "nat"}, `-A IFISP-SNAT-wan0 -s 10.9.0.0/24 -o wan0 -m comment --comment "ifisp: wan0 snat" -j SNAT --to-source 192.0.2.2`},
 		{[]string{"iptables-save", "-t", "filter"}, `-A IFISP-GUARD-wan0 -m comment --comment "ifisp: wan0 egress guard" -j DROP`},
-		{[]string{"iptables-save", "-t", "mangle"}, `-A IFISP-LEAVE-wan0 -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wan0 outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000`},
+		{[]string{"iptables-save", "-t", "mangle"}, `-A IFISP-LEAVE-wan0 -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wan0 outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000`},
 	} {
 		got := sh(c.cmd...)
 		if !slices.ContainsFunc(strings.Split(got, "\n"), func(l string) bool { return strings.TrimRight(l, " ") == c.want }) {

@@ -40,16 +40,18 @@ const natUp = `*filter
 :IFISP-LEAVE-wanb - [0:0]
 -A PREROUTING -m comment --comment ifisp -j IFISP-ARRIVE
 -A POSTROUTING -m comment --comment ifisp -j IFISP-LEAVE
--A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m connmark --mark 0x80000000/0x80000000 -m conntrack --ctdir REPLY -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m connmark --mark 0x0/0x80000000 -m conntrack --ctdir ORIGINAL -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
 -A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
 -A IFISP-ARRIVE -i wanb -m comment --comment "ifisp: wanb" -j IFISP-ARRIVE-wanb
--A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
--A IFISP-ARRIVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb inbound" -j CONNMARK --set-xmark 0xe5000000/0xff000000
+-A IFISP-ARRIVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
+-A IFISP-ARRIVE-wanb -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb inbound" -j CONNMARK --set-xmark 0xe5000000/0xff000000
+-A IFISP-LEAVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
 -A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
 -A IFISP-LEAVE -o wanb -m comment --comment "ifisp: wanb" -j IFISP-LEAVE-wanb
--A IFISP-LEAVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
--A IFISP-LEAVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb outbound" -j CONNMARK --set-xmark 0x65000000/0xff000000
+-A IFISP-LEAVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
+-A IFISP-LEAVE-wanb -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb outbound" -j CONNMARK --set-xmark 0x65000000/0xff000000
 *nat
 :IFISP-SNAT - [0:0]
 :IFISP-SNAT-wana - [0:0]
@@ -86,16 +88,18 @@ const natUp = `*filter
 :IFISP-LEAVE-wanb - [0:0]
 -A PREROUTING -m comment --comment ifisp -j IFISP-ARRIVE
 -A POSTROUTING -m comment --comment ifisp -j IFISP-LEAVE
--A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m connmark --mark 0x80000000/0x80000000 -m conntrack --ctdir REPLY -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m connmark --mark 0x0/0x80000000 -m conntrack --ctdir ORIGINAL -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
 -A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
 -A IFISP-ARRIVE -i wanb -m comment --comment "ifisp: wanb" -j IFISP-ARRIVE-wanb
--A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
--A IFISP-ARRIVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb inbound" -j CONNMARK --set-xmark 0xe5000000/0xff000000
+-A IFISP-ARRIVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
+-A IFISP-ARRIVE-wanb -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb inbound" -j CONNMARK --set-xmark 0xe5000000/0xff000000
+-A IFISP-LEAVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
 -A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
 -A IFISP-LEAVE -o wanb -m comment --comment "ifisp: wanb" -j IFISP-LEAVE-wanb
--A IFISP-LEAVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
--A IFISP-LEAVE-wanb -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb outbound" -j CONNMARK --set-xmark 0x65000000/0xff000000
+-A IFISP-LEAVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
+-A IFISP-LEAVE-wanb -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb outbound" -j CONNMARK --set-xmark 0x65000000/0xff000000
 `
 
 // adminNAT is the administrator's own iptables state, which ifisp must

@@ -63,12 +63,14 @@ COMMIT
 :IFISP-ARRIVE-wana - [0:0]
 :IFISP-LEAVE - [0:0]
 :IFISP-LEAVE-wana - [0:0]
--A IFISP-ARRIVE -m conntrack --ctdir REPLY -m connmark --mark 0x80000000/0x80000000 -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/0x80000000 -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m connmark --mark 0x80000000/0x80000000 -m conntrack --ctdir REPLY -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m connmark --mark 0x0/0x80000000 -m conntrack --ctdir ORIGINAL -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
+-A IFISP-ARRIVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
 -A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
--A IFISP-ARRIVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
+-A IFISP-ARRIVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
+-A IFISP-LEAVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
 -A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
--A IFISP-LEAVE-wana -m conntrack --ctstate NEW -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
+-A IFISP-LEAVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
 -I POSTROUTING 1 -m comment --comment ifisp -j IFISP-LEAVE
 -I PREROUTING 1 -m comment --comment ifisp -j IFISP-ARRIVE
 COMMIT

@@ -103,23 +103,30 @@ func (l *Link) leave() []string {
 	return []string{l.setMark("outbound", l.Config.Mark.Out())}
 }
 
-// setMark sets the connection's mark to v, under the mask, on its first
-// packet.
+// setMark sets the connection's mark to v, under the mask, when ifisp's
+// bits of it are still 0. The top chains send only a connection's first
+// packets here (firstOnly).
 func (l *Link) setMark(what string, v uint32) string {
 	mask := connmark.Hex(l.Config.Mark.Mask)
-	return fmt.Sprintf("-m conntrack --ctstate NEW -m connmark --mark 0x0/%s %s -j CONNMARK --set-xmark %s/%s", mask, l.comment(what), connmark.Hex(v), mask)
+	return fmt.Sprintf("-m connmark --mark 0x0/%s %s -j CONNMARK --set-xmark %s/%s", mask, l.comment(what), connmark.Hex(v), mask)
 }
+
+// firstOnly ends a top chain's work for the packets of a connection past
+// its first: no mark is set on them, and no -i or -o jump need be tried.
+var firstOnly = "-m conntrack ! --ctstate NEW -m comment --comment " + quote("ifisp: marks are set on the first packet only") + " -j RETURN"
 
 // arriveHead is IFISP-ARRIVE's own rules, before the jumps to the links'
 // chains: they copy a connection's mark to the packets an `fwmark` rule may
 // route, the reply direction of inbound connections and the original
-// direction of outbound ones, and only ifisp's bits of it.
+// direction of outbound ones, and only ifisp's bits of it (the cheap
+// connmark match first: most packets fail it).
 func arriveHead(mask uint32) []string {
 	m, in := connmark.Hex(mask), connmark.Hex(connmark.InboundBit(mask))
 	restore := fmt.Sprintf("-j CONNMARK --restore-mark --nfmask %s --ctmask %s", m, m)
 	return []string{
-		fmt.Sprintf("-m conntrack --ctdir REPLY -m connmark --mark %s/%s -m comment --comment %s %s", in, in, quote("ifisp: replies of inbound connections"), restore),
-		fmt.Sprintf("-m conntrack --ctdir ORIGINAL -m connmark --mark 0x0/%s -m comment --comment %s %s", in, quote("ifisp: outbound flows, for isp-sticky"), restore),
+		fmt.Sprintf("-m connmark --mark %s/%s -m conntrack --ctdir REPLY -m comment --comment %s %s", in, in, quote("ifisp: replies of inbound connections"), restore),
+		fmt.Sprintf("-m connmark --mark 0x0/%s -m conntrack --ctdir ORIGINAL -m comment --comment %s %s", in, quote("ifisp: outbound flows, for isp-sticky"), restore),
+		firstOnly,
 	}
 }
 
@@ -231,7 +238,7 @@ func treeSteps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
 	list := []step{
 		{tree: guardTree, rules: guard},
 		{tree: arriveTree, rules: arrive, head: arriveHead(c.Mark.Mask)},
-		{tree: leaveTree, rules: leave},
+		{tree: leaveTree, rules: leave, head: []string{firstOnly}},
 	}
 	if c.Family == stanza.Inet {
 		list = append(list, step{tree: snatTree, rules: snat})
