@@ -265,6 +265,19 @@ func badCases() []badCase {
 		c("up negative", v4("isp-check-up -3"), "isp-check-up", "-3"),
 		c("up a word", v4("isp-check-up x"), "isp-check-up", "x"),
 
+		// Connection marks.
+		c("mark 0", v4("isp-mark 0"), "isp-mark", "0"),
+		c("mark too big", v4("isp-mark 128"), "isp-mark", "128"),
+		c("mark a word", v4("isp-mark one"), "isp-mark", "one"),
+		c("mark-mask not hex", v4("isp-mark-mask 255"), "isp-mark-mask", "255"),
+		c("mark-mask two runs", v4("isp-mark-mask 0xff00ff00"), "isp-mark-mask", "0xff00ff00"),
+		c("mark-mask one bit", v4("isp-mark-mask 0x80000000"), "isp-mark-mask", "0x80000000"),
+		c("inbound a word", v4("isp-inbound on"), "isp-inbound", "on"),
+		c("sticky a word", v4("isp-sticky 1"), "isp-sticky", "1"),
+		c("sticky on inet6", v6("isp-sticky yes"), "isp-sticky", "yes"),
+		with(c("mark of wanb, up", v4("isp-mark 101"), "isp-mark", "101"), wanbGateway, "wanb"),
+		with(c("mark-mask not wanb's", v4("isp-mark-mask 0xff0000"), "isp-mark-mask", "0xff0000"), wanbGateway, "wanb"),
+
 		// ifupdown's own options, as ifisp reads them; missing ones.
 		// ifupdown splits `address A/N` into IF_ADDRESS and IF_NETMASK:
 		// A is the value the hooks see.
