@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/watch"
 )
 
 // forwardPort is the port each WAN address forwards to the LAN host's echo
@@ -97,4 +98,28 @@ func TestInboundOff(t *testing.T) {
 		t.Errorf("without wana's inbound rule %d of %d requests to its port forward were answered, want none (left by wanb, dropped by its guard)", r.Received, r.Sent)
 	}
 	noSpoofing(t, l)
+}
+
+// TestInboundWatch: ifisp-watch withdrawing the preferred link and
+// restoring it does the reconcile ifdown and ifup do, and it never breaks
+// the backup's inbound connections either.
+func TestInboundWatch(t *testing.T) {
+	l := newInboundLab(t, lab.Checked(lab.TwoISPs))
+	l.MustIfup("wana", "wanb")
+	w := l.StartWatch(bin)
+	f := inbound(t, l, &l.A)
+	began := time.Now()
+	l.Upstream(&l.B, 4, 1)
+	w.WaitFor("wanb", "inet", watch.Down, true, 5*time.Second)
+	f.recovered(t, began, time.Now(), false)
+
+	f = inbound(t, l, &l.A)
+	began = time.Now()
+	l.Upstream(&l.B, 4, 0)
+	w.WaitFor("wanb", "inet", watch.Up, false, 10*time.Second)
+	f.recovered(t, began, time.Now(), false)
+	noSpoofing(t, l)
+	if err := w.Stop(); err != nil {
+		t.Error(err)
+	}
 }
