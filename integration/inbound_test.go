@@ -51,35 +51,41 @@ func inbound(t *testing.T, l *lab.Lab, isp *lab.ISP) *flows {
 	return f
 }
 
-// TestInbound: connections that arrive by a link are answered by it, the
-// backup's while the other is preferred, and across a failover of the
-// other link, which never breaks them: the reconcile deletes outbound
-// flows only.
+// TestInbound: connections that arrive by a link are answered by it while
+// the other link is preferred, and across a failover of the other link,
+// which never breaks them: the reconcile deletes outbound flows only. Once
+// with ISP B preferred (the lab's way), forwards on A; once with A
+// preferred (wanb's gateway route at metric 2), forwards on B.
 func TestInbound(t *testing.T) {
-	l := newInboundLab(t, lab.TwoISPs)
-	l.MustIfup("wana", "wanb")
-
-	// Port forwards on the backup, across the preferred link's ifdown and
-	// ifup.
-	f := inbound(t, l, &l.A)
-	began := time.Now()
-	l.MustIfdown("wanb")
-	f.recovered(t, began, time.Now(), false)
-	f = inbound(t, l, &l.A)
-	began = time.Now()
-	l.MustIfup("wanb")
-	f.recovered(t, began, time.Now(), false)
-
-	// And on the preferred one across the backup's.
-	f = inbound(t, l, &l.B)
-	began = time.Now()
-	l.MustIfdown("wana")
-	f.recovered(t, began, time.Now(), false)
-	f = inbound(t, l, &l.B)
-	began = time.Now()
-	l.MustIfup("wana")
-	f.recovered(t, began, time.Now(), false)
-	noSpoofing(t, l)
+	for _, tc := range []struct {
+		name         string
+		stanzas      string
+		backup, pref string
+	}{
+		{"on the backup A", lab.TwoISPs, "wana", "wanb"},
+		{"on the backup B", strings.Replace(lab.TwoISPs, "\tgateway 203.0.113.1\n", "\tgateway 203.0.113.1\n\tmetric 2\n", 1), "wanb", "wana"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newInboundLab(t, tc.stanzas)
+			l.MustIfup("wana", "wanb")
+			backup := &l.A
+			if tc.backup == "wanb" {
+				backup = &l.B
+			}
+			if got := carrier(t, l); got == backup.Name {
+				t.Fatalf("LAN traffic leaves by %s, the link meant as the backup", got)
+			}
+			f := inbound(t, l, backup)
+			began := time.Now()
+			l.MustIfdown(tc.pref)
+			f.recovered(t, began, time.Now(), false)
+			f = inbound(t, l, backup)
+			began = time.Now()
+			l.MustIfup(tc.pref)
+			f.recovered(t, began, time.Now(), false)
+			noSpoofing(t, l)
+		})
+	}
 }
 
 // TestInboundOff: without the fwmark rule (isp-inbound no) a port forward
