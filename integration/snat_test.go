@@ -216,7 +216,7 @@ func TestSNATChains(t *testing.T) {
 func TestSNATBadStanza(t *testing.T) {
 	for _, tc := range []struct{ option, want string }{
 		{"snat-from 10.1.0.0/33", `ifisp-snat: wana: snat-from "10.1.0.0/33": 10.1.0.0/33: not a CIDR prefix`},
-		{"snat-from fd00::/8", `ifisp-snat: wana: snat-from "fd00::/8": fd00::/8: not an inet6 prefix (this is an inet stanza)`},
+		{"snat-from fd00::/8", `ifisp-snat: wana: snat-from "fd00::/8": fd00::/8: an inet6 prefix on an inet stanza`},
 		{"snat-to lan0", `ifisp-snat: wana: snat-to "lan0": not an IP address`},
 	} {
 		l := newRouteLab(t)

@@ -5,9 +5,9 @@
 // default, the flows NATed to the other links (but an isp-sticky link's).
 // A link that comes up as the backup costs no conntrack work at all.
 //
-// It acts for inet stanzas only: NAT is IPv4's, and an IPv6 flow's source
-// is its host's own address, which no conntrack delete can move to another
-// link.
+// It acts for inet stanzas, and for inet6 ones with NPTv6 (snat-from): any
+// other IPv6 flow's source is its host's own address, which no conntrack
+// delete can move to another link.
 package main
 
 import (
@@ -22,18 +22,18 @@ import (
 
 func main() {
 	hook.Main("ifisp-conntrack", hook.Phases{
-		"post-up":  inet(took),
-		"pre-down": inet(left),
+		"post-up":  natted(took),
+		"pre-down": natted(left),
 	})
 }
 
-// inet runs f for an inet stanza's link, on a ctnetlink connection.
-func inet(f func(*netlink.Handle, *reconcile.Link) error) hook.Action {
+// natted runs f for the link of a stanza whose flows are NATed.
+func natted(f func(*netlink.Handle, *reconcile.Link) error) hook.Action {
 	return func(h *netlink.Handle, c *stanza.Config) error {
-		if c.Family != stanza.Inet || c.SixRD != nil {
+		if c.SixRD != nil || c.Family == stanza.Inet6 && len(c.SNATFrom) == 0 {
 			return nil
 		}
-		l := &reconcile.Link{Iface: c.Iface, Mark: c.Mark, Sticky: c.Sticky}
+		l := &reconcile.Link{Iface: c.Iface, Family: c.Family, Mark: c.Mark, Sticky: c.Sticky}
 		if nl, err := h.LinkByName(c.Iface); err == nil {
 			l.Index = nl.Attrs().Index
 		}

@@ -243,9 +243,13 @@ func (e *explainer) hook(s *interfaces.Stanza, folder, name, binary string) erro
 	case binary == "ifisp-6rd" && phase == "post-up" && c.SixRD != nil:
 		e.printf("#   %s: the tunnel's 6rd parameters, the address from the delegated prefix, its routing\n", name)
 		return e.sixrd(s, c)
-	case binary == "ifisp-conntrack" && phase == "post-up" && c.Family == stanza.Inet:
+	case binary == "ifisp-conntrack" && phase == "post-up" && c.SixRD == nil && (c.Family == stanza.Inet || len(c.SNATFrom) > 0):
+		f := "ipv4"
+		if c.Family == stanza.Inet6 {
+			f = "ipv6"
+		}
 		e.printf("#   %s: only if %s now has the main table's preferred default: for each other link that is up, not isp-sticky,\n", name, c.Iface)
-		e.printf("#     conntrack -D -f ipv4 --mark ITS-OUTBOUND-MARK/%s --src-nat   (in one kernel request each)\n", connmark.Hex(c.Mark.Mask))
+		e.printf("#     conntrack -D -f %s --mark ITS-OUTBOUND-MARK/%s --src-nat   (in one kernel request each)\n", f, connmark.Hex(c.Mark.Mask))
 	default:
 		e.printf("#   %s: nothing for this stanza here\n", name)
 	}

@@ -79,13 +79,19 @@ func (l *Link) snatTo() netip.Addr {
 	return l.Address
 }
 
-// snat is the link's SNAT chain's rules (IPv4 only; none without
-// snat-from).
+// snat is the link's SNAT chain's rules: none without snat-from; for
+// IPv6, NPTv6 of its ULA prefix onto snat-to's, host bits kept (NETMAP, so
+// that conntrack knows the mapping, and marks and the reconcile work as
+// for IPv4).
 func (l *Link) snat() []string {
 	var rules []string
-	iface := l.Config.Iface
-	for _, p := range l.Config.SNATFrom {
-		rules = append(rules, fmt.Sprintf("-s %s -o %s %s -j SNAT --to-source %s", p.Masked(), iface, l.comment("snat"), l.snatTo()))
+	c := l.Config
+	for _, p := range c.SNATFrom {
+		if c.Family == stanza.Inet6 {
+			rules = append(rules, fmt.Sprintf("-s %s -o %s %s -j NETMAP --to %s", p.Masked(), c.Iface, l.comment("npt"), c.SNATPrefix))
+			continue
+		}
+		rules = append(rules, fmt.Sprintf("-s %s -o %s %s -j SNAT --to-source %s", p.Masked(), c.Iface, l.comment("snat"), l.snatTo()))
 	}
 	return rules
 }
@@ -177,15 +183,19 @@ func (l *Link) guard() []string {
 		for _, p := range l.own() {
 			rules = append(rules, fmt.Sprintf("-m conntrack --ctorigdst %s --ctdir REPLY %s", ctAddr(p), ret))
 		}
+		// NPTv6 decides the source after the filter table, as SNAT does.
+		if p := l.Config.SNATPrefix; p.IsValid() {
+			rules = append(rules, fmt.Sprintf("-m conntrack --ctrepldst %s --ctdir ORIGINAL %s", ctAddr(p), ret))
+		}
 	} else {
 		for _, p := range l.own() {
 			rules = append(rules,
 				fmt.Sprintf("-m conntrack --ctrepldst %s --ctdir ORIGINAL %s", ctAddr(p), ret),
 				fmt.Sprintf("-m conntrack --ctorigdst %s --ctdir REPLY %s", ctAddr(p), ret))
 		}
-		for _, p := range l.Config.SNATFrom {
-			rules = append(rules, fmt.Sprintf("-s %s -m conntrack ! --ctstatus CONFIRMED %s -j RETURN", p.Masked(), l.comment("new flow, SNAT follows")))
-		}
+	}
+	for _, p := range l.Config.SNATFrom {
+		rules = append(rules, fmt.Sprintf("-s %s -m conntrack ! --ctstatus CONFIRMED %s -j RETURN", p.Masked(), l.comment("new flow, SNAT follows")))
 	}
 	return append(rules, l.comment("egress guard")+" -j DROP")
 }
@@ -233,17 +243,14 @@ func (l *Link) steps() []step {
 }
 
 // treeSteps are the changes of c's chains to these rules (all nil:
-// removed), the IPv4 NAT table's for an inet stanza only.
+// removed).
 func treeSteps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
 	list := []step{
 		{tree: guardTree, rules: guard},
 		{tree: arriveTree, rules: arrive, head: arriveHead(c.Mark.Mask)},
 		{tree: leaveTree, rules: leave, head: []string{firstOnly}},
 	}
-	if c.Family == stanza.Inet {
-		list = append(list, step{tree: snatTree, rules: snat})
-	}
-	return list
+	return append(list, step{tree: snatTree, rules: snat})
 }
 
 // Down removes the link's chains, and ifisp's top chains once empty. What

@@ -11,6 +11,9 @@
 // flows; deleting by mark does not, and costs one pass of the kernel over
 // its table instead of a dump to user space and a delete per entry.
 //
+// IPv6 flows are NATed only by NPTv6 (snat-from on an inet6 stanza): the
+// rest keep their own source, which no delete could move to another link.
+//
 // What stays: a link's inbound connections (their own mark), its un-NATed
 // flows (the router's own, from the link's address, which the `from` rules
 // still route by it), and the flows of an isp-sticky link, whose `fwmark`
@@ -42,15 +45,16 @@ type Conn interface {
 	Delete(conntrack.Flow) error
 }
 
-// Link is an IPv4 ISP link as reconcile sees it.
+// Link is an ISP link of one family as reconcile sees it.
 type Link struct {
 	Iface  string
+	Family stanza.Family
 	Index  int // interface index
 	Mark   connmark.Mark
 	Sticky bool // isp-sticky: its NATed flows stay when another link takes the default
 }
 
-// Registered returns the IPv4 links in ifisp-watch's registry (package
+// Registered returns the links in ifisp-watch's registry (package
 // registry) whose interface exists: the links that are up.
 func Registered(h *netlink.Handle) ([]Link, error) {
 	regs, err := registry.List()
@@ -59,11 +63,8 @@ func Registered(h *netlink.Handle) ([]Link, error) {
 	}
 	var links []Link
 	for _, r := range regs {
-		if r.Family != stanza.Inet {
-			continue
-		}
 		if nl, err := h.LinkByName(r.Iface); err == nil {
-			links = append(links, Link{Iface: r.Iface, Index: nl.Attrs().Index, Mark: r.Mark, Sticky: r.Sticky})
+			links = append(links, Link{Iface: r.Iface, Family: r.Family, Index: nl.Attrs().Index, Mark: r.Mark, Sticky: r.Sticky})
 		}
 	}
 	return links, nil
@@ -72,28 +73,28 @@ func Registered(h *netlink.Handle) ([]Link, error) {
 // Left deletes the flows NATed to l, in one request: run once l's
 // main-table default is gone (if-down.d, or ifisp-watch withdrew it).
 func Left(ct Conn, l Link) error {
-	if err := ct.FlushFilter(natted(l.Mark)); err != nil {
+	if err := ct.FlushFilter(natted(l)); err != nil {
 		return fmt.Errorf("deleting the conntrack entries NATed to %s (mark %s/%s): %w", l.Iface, connmark.Hex(l.Mark.Out()), connmark.Hex(l.Mark.Mask), err)
 	}
 	return nil
 }
 
 // Took runs once l's main-table default is in (if-up.d, or ifisp-watch
-// restored it). When l is not the preferred default now, no flow moved and
-// it does nothing. When it is, the flows NATed to each of the others now
-// route by l: they are deleted, one request per link (a sticky link's
-// stay). So are l's own un-NATed flows from sources that are not l's: a
+// restored it). When l is not the preferred default of its family now, no
+// flow moved and it does nothing. When it is, the flows NATed to each of
+// the others of the family now route by l: they are deleted, one request
+// per link (a sticky link's stay). So are l's own un-NATed flows from sources that are not l's: a
 // flow that left by l before its SNAT rule was in (inet dhcp, whose address
 // if-up.d only learns) carries no mapping and never would. It returns how
 // many of those it deleted.
 func Took(h *netlink.Handle, ct Conn, l Link, others []Link) (int, error) {
-	pref, err := policy.Preferred(h, stanza.Inet)
+	pref, err := policy.Preferred(h, l.Family)
 	if err != nil || pref != l.Index {
 		return 0, err
 	}
 	var errs []error
 	for _, o := range others {
-		if o.Index != l.Index && !o.Sticky {
+		if o.Family == l.Family && o.Index != l.Index && !o.Sticky {
 			errs = append(errs, Left(ct, o))
 		}
 	}
@@ -101,21 +102,29 @@ func Took(h *netlink.Handle, ct Conn, l Link, others []Link) (int, error) {
 	return n, errors.Join(append(errs, err)...)
 }
 
-// natted filters the IPv4 flows that left by the link of m and were
-// source-NATed.
-func natted(m connmark.Mark) conntrack.Filter {
-	return conntrack.NewFilter().Family(netfilter.ProtoIPv4).
-		Mark(m.Out()).MarkMask(m.Mask).Status(conntrack.StatusSrcNAT)
+// natted filters the flows of l's family that left by l and were
+// source-NATed (SNAT, or NPTv6).
+func natted(l Link) conntrack.Filter {
+	return outbound(l).Status(conntrack.StatusSrcNAT)
 }
 
-// deleteUnNATed deletes l's un-NATed IPv4 flows whose source is not one of
-// l's (its addresses, its `from` rules' prefixes).
+// outbound filters the flows of l's family that left by l.
+func outbound(l Link) conntrack.Filter {
+	proto := netfilter.ProtoIPv4
+	if l.Family == stanza.Inet6 {
+		proto = netfilter.ProtoIPv6
+	}
+	return conntrack.NewFilter().Family(proto).Mark(l.Mark.Out()).MarkMask(l.Mark.Mask)
+}
+
+// deleteUnNATed deletes l's un-NATed flows whose source is not one of l's
+// (its addresses, its `from` rules' prefixes).
 func deleteUnNATed(h *netlink.Handle, ct Conn, l Link) (int, error) {
 	wans, err := policy.ReadWANs(h)
 	if err != nil {
 		return 0, err
 	}
-	flows, err := Dump(ct, conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(l.Mark.Out()).MarkMask(l.Mark.Mask))
+	flows, err := Dump(ct, outbound(l))
 	if err != nil {
 		return 0, err
 	}

@@ -73,7 +73,10 @@ type Config struct {
 	Sources  []netip.Prefix // isp-source
 	Throw    []netip.Prefix // isp-throw, defaulted per family
 	SNATFrom []netip.Prefix // snat-from
-	SNATTo   netip.Addr     // snat-to; invalid means the stanza's address
+	SNATTo   netip.Addr     // snat-to of an inet stanza; invalid means the stanza's address
+	// SNATPrefix is snat-to of an inet6 stanza: the prefix snat-from's
+	// ULA prefix maps to (NPTv6).
+	SNATPrefix netip.Prefix
 
 	Check         []netip.Addr  // isp-check
 	CheckInterval time.Duration // isp-check-interval

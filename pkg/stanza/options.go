@@ -39,9 +39,6 @@ type Option struct {
 	wrongFamily string
 }
 
-// natIPv4Only is what is wrong with a snat-* option on an inet6 stanza.
-const natIPv4Only = "NAT is IPv4 only (move it to the interface's inet stanza)"
-
 // options is the single source of truth: every ifisp option, in the order
 // they are parsed and documented.
 var options = []Option{
@@ -59,10 +56,10 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) (err error) { c.Sources, err = c.prefixes(v); return err }},
 	{Name: "isp-throw", Default: "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 (inet), fc00::/7 (inet6)", Value: "CIDR list", Doc: "destinations sent back to the main table",
 		parse: func(c *Config, v, _ string) (err error) { c.Throw, err = c.prefixes(v); return err }},
-	{Name: "snat-from", Family: Inet, wrongFamily: natIPv4Only, Value: "CIDR list", Doc: "inside ranges NATed to this link's address on the way out (IPv4)",
+	{Name: "snat-from", Value: "CIDR list", Doc: "inside ranges NATed to this link's address on the way out (IPv4); on an inet6 stanza, one ULA prefix (fc00::/7) mapped prefix for prefix to snat-to's (NPTv6, off unless given)",
 		parse: func(c *Config, v, _ string) (err error) { c.SNATFrom, err = c.prefixes(v); return err }},
-	{Name: "snat-to", Family: Inet, wrongFamily: natIPv4Only, Default: "the stanza's address", Value: "address", Doc: "the address to NAT to",
-		parse: func(c *Config, v, _ string) (err error) { c.SNATTo, err = c.addr(v); return err }},
+	{Name: "snat-to", Default: "the stanza's address (inet)", Value: "address (inet), prefix (inet6)", Doc: "the address to NAT to; on an inet6 stanza, the prefix of this ISP's that snat-from's maps to, of the same length",
+		parse: func(c *Config, v, _ string) (err error) { return c.setSNATTo(v) }},
 	{Name: "isp-check", Default: "the gateway", Value: "address list", Doc: "targets the health monitor probes through this link",
 		parse: func(c *Config, v, _ string) (err error) { c.Check, err = c.addrs(v); return err }},
 	{Name: "isp-check-interval", Default: DefaultCheckInterval.String(), Value: "duration", Doc: "probe period",
@@ -143,7 +140,7 @@ func (c *Config) addr(v string) (netip.Addr, error) {
 		return netip.Addr{}, errors.New("not an IP address")
 	}
 	if !c.Family.Contains(a) {
-		return netip.Addr{}, fmt.Errorf("not an %s address (this is an %s stanza)", familyName(a), c.Family)
+		return netip.Addr{}, fmt.Errorf("an %s address on an %s stanza", familyName(a), c.Family)
 	}
 	return a, nil
 }
@@ -176,7 +173,7 @@ func (c *Config) prefixes(v string) ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("%s: %v", f, err)
 		}
 		if !c.Family.Contains(p.Addr()) {
-			return nil, fmt.Errorf("%s: not an %s prefix (this is an %s stanza)", f, familyName(p.Addr()), c.Family)
+			return nil, fmt.Errorf("%s: an %s prefix on an %s stanza", f, familyName(p.Addr()), c.Family)
 		}
 		for _, o := range list {
 			if o == p {
@@ -256,6 +253,20 @@ func duration(v string) (time.Duration, error) {
 		return 0, errors.New("not a positive duration (e.g. 200ms, 1s)")
 	}
 	return d, nil
+}
+
+// setSNATTo parses snat-to: an address on an inet stanza, a prefix on an
+// inet6 one.
+func (c *Config) setSNATTo(v string) (err error) {
+	if c.Family == Inet {
+		c.SNATTo, err = c.addr(v)
+		return err
+	}
+	c.SNATPrefix, err = prefix(v)
+	if err == nil && !c.Family.Contains(c.SNATPrefix.Addr()) {
+		return errors.New("not an IPv6 prefix (NPTv6 maps snat-from to it)")
+	}
+	return err
 }
 
 // markID parses isp-mark; whether it fits the mask is checked once the

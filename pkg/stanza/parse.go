@@ -221,7 +221,7 @@ func (c *Config) address(v, netmask string) (netip.Prefix, error) {
 			return netip.Prefix{}, errors.New("not an address with prefix length")
 		}
 		if !c.Family.Contains(p.Addr()) {
-			return netip.Prefix{}, fmt.Errorf("not an %s address (this is an %s stanza)", familyName(p.Addr()), c.Family)
+			return netip.Prefix{}, fmt.Errorf("an %s address on an %s stanza", familyName(p.Addr()), c.Family)
 		}
 		return p, nil
 	}
@@ -297,6 +297,9 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 		}
 	}
 	c.checkGateway(has, failed, bad)
+	if c.Family == Inet6 && has("snat-from") && !failed["snat-from"] && !failed["snat-to"] {
+		c.checkNPT(given, has, bad)
+	}
 	if max := connmark.MaxID(c.Mark.Mask); c.Mark.ID > max && !failed["isp-mark"] && !failed["isp-mark-mask"] && !failed["isp-table"] {
 		if has("isp-mark") {
 			bad("isp-mark", given["isp-mark"], "does not fit isp-mark-mask %s (ids 1 to %d)", connmark.Hex(c.Mark.Mask), max)
@@ -345,6 +348,26 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 		bad("6rd-lan", given["6rd-lan"], "the delegated prefix is a single /64: subnet id must be 0")
 	case bits < 64 && s.LANSubnet>>bits != 0:
 		bad("6rd-lan", given["6rd-lan"], "subnet id %x does not fit in the /%d delegated prefix (at most %x)", s.LANSubnet, delegated, uint64(1)<<bits-1)
+	}
+}
+
+// ula is where an inet6 snat-from must lie: ifisp translates unique local
+// addresses only, never global ones.
+var ula = netip.MustParsePrefix("fc00::/7")
+
+// checkNPT checks an inet6 stanza's NPTv6: one ULA prefix in snat-from,
+// mapped to a snat-to prefix of the same length.
+func (c *Config) checkNPT(given map[string]string, has func(string) bool, bad func(option, value, format string, args ...any)) {
+	from := c.SNATFrom[0]
+	switch {
+	case len(c.SNATFrom) > 1:
+		bad("snat-from", given["snat-from"], "one prefix on an inet6 stanza (NPTv6 maps one ULA prefix to one of the ISP's)")
+	case !ula.Contains(from.Addr()) || from.Bits() < ula.Bits():
+		bad("snat-from", given["snat-from"], "not a unique local prefix (fc00::/7): ifisp translates ULA sources only, a global address keeps its own")
+	case !has("snat-to"):
+		bad("snat-to", "", "missing: an inet6 snat-from maps to a prefix of this ISP's, give it (a /%d)", from.Bits())
+	case c.SNATPrefix.Bits() != from.Bits():
+		bad("snat-to", given["snat-to"], "a /%d, but snat-from %s is a /%d: NPTv6 maps prefix to prefix of one length", c.SNATPrefix.Bits(), from, from.Bits())
 	}
 }
 

@@ -113,7 +113,7 @@ type Link struct {
 	// with the latest ifup yet).
 	Health *Health `json:"health"`
 
-	// SNAT are the link's SNAT rules (snat-from, IPv4) with their
+	// SNAT are the link's SNAT rules (snat-from; NPTv6 on IPv6) with their
 	// counters. Empty, never null.
 	SNAT []SNAT `json:"snat"`
 	// GuardDropped is what the link's egress guard dropped (packets that
@@ -184,8 +184,11 @@ type Health struct {
 type SNAT struct {
 	// From is the inside range (snat-from).
 	From netip.Prefix `json:"from"`
-	// To is the address it is NATed to.
+	// To is the address it is NATed to; "" for NPTv6.
 	To netip.Addr `json:"to"`
+	// ToPrefix is the prefix NPTv6 maps it to (an inet6 stanza's
+	// snat-to); "" for SNAT.
+	ToPrefix netip.Prefix `json:"to_prefix"`
 	Counter
 }
 
@@ -423,6 +426,7 @@ var saveRule = regexp.MustCompile(`^\[(\d+):(\d+)\] -A (\S+) (.*)$`)
 var (
 	sourceOpt  = regexp.MustCompile(`(?:^| )-s (\S+)`)
 	toSourceOp = regexp.MustCompile(`--to-source (\S+)`)
+	netmapTo   = regexp.MustCompile(`-j NETMAP --to (\S+)`)
 )
 
 // counters reads the link's SNAT and guard counters from iptables-save
@@ -449,6 +453,10 @@ func (l *Link) counters(save string) {
 			from, _ := netip.ParsePrefix(firstSubmatch(sourceOpt, rule))
 			to, _ := netip.ParseAddr(firstSubmatch(toSourceOp, rule))
 			l.SNAT = append(l.SNAT, SNAT{From: from, To: to, Counter: c})
+		case table == "nat" && chain == snat && strings.Contains(rule, "-j NETMAP"):
+			from, _ := netip.ParsePrefix(firstSubmatch(sourceOpt, rule))
+			to, _ := netip.ParsePrefix(firstSubmatch(netmapTo, rule))
+			l.SNAT = append(l.SNAT, SNAT{From: from, ToPrefix: to, Counter: c})
 		case table == "filter" && chain == guard && strings.HasSuffix(rule, "-j DROP"):
 			l.GuardDropped = &c
 		}

@@ -113,11 +113,15 @@ COMMIT
 *nat
 [3:252] -A IFISP-SNAT-wana -s 10.1.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
 [1:60] -A IFISP-SNAT-wanb -s 10.1.0.0/24 -o wanb -m comment --comment "ifisp: wanb snat" -j SNAT --to-source 203.0.113.2
+[4:320] -A IFISP-SNAT-wana -s fd00:1::/64 -o wana -m comment --comment "ifisp: wana npt" -j NETMAP --to 2001:db8:a:100::/64
 COMMIT
 `
 	l := &Link{Iface: "wana", SNAT: []SNAT{}}
 	l.counters(save)
-	want := []SNAT{{From: netip.MustParsePrefix("10.1.0.0/24"), To: netip.MustParseAddr("198.51.100.2"), Counter: Counter{3, 252}}}
+	want := []SNAT{
+		{From: netip.MustParsePrefix("10.1.0.0/24"), To: netip.MustParseAddr("198.51.100.2"), Counter: Counter{3, 252}},
+		{From: netip.MustParsePrefix("fd00:1::/64"), ToPrefix: netip.MustParsePrefix("2001:db8:a:100::/64"), Counter: Counter{4, 320}},
+	}
 	if d := cmp.Diff(want, l.SNAT, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
 		t.Errorf("snat (-want +got):\n%s", d)
 	}

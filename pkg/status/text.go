@@ -40,7 +40,11 @@ func Write(w io.Writer, s *Status) error {
 		row("main", "%s", routes(l.MainDefaults))
 		row("health", "%s", health(l, s.Monitor))
 		for _, n := range l.SNAT {
-			row("snat", "%s -> %s: %s", n.From, n.To, counter(n.Counter))
+			to := n.To.String()
+			if n.ToPrefix.IsValid() {
+				to = n.ToPrefix.String() + " (NPTv6)"
+			}
+			row("snat", "%s -> %s: %s", n.From, to, counter(n.Counter))
 		}
 		if l.GuardDropped != nil {
 			row("guard", "%s dropped", counter(*l.GuardDropped))

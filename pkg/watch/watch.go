@@ -32,7 +32,6 @@ import (
 	"github.com/ifisp/ifisp/pkg/reconcile"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
-	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
 // Options configures Run.
@@ -420,7 +419,7 @@ func (d *daemon) transition(l *link, old State, reason string) {
 }
 
 // apply withdraws and restores main-table defaults as the links' states and
-// the last-resort rule want, then reconciles conntrack if IPv4 routes moved.
+// the last-resort rule want, then reconciles conntrack for the links that moved.
 // It returns what it did, for the log.
 func (d *daemon) apply() []string {
 	keys := d.keys()
@@ -430,7 +429,7 @@ func (d *daemon) apply() []string {
 		cands[i] = candidate{family: string(l.reg.Family), state: l.health.state, defaults: len(l.reg.Defaults) > 0}
 	}
 	var did []string
-	var left, took []*link // IPv4 links whose defaults went, came
+	var left, took []*link // links whose defaults went, came
 	for i, want := range withdrawals(cands) {
 		l := d.links[keys[i]]
 		if want == l.withdrawn && !l.unsure {
@@ -454,9 +453,9 @@ func (d *daemon) apply() []string {
 			verb = "withdrawn"
 		}
 		did = append(did, fmt.Sprintf("%s %s: %d main-table defaults %s", l.reg.Iface, l.reg.Family, n, verb))
-		if l.reg.Family == stanza.Inet && want {
+		if want {
 			left = append(left, l)
-		} else if l.reg.Family == stanza.Inet {
+		} else {
 			took = append(took, l)
 		}
 	}
@@ -483,18 +482,18 @@ func (d *daemon) reconcile(left, took []*link) error {
 	if err != nil {
 		return err
 	}
-	byIface := map[string]reconcile.Link{}
+	byKey := map[string]reconcile.Link{}
 	for _, l := range all {
-		byIface[l.Iface] = l
+		byKey[l.Iface+" "+string(l.Family)] = l
 	}
 	var errs []error
 	for _, l := range left {
-		if rl, ok := byIface[l.reg.Iface]; ok {
+		if rl, ok := byKey[l.reg.Key()]; ok {
 			errs = append(errs, reconcile.Left(ct, rl))
 		}
 	}
 	for _, l := range took {
-		if rl, ok := byIface[l.reg.Iface]; ok {
+		if rl, ok := byKey[l.reg.Key()]; ok {
 			_, err := reconcile.Took(d.h, ct, rl, all)
 			errs = append(errs, err)
 		}
