@@ -9,14 +9,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
-	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -27,12 +26,16 @@ type Plan struct {
 	Delegated netip.Prefix // the customer's delegated prefix
 	NextHop   netip.Addr   // ::<relay>, the default route's gateway
 	// Address is the router's address from the delegated prefix: on the
-	// LAN interface (its /64's ::1) with 6rd-lan, else on the tunnel
-	// (<delegated>::1 with the 6rd prefix's length, so the domain's other
-	// routers are reached directly through the tunnel).
+	// LAN interface (its /64's ::1) with isp-lan (6rd-lan), else on the
+	// tunnel (<delegated>::1 with the 6rd prefix's length, so the domain's
+	// other routers are reached directly through the tunnel).
 	Address netip.Prefix
-	OnLAN   bool
+	// LAN is the LAN's /64 with isp-lan, the zero Subnet without.
+	LAN lan.Subnet
 }
+
+// OnLAN reports whether the router's address is on the LAN interface.
+func (p Plan) OnLAN() bool { return p.LAN.Iface != "" }
 
 // NewPlan computes the plan of stanza c for the IPv4 address v4.
 func NewPlan(c *stanza.Config, v4 netip.Addr) (Plan, error) {
@@ -42,12 +45,11 @@ func NewPlan(c *stanza.Config, v4 netip.Addr) (Plan, error) {
 		return Plan{}, fmt.Errorf("%s: 6rd-prefix %s: %w", c.Iface, s.Prefix, err)
 	}
 	p := Plan{Local: v4, Delegated: delegated, NextHop: sixrd.RelayNextHop(s.Relay)}
-	if s.LANIface != "" {
-		subnet, err := sixrd.Subnet(delegated, s.LANSubnet)
-		if err != nil {
-			return Plan{}, fmt.Errorf("%s: 6rd-lan %s: %w", c.Iface, s.LANIface, err)
+	if c.LAN != nil {
+		if p.LAN, err = lan.Plan(c, delegated); err != nil {
+			return Plan{}, err
 		}
-		p.Address, p.OnLAN = netip.PrefixFrom(sixrd.LANAddr(subnet), 64), true
+		p.Address = p.LAN.Address()
 	} else {
 		p.Address = netip.PrefixFrom(sixrd.LANAddr(netip.PrefixFrom(delegated.Addr(), 64)), s.Prefix.Bits())
 	}
@@ -64,7 +66,7 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 	case s.LocalIface != "":
 		link, err := h.LinkByName(s.LocalIface)
 		if err != nil {
-			return netip.Addr{}, noInterface(c, "6rd-local", s.LocalIface)
+			return netip.Addr{}, lan.NoInterface(c, "6rd-local", s.LocalIface)
 		}
 		addrs, err := h.AddrList(link, netlink.FAMILY_V4)
 		if err != nil {
@@ -83,19 +85,13 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 }
 
 // Check makes, in if-pre-up.d, the checks of Up that can be made before
-// ifupdown creates the tunnel: the interfaces 6rd-lan and 6rd-local name
-// exist, the tunnel's name is free, and the ISP table and metric are free
+// ifupdown creates the tunnel: the interface 6rd-local names exists (the
+// LAN's is lan.Check's), the tunnel's name is free, and the ISP table and metric are free
 // (policy.Check). A sit tunnel of the stanza's name left by an ifup that
 // was killed before it could fail cleanly is deleted: ifupdown is about to
 // create it, and could not.
 func Check(h *netlink.Handle, c *stanza.Config) error {
-	s := c.SixRD
-	if s.LANIface != "" {
-		if _, err := h.LinkByName(s.LANIface); err != nil {
-			return noInterface(c, "6rd-lan", s.LANIface)
-		}
-	}
-	if s.LocalIface != "" {
+	if c.SixRD.LocalIface != "" {
 		// The interface, and the IPv4 address the prefix is made from.
 		if _, err := localIPv4(h, c, netip.Addr{}); err != nil {
 			return err
@@ -110,11 +106,6 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 		}
 	}
 	return policy.Check(h, c)
-}
-
-// noInterface is the problem of an option that names a missing interface.
-func noInterface(c *stanza.Config, option, iface string) error {
-	return stanza.Errorf(c.Iface, option, iface, "no such interface (fix the name, or bring the interface up before this stanza)")
 }
 
 // deleteTunnel deletes a tunnel; one already gone counts as deleted.
@@ -132,7 +123,7 @@ func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 // ifupdown takes the stanza for down after a failed if-up.d, and its next
 // ifup must be able to create the tunnel again.
 func Up(h *netlink.Handle, c *stanza.Config) error {
-	_, rerun := published(c)
+	_, rerun := lan.Read(fileName(c))
 	err := up(h, c)
 	if err == nil || rerun {
 		return err
@@ -164,37 +155,33 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	if err != nil {
 		return err
 	}
-	var lan netlink.Link
-	if plan.OnLAN {
-		if lan, err = h.LinkByName(c.SixRD.LANIface); err != nil {
-			return noInterface(c, "6rd-lan", c.SixRD.LANIface)
-		}
+	if err := lan.Check(h, c); err != nil {
+		return err
 	}
 	// A re-run after the IPv4 address changed: the old prefix goes first.
 	// An unchanged one stays, so a re-run never blinks the LAN's address.
-	if old, ok := published(c); ok && (old.delegated != plan.Delegated || old.address != plan.Address) {
-		if err := removePublished(h, c); err != nil {
+	if old, ok := lan.Read(fileName(c)); ok && (old.Prefix != plan.Delegated || old.Address != plan.Address) {
+		if err := lan.Unpublish(h, c.Iface, fileName(c)); err != nil {
 			return err
 		}
 	}
 	if err := set6rd(sit, c.SixRD.Prefix, v4, c.SixRD.IPv4MaskLen); err != nil {
 		return fmt.Errorf("%s: setting the 6rd parameters: %w", c.Iface, err)
 	}
-	addrLink := netlink.Link(sit)
-	if plan.OnLAN {
-		addrLink = lan
+	dev := c.Iface
+	if plan.OnLAN() {
+		dev = plan.LAN.Iface
 	}
-	if err := h.AddrReplace(addrLink, &netlink.Addr{IPNet: ipNet(plan.Address)}); err != nil {
-		return fmt.Errorf("%s: adding %s to %s: %w", c.Iface, plan.Address, addrLink.Attrs().Name, err)
-	}
-	if err := rundir.Write(fileName(c), []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\n",
-		plan.Delegated, plan.Address, addrLink.Attrs().Name))); err != nil {
-		return fmt.Errorf("%s: publishing the delegated prefix: %w", c.Iface, err)
+	if err := lan.Publish(h, c.Iface, fileName(c), lan.Published{Prefix: plan.Delegated, Address: plan.Address, Dev: dev}); err != nil {
+		return err
 	}
 	if c.Table == 0 {
 		return mainDefault(h, sit, plan, c)
 	}
 	routed := *c
+	if plan.OnLAN() {
+		routed = *lan.Routed(c, plan.LAN)
+	}
 	routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), plan.Delegated)
 	return policy.Up(h, &policy.Link{Config: &routed, Index: sit.Attrs().Index, Address: plan.Address.Addr(), Gateway: plan.NextHop})
 }
@@ -205,8 +192,8 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 	var errs []error
 	if c.Table != 0 {
 		routed := *c
-		if p, ok := published(c); ok {
-			routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), p.delegated)
+		if p, ok := lan.Read(fileName(c)); ok {
+			routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), p.Prefix)
 		}
 		l, err := policy.Resolve(h, &routed)
 		if err == nil {
@@ -214,7 +201,7 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 		}
 		errs = append(errs, err)
 	}
-	errs = append(errs, removePublished(h, c))
+	errs = append(errs, lan.Unpublish(h, c.Iface, fileName(c)))
 	return errors.Join(errs...)
 }
 
@@ -232,50 +219,7 @@ func mainDefault(h *netlink.Handle, sit netlink.Link, plan Plan, c *stanza.Confi
 	return nil
 }
 
-type publishedFile struct {
-	delegated netip.Prefix
-	address   netip.Prefix
-	dev       string
-}
-
 func fileName(c *stanza.Config) string { return "6rd." + c.Iface }
-
-// published reads back what Up published for the stanza.
-func published(c *stanza.Config) (publishedFile, bool) {
-	b, err := rundir.Read(fileName(c))
-	if err != nil || b == nil {
-		return publishedFile{}, false
-	}
-	var p publishedFile
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "prefix":
-			p.delegated, _ = netip.ParsePrefix(v)
-		case "address":
-			p.address, _ = netip.ParsePrefix(v)
-		case "dev":
-			p.dev = v
-		}
-	}
-	return p, p.delegated.IsValid()
-}
-
-// removePublished removes the address of the published prefix (when its
-// interface is still there) and the file.
-func removePublished(h *netlink.Handle, c *stanza.Config) error {
-	p, ok := published(c)
-	if !ok {
-		return nil
-	}
-	if link, err := h.LinkByName(p.dev); err == nil && p.address.IsValid() {
-		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(p.address)}); err != nil &&
-			!errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("%s: removing %s from %s: %w", c.Iface, p.address, p.dev, err)
-		}
-	}
-	return rundir.Remove(fileName(c))
-}
 
 // set6rd sets the sit device's 6rd prefix and relay prefix over netlink
 // (vishvananda/netlink's Sittun has no 6rd fields). A changelink resets
