@@ -137,6 +137,9 @@ func (li *lanIface) run(ctx context.Context) {
 			return
 		}
 		failed = ""
+		// Silent while it listens: a change that comes meanwhile is
+		// announced when the listening ends.
+		quietUntil = time.Now().Add(listenFirst)
 		go read(ctx, s.conn, packets)
 		// Other routers answer a solicitation: hear them before speaking.
 		s.conn.WriteTo(&ndp.RouterSolicitation{}, nil, allRouters)

@@ -1,0 +1,210 @@
+package integration
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/ra"
+	"github.com/ifisp/ifisp/pkg/watch"
+)
+
+// raLab is the lab with IPv6 on the LAN: both ISPs' inet6 stanzas number
+// lan0 from their delegated prefixes (isp-lan), ifisp-watch runs and
+// advertises them, and the LAN host is a SLAAC host that has configured
+// an address from each. It returns the lab, the monitor, what the LAN host
+// hears of advertisements, and its two addresses.
+func raLab(t testing.TB) (*lab.Lab, *lab.Watch, *lab.RACapture) {
+	t.Helper()
+	l := lab.New(t)
+	l.Install(bin)
+	l.Interfaces(lab.Checked(l.WithLAN6(lab.TwoISPs, "isp-rdnss 2001:db8:ffff::53")))
+	l.SLAACHost()
+	l.Whoami()
+	l.MustIfup("wana", "wanb")
+	cap := l.CaptureRAs()
+	w := l.StartWatch(bin)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		addrs := l.HostAddrs6()
+		if hostAddr(addrs, l.A.LAN6()).IsValid() && hostAddr(addrs, l.B.LAN6()).IsValid() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the LAN host has no SLAAC address from each of %s and %s after 10s: %v\nadvertisements heard: %+v\nifisp-watch:\n%s",
+				l.A.LAN6(), l.B.LAN6(), addrs, cap.Since(time.Time{}), w.Log())
+		}
+	}
+	return l, w, cap
+}
+
+// hostAddr returns the LAN host's address in p, if it has one.
+func hostAddr(addrs map[netip.Addr]bool, p netip.Prefix) netip.Addr {
+	for a := range addrs {
+		if p.Contains(a) {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// lifetimes says what an advertisement announces of p: "-" when it does
+// not announce it, else "valid/preferred" in seconds.
+func lifetimes(r lab.RA, p netip.Prefix) string {
+	o, ok := r.Prefix(p)
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", int(o.Valid.Seconds()), int(o.Preferred.Seconds()))
+}
+
+var (
+	full       = fmt.Sprintf("%d/%d", int(ra.ValidLifetime.Seconds()), int(ra.PreferredLifetime.Seconds()))
+	deprecated = fmt.Sprintf("%d/0", int(ra.ValidLifetime.Seconds()))
+)
+
+// waitRA waits (timeout at most) for the first advertisement after since
+// that says of A's and B's prefixes what want says, and fails the test
+// with every advertisement heard since when none does.
+func waitRA(t *testing.T, l *lab.Lab, w *lab.Watch, cap *lab.RACapture, since time.Time, timeout time.Duration, what string, wantA, wantB func(string) bool) lab.RA {
+	t.Helper()
+	r, ok := cap.WaitFor(since, timeout, func(r lab.RA) bool {
+		return wantA(lifetimes(r, l.A.LAN6())) && wantB(lifetimes(r, l.B.LAN6()))
+	})
+	if !ok {
+		var heard []string
+		for _, r := range cap.Since(since) {
+			heard = append(heard, fmt.Sprintf("%s from %s: A %s, B %s, router %s", r.At.Format("15:04:05.000"), r.Src, lifetimes(r, l.A.LAN6()), lifetimes(r, l.B.LAN6()), r.RouterLifetime))
+		}
+		t.Fatalf("%s: no such advertisement within %s; heard:\n%s\nifisp-watch:\n%s", what, timeout, strings.Join(heard, "\n"), w.Log())
+	}
+	return r
+}
+
+func is(s string) func(string) bool { return func(got string) bool { return got == s } }
+
+// deprecatedNow accepts a deprecated prefix whose valid lifetime may have
+// run down since it left the registry.
+func deprecatedNow(got string) bool { return strings.HasSuffix(got, "/0") && got != "-" }
+
+// firstVia waits (timeout at most) for the LAN host's first new TCP
+// connection, started at or after from, that the internet host saw coming
+// from prefix p, and returns when its answer came.
+func firstVia(t testing.TB, d *lab.Dialer, from time.Time, p netip.Prefix, timeout time.Duration, what string) time.Time {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if dl, ok := d.FirstFrom(from, p); ok {
+			return dl.Done
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no new connection from %s answered within %s; answered since: %+v", what, p, timeout, d.Answered(from, time.Now()))
+		}
+	}
+}
+
+// TestRAFailover is the IPv6 story end to end: a SLAAC host on
+// the LAN numbered from both ISPs, B preferred. B's upstream dies (carrier
+// up): B's prefix is deprecated in the very next advertisement, and new
+// connections leave by A with A's prefix; B heals: full lifetimes, B again.
+// ifdown of B: the same, its prefix deprecated with the valid lifetime
+// running down. Both upstreams dead: nothing deprecated. No packet leaves
+// by an ISP with the other's prefix (the ISPs' spoof filters count them).
+func TestRAFailover(t *testing.T) {
+	l, w, cap := raLab(t)
+	pa, pb := l.A.LAN6(), l.B.LAN6()
+
+	// What ifup made of isp-lan: the router's ::1 of each /64 on lan0, and
+	// the throw route that keeps the LAN's /64 out of the ISP table.
+	lan0 := l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0", "scope", "global")
+	for _, isp := range l.ISPs() {
+		want := netip.PrefixFrom(isp.LAN6().Addr().Next(), 64).String()
+		if !strings.Contains(lan0, "inet6 "+want+" ") {
+			t.Errorf("lan0 lacks %s:\n%s", want, lan0)
+		}
+		table := l.Must(l.Router, "ip", "-6", "route", "show", "table", isp.Name)
+		if !strings.Contains(table, "throw "+isp.LAN6().String()+" dev lo proto ifisp") {
+			t.Errorf("table %s lacks the throw route of %s:\n%s", isp.Name, isp.LAN6(), table)
+		}
+	}
+	// Both announced with full lifetimes, B's (the preferred ISP's) last,
+	// the resolver with them, the router a default router.
+	r := waitRA(t, l, w, cap, time.Time{}, 5*time.Second, "both ISPs up", is(full), is(full))
+	if r.Prefixes[len(r.Prefixes)-1].Prefix != pb || r.RouterLifetime != ra.RouterLifetime {
+		t.Errorf("first advertisement: prefixes %+v, router lifetime %s; want B's last, %s", r.Prefixes, r.RouterLifetime, ra.RouterLifetime)
+	}
+	if len(r.RDNSS) != 1 || r.RDNSS[0].Lifetime != ra.RDNSSLifetime || len(r.RDNSS[0].Servers) != 1 || r.RDNSS[0].Servers[0] != netip.MustParseAddr("2001:db8:ffff::53") {
+		t.Errorf("first advertisement's RDNSS: %+v, want 2001:db8:ffff::53 for %s", r.RDNSS, ra.RDNSSLifetime)
+	}
+
+	d := l.StartDialer(4000) // 80 s of new connections at most
+	defer d.Stop()
+	start := time.Now()
+	firstVia(t, d, start, pb, 5*time.Second, "both up")
+
+	// B's upstream dies behind a modem that keeps carrier.
+	l.Upstream(&l.B, 6, 0)
+	cut := time.Now()
+	l.Upstream(&l.B, 6, 1)
+	w.WaitFor("wanb", "inet6", watch.Down, true, 10*time.Second)
+	waitRA(t, l, w, cap, cut, 3*time.Second, "B's upstream cut", is(full), is(deprecated))
+	viaA := firstVia(t, d, cut, pa, 5*time.Second, "B's upstream cut")
+	t.Logf("B's upstream cut: first new connection via A answered %s after the cut", viaA.Sub(cut).Round(time.Millisecond))
+	if addrs := l.HostAddrs6(); !addrs[hostAddr(addrs, pb)] || addrs[hostAddr(addrs, pa)] {
+		t.Errorf("after the cut the LAN host's addresses are (address: deprecated) %v, want B's deprecated and A's not", addrs)
+	}
+
+	healed := time.Now()
+	l.Upstream(&l.B, 6, 0)
+	w.WaitFor("wanb", "inet6", watch.Up, false, 10*time.Second)
+	back := waitRA(t, l, w, cap, healed, 3*time.Second, "B healed", is(full), is(full))
+	firstVia(t, d, back.At, pb, 5*time.Second, "B healed")
+
+	// ifdown of B: its stanzas leave the registry, its prefix is announced
+	// deprecated at once, and A carries the new connections.
+	down := time.Now()
+	l.MustIfdown("wanb")
+	waitRA(t, l, w, cap, down, 3*time.Second, "ifdown wanb", is(full), deprecatedNow)
+	firstVia(t, d, down, pa, 5*time.Second, "ifdown wanb")
+
+	up := time.Now()
+	l.MustIfup("wanb")
+	back = waitRA(t, l, w, cap, up, 3*time.Second, "ifup wanb", is(full), is(full))
+	firstVia(t, d, back.At, pb, 5*time.Second, "ifup wanb")
+
+	// Both upstreams dead: the last resort deprecates neither.
+	l.Upstream(&l.A, 6, 0)
+	l.Upstream(&l.A, 6, 1)
+	l.Upstream(&l.B, 6, 1)
+	w.WaitFor("wana", "inet6", watch.Down, false, 10*time.Second)
+	w.WaitFor("wanb", "inet6", watch.Down, false, 10*time.Second)
+	bothDown := time.Now()
+	// The last transition's advertisement is repeated a second later.
+	waitRA(t, l, w, cap, bothDown, 3*time.Second, "both upstreams dead", is(full), is(full))
+	if addrs := l.HostAddrs6(); addrs[hostAddr(addrs, pa)] || addrs[hostAddr(addrs, pb)] {
+		t.Errorf("with both upstreams dead the LAN host's addresses are (address: deprecated) %v, want neither deprecated", addrs)
+	}
+	noSpoofing(t, l)
+}
+
+// TestRAQuietBesideAnotherRouter: once another router on the LAN announces
+// one of ifisp's prefixes, ifisp-watch sends no advertisement there, not
+// even for a failover: two senders of one prefix would contradict each
+// other's lifetimes.
+func TestRAQuietBesideAnotherRouter(t *testing.T) {
+	l, w, cap := raLab(t)
+	router := cap.Since(time.Time{})[0].Src
+	l.AnnounceFromHost(l.B.LAN6())
+	// The foreign advertisement reaches the router in well under this.
+	time.Sleep(200 * time.Millisecond)
+	quiet := time.Now()
+	l.Upstream(&l.B, 6, 1)
+	w.WaitFor("wanb", "inet6", watch.Down, true, 10*time.Second)
+	time.Sleep(2500 * time.Millisecond) // past the change's two repeats
+	for _, r := range cap.Since(quiet) {
+		if r.Src == router {
+			t.Errorf("ifisp-watch advertised at %s, after another router announced %s: A %s, B %s", r.At.Format("15:04:05.000"), l.B.LAN6(), lifetimes(r, l.A.LAN6()), lifetimes(r, l.B.LAN6()))
+		}
+	}
+}
