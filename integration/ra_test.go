@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,29 +16,38 @@ import (
 // raLab is the lab with IPv6 on the LAN: both ISPs' inet6 stanzas number
 // lan0 from their delegated prefixes (isp-lan), ifisp-watch runs and
 // advertises them, and the LAN host is a SLAAC host that has configured
-// an address from each. It returns the lab, the monitor, what the LAN host
-// hears of advertisements, and its two addresses.
+// an address from each. It returns the lab, the monitor, and what the LAN
+// host hears of advertisements.
 func raLab(t testing.TB) (*lab.Lab, *lab.Watch, *lab.RACapture) {
 	t.Helper()
 	l := lab.New(t)
 	l.Install(bin)
 	l.Interfaces(lab.Checked(l.WithLAN6(lab.TwoISPs, "isp-rdnss 2001:db8:ffff::53")))
+	w, cap := startSLAAC(t, l, []string{"wana", "wanb"}, l.A.LAN6(), l.B.LAN6())
+	return l, w, cap
+}
+
+// startSLAAC makes the LAN host a SLAAC host, starts the whoami server,
+// brings ifaces up, starts the monitor, and waits (10 s at most) until the
+// host has an address from each of the prefixes.
+func startSLAAC(t testing.TB, l *lab.Lab, ifaces []string, prefixes ...netip.Prefix) (*lab.Watch, *lab.RACapture) {
+	t.Helper()
 	l.SLAACHost()
 	l.Whoami()
-	l.MustIfup("wana", "wanb")
+	l.MustIfup(ifaces...)
 	cap := l.CaptureRAs()
 	w := l.StartWatch(bin)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		addrs := l.HostAddrs6()
-		if hostAddr(addrs, l.A.LAN6()).IsValid() && hostAddr(addrs, l.B.LAN6()).IsValid() {
-			break
+		missing := slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return !hostAddr(addrs, p).IsValid() })
+		if !missing {
+			return w, cap
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the LAN host has no SLAAC address from each of %s and %s after 10s: %v\nadvertisements heard: %+v\nifisp-watch:\n%s",
-				l.A.LAN6(), l.B.LAN6(), addrs, cap.Since(time.Time{}), w.Log())
+			t.Fatalf("the LAN host has no SLAAC address from each of %v after 10s: %v\nadvertisements heard: %+v\nifisp-watch:\n%s",
+				prefixes, addrs, cap.Since(time.Time{}), w.Log())
 		}
 	}
-	return l, w, cap
 }
 
 // hostAddr returns the LAN host's address in p, if it has one.
@@ -66,17 +76,17 @@ var (
 )
 
 // waitRA waits (timeout at most) for the first advertisement after since
-// that says of A's and B's prefixes what want says, and fails the test
-// with every advertisement heard since when none does.
-func waitRA(t *testing.T, l *lab.Lab, w *lab.Watch, cap *lab.RACapture, since time.Time, timeout time.Duration, what string, wantA, wantB func(string) bool) lab.RA {
+// that says of A's and B's prefixes (pa, pb) what wantA and wantB accept,
+// and fails the test with every advertisement heard since when none does.
+func waitRA(t *testing.T, w *lab.Watch, cap *lab.RACapture, since time.Time, timeout time.Duration, what string, pa, pb netip.Prefix, wantA, wantB func(string) bool) lab.RA {
 	t.Helper()
 	r, ok := cap.WaitFor(since, timeout, func(r lab.RA) bool {
-		return wantA(lifetimes(r, l.A.LAN6())) && wantB(lifetimes(r, l.B.LAN6()))
+		return wantA(lifetimes(r, pa)) && wantB(lifetimes(r, pb))
 	})
 	if !ok {
 		var heard []string
 		for _, r := range cap.Since(since) {
-			heard = append(heard, fmt.Sprintf("%s from %s: A %s, B %s, router %s", r.At.Format("15:04:05.000"), r.Src, lifetimes(r, l.A.LAN6()), lifetimes(r, l.B.LAN6()), r.RouterLifetime))
+			heard = append(heard, fmt.Sprintf("%s from %s: A %s, B %s, router %s", r.At.Format("15:04:05.000"), r.Src, lifetimes(r, pa), lifetimes(r, pb), r.RouterLifetime))
 		}
 		t.Fatalf("%s: no such advertisement within %s; heard:\n%s\nifisp-watch:\n%s", what, timeout, strings.Join(heard, "\n"), w.Log())
 	}
@@ -130,7 +140,7 @@ func TestRAFailover(t *testing.T) {
 	}
 	// Both announced with full lifetimes, B's (the preferred ISP's) last,
 	// the resolver with them, the router a default router.
-	r := waitRA(t, l, w, cap, time.Time{}, 5*time.Second, "both ISPs up", is(full), is(full))
+	r := waitRA(t, w, cap, time.Time{}, 5*time.Second, "both ISPs up", pa, pb, is(full), is(full))
 	if r.Prefixes[len(r.Prefixes)-1].Prefix != pb || r.RouterLifetime != ra.RouterLifetime {
 		t.Errorf("first advertisement: prefixes %+v, router lifetime %s; want B's last, %s", r.Prefixes, r.RouterLifetime, ra.RouterLifetime)
 	}
@@ -148,7 +158,7 @@ func TestRAFailover(t *testing.T) {
 	cut := time.Now()
 	l.Upstream(&l.B, 6, 1)
 	w.WaitFor("wanb", "inet6", watch.Down, true, 10*time.Second)
-	waitRA(t, l, w, cap, cut, 3*time.Second, "B's upstream cut", is(full), is(deprecated))
+	waitRA(t, w, cap, cut, 3*time.Second, "B's upstream cut", pa, pb, is(full), is(deprecated))
 	viaA := firstVia(t, d, cut, pa, 5*time.Second, "B's upstream cut")
 	t.Logf("B's upstream cut: first new connection via A answered %s after the cut", viaA.Sub(cut).Round(time.Millisecond))
 	if addrs := l.HostAddrs6(); !addrs[hostAddr(addrs, pb)] || addrs[hostAddr(addrs, pa)] {
@@ -158,19 +168,19 @@ func TestRAFailover(t *testing.T) {
 	healed := time.Now()
 	l.Upstream(&l.B, 6, 0)
 	w.WaitFor("wanb", "inet6", watch.Up, false, 10*time.Second)
-	back := waitRA(t, l, w, cap, healed, 3*time.Second, "B healed", is(full), is(full))
+	back := waitRA(t, w, cap, healed, 3*time.Second, "B healed", pa, pb, is(full), is(full))
 	firstVia(t, d, back.At, pb, 5*time.Second, "B healed")
 
 	// ifdown of B: its stanzas leave the registry, its prefix is announced
 	// deprecated at once, and A carries the new connections.
 	down := time.Now()
 	l.MustIfdown("wanb")
-	waitRA(t, l, w, cap, down, 3*time.Second, "ifdown wanb", is(full), deprecatedNow)
+	waitRA(t, w, cap, down, 3*time.Second, "ifdown wanb", pa, pb, is(full), deprecatedNow)
 	firstVia(t, d, down, pa, 5*time.Second, "ifdown wanb")
 
 	up := time.Now()
 	l.MustIfup("wanb")
-	back = waitRA(t, l, w, cap, up, 3*time.Second, "ifup wanb", is(full), is(full))
+	back = waitRA(t, w, cap, up, 3*time.Second, "ifup wanb", pa, pb, is(full), is(full))
 	firstVia(t, d, back.At, pb, 5*time.Second, "ifup wanb")
 
 	// Both upstreams dead: the last resort deprecates neither.
@@ -181,7 +191,7 @@ func TestRAFailover(t *testing.T) {
 	w.WaitFor("wanb", "inet6", watch.Down, false, 10*time.Second)
 	bothDown := time.Now()
 	// The last transition's advertisement is repeated a second later.
-	waitRA(t, l, w, cap, bothDown, 3*time.Second, "both upstreams dead", is(full), is(full))
+	waitRA(t, w, cap, bothDown, 3*time.Second, "both upstreams dead", pa, pb, is(full), is(full))
 	if addrs := l.HostAddrs6(); addrs[hostAddr(addrs, pa)] || addrs[hostAddr(addrs, pb)] {
 		t.Errorf("with both upstreams dead the LAN host's addresses are (address: deprecated) %v, want neither deprecated", addrs)
 	}

@@ -30,7 +30,7 @@ import (
 func main() {
 	hook.Main("ifisp-route", hook.Phases{
 		"post-up":   do(up),
-		"pre-down":  do(withdraw),
+		"pre-down":  withdraw,
 		"post-down": do(down),
 	})
 }
@@ -80,8 +80,15 @@ func up(h *netlink.Handle, l *policy.Link) error {
 	return registry.Record(h, l, lanNet)
 }
 
-func withdraw(h *netlink.Handle, l *policy.Link) error {
-	if err := registry.Forget(l.Config.Iface, l.Config.Family); err != nil {
+// withdraw forgets the link, so that the monitor lets go of it, and
+// withdraws its main-table defaults; for 6rd stanzas too, which ifisp-6rd
+// registers but has no if-down.d hook of its own.
+func withdraw(h *netlink.Handle, c *stanza.Config) error {
+	if err := registry.Forget(c.Iface, c.Family); err != nil {
+		return err
+	}
+	l, err := policy.Resolve(h, c)
+	if err != nil {
 		return err
 	}
 	return policy.Withdraw(h, l)

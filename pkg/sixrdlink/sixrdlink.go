@@ -16,6 +16,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -117,7 +118,8 @@ func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 }
 
 // Up configures the tunnel c names, which ifupdown has just made, and its
-// routing, and publishes the delegated prefix. Running it again after the
+// routing, publishes the delegated prefix and, with isp-table, registers
+// the link for ifisp-watch. Running it again after the
 // IPv4 address changed moves everything to the new prefix. When the first
 // configuration of a tunnel fails, Up undoes it and deletes the tunnel:
 // ifupdown takes the stanza for down after a failed if-up.d, and its next
@@ -179,17 +181,26 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 		return mainDefault(h, sit, plan, c)
 	}
 	routed := *c
+	var lanNet *lan.Subnet
 	if plan.OnLAN() {
 		routed = *lan.Routed(c, plan.LAN)
+		lanNet = &plan.LAN
 	}
 	routed.Sources = append(append([]netip.Prefix(nil), c.Sources...), plan.Delegated)
-	return policy.Up(h, &policy.Link{Config: &routed, Index: sit.Attrs().Index, Address: plan.Address.Addr(), Gateway: plan.NextHop})
+	l := &policy.Link{Config: &routed, Index: sit.Attrs().Index, Address: plan.Address.Addr(), Gateway: plan.NextHop}
+	if err := policy.Up(h, l); err != nil {
+		return err
+	}
+	// Watched like a native link: probed from the delegated address
+	// through the tunnel, its default withdrawn and its LAN prefix
+	// deprecated when the relay or the IPv4 underlay stops answering.
+	return registry.Record(h, l, lanNet)
 }
 
 // Down removes what Up added: the routing (the tunnel itself ifupdown has
 // deleted by now) and the LAN address, found through the published file.
 func Down(h *netlink.Handle, c *stanza.Config) error {
-	var errs []error
+	errs := []error{registry.Forget(c.Iface, c.Family)}
 	if c.Table != 0 {
 		routed := *c
 		if p, ok := lan.Read(fileName(c)); ok {
