@@ -8,19 +8,28 @@ import (
 )
 
 // announce tells the router advertisement sender what each LAN's prefixes
-// are now, from the registry's links and their health: a link's prefix is
-// deprecated while the link is down and another link on the same LAN is
-// up (last resort, as for the defaults: when every ISP of a LAN is down,
-// none is deprecated). A link that left the registry (ifdown) is left out,
-// and the sender announces it as gone.
+// are now (lanPrefixes).
 func (d *daemon) announce() {
 	if d.ra == nil {
 		return
 	}
+	links := make([]*link, 0, len(d.links))
+	for _, key := range d.keys() {
+		links = append(links, d.links[key])
+	}
+	d.ra.Set(lanPrefixes(links))
+}
+
+// lanPrefixes returns, per LAN interface, the prefixes of the links that
+// number it: a link's prefix is deprecated while the link is down and
+// another link on the same LAN is up (last resort, as for the defaults:
+// when every ISP of a LAN is down, none is deprecated). A link that left
+// the registry (ifdown) is not among links, and the sender announces its
+// prefix as gone.
+func lanPrefixes(links []*link) map[string][]ra.Prefix {
 	var onLAN []*link
 	anyUp := map[string]bool{}
-	for _, key := range d.keys() {
-		l := d.links[key]
+	for _, l := range links {
 		if l.reg.LAN == nil {
 			continue
 		}
@@ -38,7 +47,7 @@ func (d *daemon) announce() {
 			RDNSS:      l.reg.RDNSS,
 		})
 	}
-	d.ra.Set(lans)
+	return lans
 }
 
 // preference is the lowest metric of the link's main-table defaults; a
