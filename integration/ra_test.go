@@ -218,3 +218,45 @@ func TestRAQuietBesideAnotherRouter(t *testing.T) {
 		}
 	}
 }
+
+// TestRASolicited: a host that comes onto the LAN solicits, and ifisp-watch
+// answers it by unicast (RFC 7772) with what it announces, long before its
+// next periodic advertisement (200 to 600 s away).
+func TestRASolicited(t *testing.T) {
+	l, w, cap := raLab(t)
+	pa, pb := l.A.LAN6(), l.B.LAN6()
+	// Past the first advertisement and its two repeats.
+	waitRA(t, w, cap, time.Time{}, 5*time.Second, "the first advertisements", pa, pb, is(full), is(full))
+	time.Sleep(2500 * time.Millisecond)
+	// Down and up again: the host loses its IPv6 addresses and solicits
+	// (net.ipv6.conf.eth0.router_solicitation_delay, a second, after it
+	// comes up).
+	up := time.Now()
+	l.Must(l.LAN, "ip", "link", "set", "eth0", "down")
+	l.Must(l.LAN, "ip", "link", "set", "eth0", "up")
+	var ll netip.Addr
+	for _, line := range strings.Split(l.Must(l.LAN, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"), "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[2] == "inet6" {
+			ll = netip.MustParsePrefix(f[3]).Addr()
+		}
+	}
+	if !ll.IsLinkLocalUnicast() {
+		t.Fatalf("the LAN host has no link-local address after coming up")
+	}
+	r, ok := cap.WaitFor(up, 5*time.Second, func(r lab.RA) bool { return r.Dst == ll })
+	if !ok {
+		t.Fatalf("no advertisement to the host's %s within 5s of its coming up; heard since: %+v\nifisp-watch:\n%s", ll, cap.Since(up), w.Log())
+	}
+	if lifetimes(r, pa) != full || lifetimes(r, pb) != full || r.RouterLifetime != ra.RouterLifetime {
+		t.Errorf("the answer to the solicitation: A %s, B %s, router %s; want %s, %s, %s", lifetimes(r, pa), lifetimes(r, pb), r.RouterLifetime, full, full, ra.RouterLifetime)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		addrs := l.HostAddrs6()
+		if hostAddr(addrs, pa).IsValid() && hostAddr(addrs, pb).IsValid() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the LAN host did not number itself again from the answer: %v", addrs)
+		}
+	}
+}

@@ -219,6 +219,7 @@ func dial(addr string, n int) error {
 type RA struct {
 	At             time.Time                `json:"at"`
 	Src            netip.Addr               `json:"src"`
+	Dst            netip.Addr               `json:"dst"` // ff02::1, or the host's own address: an answer to its solicitation
 	RouterLifetime time.Duration            `json:"router_lifetime"`
 	Prefixes       []RAPrefix               `json:"prefixes"`
 	RDNSS          []ndp.RecursiveDNSServer `json:"rdnss"`
@@ -339,14 +340,18 @@ func raCapture() error {
 	var f ipv6.ICMPFilter
 	f.SetAll(true)
 	f.Accept(ipv6.ICMPTypeRouterAdvertisement)
-	if err := pc.IPv6PacketConn().SetICMPFilter(&f); err != nil {
+	c := pc.IPv6PacketConn()
+	if err := c.SetICMPFilter(&f); err != nil {
+		return err
+	}
+	if err := c.SetControlMessage(ipv6.FlagDst, true); err != nil {
 		return err
 	}
 	fmt.Println("listening")
 	enc := json.NewEncoder(os.Stdout)
 	buf := make([]byte, 65536)
 	for {
-		n, src, err := pc.ReadFrom(buf)
+		n, cm, src, err := c.ReadFrom(buf)
 		if err != nil {
 			return err
 		}
@@ -357,6 +362,9 @@ func raCapture() error {
 		}
 		r := RA{At: time.Now(), RouterLifetime: ra.RouterLifetime}
 		r.Src, _ = netip.AddrFromSlice(src.(*net.IPAddr).IP)
+		if cm != nil {
+			r.Dst, _ = netip.AddrFromSlice(cm.Dst)
+		}
 		for _, o := range ra.Options {
 			switch o := o.(type) {
 			case *ndp.PrefixInformation:
