@@ -187,6 +187,9 @@ func (li *lanIface) run(ctx context.Context) {
 			}
 			switch m := m.(type) {
 			case *ndp.RouterSolicitation:
+				if p.src.WithZone("") == s.addr.WithZone("") {
+					continue // our own, sent when the socket opened
+				}
 				// RFC 7772: answer a solicitation by unicast, so one
 				// host's joining costs the others' batteries nothing.
 				dst := p.src
