@@ -84,15 +84,18 @@ type sock struct {
 // run is the interface's goroutine.
 func (li *lanIface) run(ctx context.Context) {
 	var (
-		entries    []entry
-		s          *sock
-		packets    = make(chan packet, 16)
-		next       = time.NewTimer(time.Hour) // the next advertisement
-		retry      = time.NewTicker(retryOpen)
-		repeat     int
-		quietUntil time.Time
-		failed     string   // the last error logged, not to repeat it
-		sent       [][]byte // the last advertisements sent, to know our own echo
+		entries []entry
+		s       *sock
+		packets = make(chan packet, 16)
+		next    = time.NewTimer(time.Hour) // the next advertisement
+		retry   = time.NewTicker(retryOpen)
+		repeat  int
+		// The sender is silent until listenUntil (a new socket hears the
+		// others first) and until conflictUntil (another router announces
+		// one of its prefixes).
+		listenUntil, conflictUntil time.Time
+		failed                     string   // the last error logged, not to repeat it
+		sent                       [][]byte // the last advertisements sent, to know our own echo
 	)
 	next.Stop()
 	defer retry.Stop()
@@ -112,7 +115,7 @@ func (li *lanIface) run(ctx context.Context) {
 		next.Reset(d)
 	}
 	advertise := func(dst netip.Addr) {
-		if s == nil || len(entries) == 0 || time.Now().Before(quietUntil) {
+		if now := time.Now(); s == nil || len(entries) == 0 || now.Before(listenUntil) || now.Before(conflictUntil) {
 			return
 		}
 		m := message(entries, s.mac, time.Now())
@@ -137,9 +140,9 @@ func (li *lanIface) run(ctx context.Context) {
 			return
 		}
 		failed = ""
-		// Silent while it listens: a change that comes meanwhile is
-		// announced when the listening ends.
-		quietUntil = time.Now().Add(listenFirst)
+		// A change that comes while it listens is announced when the
+		// listening ends.
+		listenUntil = time.Now().Add(listenFirst)
 		go read(ctx, s.conn, packets)
 		// Other routers answer a solicitation: hear them before speaking.
 		s.conn.WriteTo(&ndp.RouterSolicitation{}, nil, allRouters)
@@ -202,11 +205,11 @@ func (li *lanIface) run(ctx context.Context) {
 					continue // our own multicast, looped back
 				}
 				if other := clash(m, entries); other.IsValid() {
-					if !time.Now().Before(quietUntil) {
+					if !time.Now().Before(conflictUntil) {
 						li.log.Printf("router advertisements on %s: another router (%s) announces %s too: silent on %s while it does (turn its advertisements of ISP prefixes off, e.g. radvd or dnsmasq, or take isp-lan out of the stanza)",
 							li.name, p.src.WithZone(""), other, li.name)
 					}
-					quietUntil = time.Now().Add(quietFor)
+					conflictUntil = time.Now().Add(quietFor)
 				}
 			}
 		}

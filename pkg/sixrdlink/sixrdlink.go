@@ -87,10 +87,10 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 
 // Check makes, in if-pre-up.d, the checks of Up that can be made before
 // ifupdown creates the tunnel: the interface 6rd-local names exists (the
-// LAN's is lan.Check's), the tunnel's name is free, and the ISP table and metric are free
-// (policy.Check). A sit tunnel of the stanza's name left by an ifup that
-// was killed before it could fail cleanly is deleted: ifupdown is about to
-// create it, and could not.
+// LAN's is lan.Check's), the tunnel's name is free, and the ISP table and
+// metric are free (policy.Check). A sit tunnel of the stanza's name left by
+// an ifup that was killed before it could fail cleanly is deleted:
+// ifupdown is about to create it, and could not.
 func Check(h *netlink.Handle, c *stanza.Config) error {
 	if c.SixRD.LocalIface != "" {
 		// The interface, and the IPv4 address the prefix is made from.
@@ -119,11 +119,11 @@ func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 
 // Up configures the tunnel c names, which ifupdown has just made, and its
 // routing, publishes the delegated prefix and, with isp-table, registers
-// the link for ifisp-watch. Running it again after the
-// IPv4 address changed moves everything to the new prefix. When the first
-// configuration of a tunnel fails, Up undoes it and deletes the tunnel:
-// ifupdown takes the stanza for down after a failed if-up.d, and its next
-// ifup must be able to create the tunnel again.
+// the link for ifisp-watch. Running it again after the IPv4 address
+// changed moves everything to the new prefix. When the first configuration
+// of a tunnel fails, Up undoes it and deletes the tunnel: ifupdown takes
+// the stanza for down after a failed if-up.d, and its next ifup must be
+// able to create the tunnel again.
 func Up(h *netlink.Handle, c *stanza.Config) error {
 	_, rerun := lan.Read(fileName(c))
 	err := up(h, c)
