@@ -260,3 +260,37 @@ func TestRASolicited(t *testing.T) {
 		}
 	}
 }
+
+// TestLANAddressTheirs: ifdown takes away the LAN address ifup added, and
+// leaves one that was there before ifisp (the LAN stanza's own).
+func TestLANAddressTheirs(t *testing.T) {
+	l := lab.New(t)
+	l.Install(bin)
+	l.RecordHookEnv()
+	l.Interfaces(l.WithLAN6(lab.TwoISPs))
+	addrA := netip.PrefixFrom(l.A.LAN6().Addr().Next(), 64).String()
+	addrB := netip.PrefixFrom(l.B.LAN6().Addr().Next(), 64).String()
+	l.Must(l.Router, "ip", "-6", "addr", "add", addrB, "dev", "lan0")
+	l.MustIfup("wana", "wanb")
+	lan0 := l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0")
+	for _, a := range []string{addrA, addrB} {
+		if !strings.Contains(lan0, "inet6 "+a+" ") {
+			t.Fatalf("after ifup, lan0 lacks %s:\n%s", a, lan0)
+		}
+	}
+	// The up hook again, as ifupdown ran it: a re-run takes neither
+	// ifisp's address for theirs nor theirs for ifisp's.
+	for _, iface := range []string{"wana", "wanb"} {
+		if out, err := l.RunHook(binary("ifisp-route"), l.HookEnv(iface, "inet6", "post-up")); err != nil {
+			t.Fatal(err, out)
+		}
+	}
+	l.MustIfdown("wana", "wanb")
+	lan0 = l.Must(l.Router, "ip", "-6", "addr", "show", "dev", "lan0")
+	if strings.Contains(lan0, "inet6 "+addrA+" ") {
+		t.Errorf("after ifdown, lan0 keeps ifisp's %s:\n%s", addrA, lan0)
+	}
+	if !strings.Contains(lan0, "inet6 "+addrB+" ") {
+		t.Errorf("after ifdown, lan0 lost %s, which was there before ifup:\n%s", addrB, lan0)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -91,20 +92,35 @@ type Published struct {
 	Prefix  netip.Prefix
 	Address netip.Prefix
 	Dev     string
+	// Theirs says the address was on the interface before ifisp's first
+	// run (the LAN stanza's own, say): down leaves it there.
+	Theirs bool
 }
 
 // Publish adds the address to dev (replacing it in place if it is there)
-// and records it in the run directory's file.
+// and records it in the run directory's file. The record comes first, so
+// that a run killed in between leaves nothing unrecorded; an address that
+// was there before, and not by an earlier run of ifisp's, is recorded as
+// theirs.
 func Publish(h *netlink.Handle, iface, file string, p Published) error {
 	link, err := h.LinkByName(p.Dev)
 	if err != nil {
 		return fmt.Errorf("%s: %s: no such interface for %s (bring it up before this stanza)", iface, p.Dev, p.Address)
 	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return fmt.Errorf("%s: listing the addresses of %s: %w", iface, p.Dev, err)
+	}
+	if old, ok := Read(file); ok && old.Dev == p.Dev && old.Address == p.Address {
+		p.Theirs = old.Theirs // a re-run: the first settled whose it is
+	} else {
+		p.Theirs = slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == p.Address })
+	}
+	if err := rundir.Write(file, []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\ntheirs=%t\n", p.Prefix, p.Address, p.Dev, p.Theirs))); err != nil {
+		return fmt.Errorf("%s: recording %s on %s: %w", iface, p.Address, p.Dev, err)
+	}
 	if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipNet(p.Address)}); err != nil {
 		return fmt.Errorf("%s: adding %s to %s: %w", iface, p.Address, p.Dev, err)
-	}
-	if err := rundir.Write(file, []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\n", p.Prefix, p.Address, p.Dev))); err != nil {
-		return fmt.Errorf("%s: recording %s on %s: %w", iface, p.Address, p.Dev, err)
 	}
 	return nil
 }
@@ -124,19 +140,22 @@ func Read(file string) (p Published, ok bool) {
 			p.Address, _ = netip.ParsePrefix(v)
 		case "dev":
 			p.Dev = v
+		case "theirs":
+			p.Theirs = v == "true"
 		}
 	}
 	return p, p.Prefix.IsValid()
 }
 
 // Unpublish removes the address recorded in file (when its interface is
-// still there) and the file; nothing recorded is nothing to remove.
+// still there, and it is not theirs) and the file; nothing recorded is
+// nothing to remove.
 func Unpublish(h *netlink.Handle, iface, file string) error {
 	p, ok := Read(file)
 	if !ok {
 		return nil
 	}
-	if link, err := h.LinkByName(p.Dev); err == nil && p.Address.IsValid() {
+	if link, err := h.LinkByName(p.Dev); err == nil && p.Address.IsValid() && !p.Theirs {
 		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(p.Address)}); err != nil &&
 			!errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("%s: removing %s from %s: %w", iface, p.Address, p.Dev, err)
@@ -147,6 +166,13 @@ func Unpublish(h *netlink.Handle, iface, file string) error {
 
 // File is the run directory file of a native stanza's LAN address.
 func File(c *stanza.Config) string { return "lan." + c.Iface }
+
+// prefixOf is an address with its prefix length as netip sees it.
+func prefixOf(n *net.IPNet) netip.Prefix {
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
+}
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
