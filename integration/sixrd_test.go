@@ -82,6 +82,11 @@ func TestSixRD(t *testing.T) {
 	if out := l.Must(l.Router, "ip", "-6", "route", "show", "table", "ispb"); !strings.Contains(out, "default via ::203.0.113.1 dev sixrd proto ifisp") {
 		t.Errorf("table ispb lacks the default via the relay:\n%s", out)
 	}
+	// Without isp-check the tunnel is not the monitor's: its default
+	// target, the relay's ::IPV4, need not answer.
+	if _, err := os.Stat(filepath.Join(run, "links", "sixrd.inet6.json")); err == nil {
+		t.Error("the tunnel, which has no isp-check, is registered for ifisp-watch")
+	}
 	published, err := os.ReadFile(filepath.Join(run, "6rd.sixrd"))
 	if err != nil || !strings.Contains(string(published), "prefix="+sixrdDelegated) {
 		t.Errorf("published delegated prefix: %q, %v", published, err)
@@ -258,6 +263,9 @@ func TestSixRDWatched(t *testing.T) {
 	l.Interfaces(lab.Checked(besideNative + "\tisp-lan lan0\n"))
 	pa, p6rd := l.A.LAN6(), netip.MustParsePrefix(sixrdDelegated)
 	w, cap := startSLAAC(t, l, []string{"wana", "wanb", "sixrd"}, pa, p6rd)
+	if w.Link("sixrd", "inet6") == nil {
+		t.Fatalf("ifisp-watch does not watch the tunnel, which has an isp-check: %+v", w.Status())
+	}
 	waitRA(t, w, cap, time.Time{}, 5*time.Second, "both up", pa, p6rd, is(full), is(full))
 	d := l.StartDialer(1500) // 30 s at most
 	defer d.Stop()

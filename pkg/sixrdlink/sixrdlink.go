@@ -118,8 +118,8 @@ func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 }
 
 // Up configures the tunnel c names, which ifupdown has just made, and its
-// routing, publishes the delegated prefix and, with isp-table, registers
-// the link for ifisp-watch. Running it again after the IPv4 address
+// routing, publishes the delegated prefix and, with isp-table and
+// isp-check, registers the link for ifisp-watch. Running it again after the IPv4 address
 // changed moves everything to the new prefix. When the first configuration
 // of a tunnel fails, Up undoes it and deletes the tunnel: ifupdown takes
 // the stanza for down after a failed if-up.d, and its next ifup must be
@@ -193,7 +193,13 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	}
 	// Watched like a native link: probed from the delegated address
 	// through the tunnel, its default withdrawn and its LAN prefix
-	// deprecated when the relay or the IPv4 underlay stops answering.
+	// deprecated when the relay or the IPv4 underlay stops answering. Only
+	// with isp-check: the monitor's default target, the gateway, is the
+	// relay's ::IPV4, which a relay need not answer, and a link that never
+	// answers would be withdrawn a second after ifup.
+	if len(c.Check) == 0 {
+		return nil
+	}
 	return registry.Record(h, l, lanNet)
 }
 
