@@ -16,7 +16,9 @@ require (
 
 require (
 	github.com/josharian/native v1.1.0 // indirect
+	github.com/mdlayher/ndp v1.1.0 // indirect
 	github.com/mdlayher/socket v0.5.1 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	golang.org/x/sync v0.14.0 // indirect
+	golang.org/x/text v0.24.0 // indirect
 )

@@ -311,6 +311,15 @@ func badCases() []badCase {
 		sixrd("6rd-lan subnet of a /64", "6rd-lan", "lan0:1", "6rd-lan lan0:1"),
 		sixrd("6rd-lan subnet not hex", "6rd-lan", "lan0:xyz", "6rd-lan lan0:xyz"),
 		sixrd("6rd-lan bad name", "6rd-lan", "lan/0", "6rd-lan lan/0"),
+		sixrd("6rd-lan and isp-lan", "6rd-lan", "lan0", "isp-lan lan0", "6rd-lan lan0"),
+
+		// isp-lan, isp-rdnss.
+		c("isp-lan no such interface", v6("isp-source 2001:db8:a:100::/56", "isp-lan nosuch0"), "isp-lan", "nosuch0"),
+		c("isp-lan without isp-source", v6("isp-lan lan0"), "isp-lan", "lan0"),
+		c("isp-lan subnet too big", v6("isp-source 2001:db8:a:100::/56", "isp-lan lan0:100"), "isp-lan", "lan0:100"),
+		c("isp-lan on inet", v4("isp-lan lan0"), "isp-lan", "lan0"),
+		c("isp-rdnss without isp-lan", v6("isp-rdnss 2001:db8:a::53"), "isp-rdnss", "2001:db8:a::53"),
+		c("isp-rdnss inet", v6("isp-source 2001:db8:a:100::/56", "isp-lan lan0", "isp-rdnss 192.0.2.53"), "isp-rdnss", "192.0.2.53"),
 	}
 }
 

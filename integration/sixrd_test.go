@@ -3,12 +3,15 @@
 package integration
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/watch"
 )
 
 // The 6rd domain of the lab's ISP B: prefix 2001:db8:6000::/40, the
@@ -42,6 +45,17 @@ iface sixrd inet6 v4tunnel
 	6rd-lan lan0
 `
 
+// borderRelay makes ISP B's edge the 6rd domain's border relay: a 6rd sit
+// device for the whole domain, named relay, and the internet host's route
+// to the domain through ISP B.
+func borderRelay(l *lab.Lab) {
+	l.Must(l.B.NS, "ip", "tunnel", "add", "relay", "mode", "sit", "local", l.B.Gate, "ttl", "64")
+	l.Must(l.B.NS, "ip", "tunnel", "6rd", "dev", "relay", "6rd-prefix", sixrdPrefix, "6rd-relay_prefix", "203.0.0.0/8")
+	l.Must(l.B.NS, "ip", "link", "set", "relay", "up")
+	l.Must(l.B.NS, "ip", "addr", "add", "2001:db8:6000:7101::1/40", "dev", "relay")
+	l.Must(l.Inet, "ip", "route", "add", sixrdPrefix, "via", "fd00:255:2::1")
+}
+
 // TestSixRD is the 6rd scenario end to end on a real kernel: ifupdown makes
 // the sit tunnel, ifisp-6rd gives it its 6rd parameters and the LAN its /64
 // from the delegated prefix; a LAN host numbered from it reaches the IPv6
@@ -49,12 +63,7 @@ iface sixrd inet6 v4tunnel
 // nothing of ifisp's.
 func TestSixRD(t *testing.T) {
 	l := lab.New(t)
-	// ISP B's border relay: a 6rd sit device for the whole domain.
-	l.Must(l.B.NS, "ip", "tunnel", "add", "relay", "mode", "sit", "local", l.B.Gate, "ttl", "64")
-	l.Must(l.B.NS, "ip", "tunnel", "6rd", "dev", "relay", "6rd-prefix", sixrdPrefix, "6rd-relay_prefix", "203.0.0.0/8")
-	l.Must(l.B.NS, "ip", "link", "set", "relay", "up")
-	l.Must(l.B.NS, "ip", "addr", "add", "2001:db8:6000:7101::1/40", "dev", "relay")
-	l.Must(l.Inet, "ip", "route", "add", sixrdPrefix, "via", "fd00:255:2::1")
+	borderRelay(l)
 	run := l.RunDir
 	l.Install(bin)
 	l.RecordHookEnv()
@@ -78,6 +87,11 @@ func TestSixRD(t *testing.T) {
 	}
 	if out := l.Must(l.Router, "ip", "-6", "route", "show", "table", "ispb"); !strings.Contains(out, "default via ::203.0.113.1 dev sixrd proto ifisp") {
 		t.Errorf("table ispb lacks the default via the relay:\n%s", out)
+	}
+	// Without isp-check the tunnel is not the monitor's: its default
+	// target, the relay's ::IPV4, need not answer.
+	if _, err := os.Stat(filepath.Join(run, "links", "sixrd.inet6.json")); err == nil {
+		t.Error("the tunnel, which has no isp-check, is registered for ifisp-watch")
 	}
 	published, err := os.ReadFile(filepath.Join(run, "6rd.sixrd"))
 	if err != nil || !strings.Contains(string(published), "prefix="+sixrdDelegated) {
@@ -199,23 +213,10 @@ func TestSixRDStaleTunnel(t *testing.T) {
 	}
 }
 
-// TestSixRDBesideNative: ISP A native IPv6, ISP B 6rd, side by side in the
-// same table numbers as their IPv4 stanzas; a LAN host numbered from each
-// ISP's prefix leaves by that ISP, and neither ISP sees a spoofed packet.
-// Then ISP B's IPv4 address changes and ifup's hook, run again, moves the
-// 6rd prefix along.
-func TestSixRDBesideNative(t *testing.T) {
-	l := lab.New(t)
-	l.Must(l.B.NS, "ip", "tunnel", "add", "relay", "mode", "sit", "local", l.B.Gate, "ttl", "64")
-	l.Must(l.B.NS, "ip", "tunnel", "6rd", "dev", "relay", "6rd-prefix", sixrdPrefix, "6rd-relay_prefix", "203.0.0.0/8")
-	l.Must(l.B.NS, "ip", "link", "set", "relay", "up")
-	l.Must(l.B.NS, "ip", "addr", "add", "2001:db8:6000:7101::1/40", "dev", "relay")
-	l.Must(l.Inet, "ip", "route", "add", sixrdPrefix, "via", "fd00:255:2::1")
-	// ISP A routes the customer's /56 to the router.
-	l.Must(l.A.NS, "ip", "route", "add", "2001:db8:a:100::/56", "via", l.A.Router6)
-	l.Install(bin)
-	l.RecordHookEnv()
-	l.Interfaces(strings.Replace(sixrdStanzas, "local 203.0.113.2", "local 203.0.113.2\n\t6rd-local wanb", 1) + `
+// besideNative is ISP B by 6rd (sixrdStanzas, its IPv4 address taken from
+// wanb) and ISP A with native IPv6, its delegated /56 as isp-source; the
+// last stanza is A's inet6 one.
+var besideNative = strings.Replace(sixrdStanzas, "local 203.0.113.2", "local 203.0.113.2\n\t6rd-local wanb", 1) + `
 iface wana inet static
 	address 198.51.100.2/24
 	isp-table ispa
@@ -228,7 +229,21 @@ iface wana inet6 static
 	isp-gateway 2001:db8:a::1
 	isp-metric 2
 	isp-source 2001:db8:a:100::/56
-`)
+`
+
+// TestSixRDBesideNative: ISP A native IPv6, ISP B 6rd, side by side in the
+// same table numbers as their IPv4 stanzas; a LAN host numbered from each
+// ISP's prefix leaves by that ISP, and neither ISP sees a spoofed packet.
+// Then ISP B's IPv4 address changes and ifup's hook, run again, moves the
+// 6rd prefix along.
+func TestSixRDBesideNative(t *testing.T) {
+	l := lab.New(t)
+	borderRelay(l)
+	// ISP A routes the customer's /56 to the router.
+	l.Must(l.A.NS, "ip", "route", "add", "2001:db8:a:100::/56", "via", l.A.Router6)
+	l.Install(bin)
+	l.RecordHookEnv()
+	l.Interfaces(besideNative)
 	l.MustIfup("wana", "wanb", "sixrd")
 	l.Must(l.Router, "ip", "addr", "add", "2001:db8:a:100::1/64", "dev", "lan0")
 	hostA := "2001:db8:a:100::10"
@@ -264,5 +279,53 @@ iface wana inet6 static
 	rules := l.Must(l.Router, "ip", "-6", "rule")
 	if !strings.Contains(rules, "from 2001:db8:6000:7103::/64 lookup ispb") || strings.Contains(rules, "7102") {
 		t.Errorf("after renumbering, the rules are:\n%s", rules)
+	}
+}
+
+// TestSixRDWatched: ISP A native IPv6, ISP B by 6rd and preferred, both
+// numbering lan0, a SLAAC host on it, ifisp-watch probing each through its
+// own link. B's border relay dies (the IPv4 underlay stays up): the
+// tunnel's default is withdrawn, its LAN prefix deprecated in the next
+// advertisement, and the host's new connections leave by A with A's
+// prefix; the relay returns: full lifetimes, and the host's new
+// connections use the 6rd prefix again.
+func TestSixRDWatched(t *testing.T) {
+	l := lab.New(t)
+	borderRelay(l)
+	l.Install(bin)
+	l.Interfaces(lab.Checked(besideNative + "\tisp-lan lan0\n"))
+	pa, p6rd := l.A.LAN6(), netip.MustParsePrefix(sixrdDelegated)
+	w, cap := startSLAAC(t, l, []string{"wana", "wanb", "sixrd"}, pa, p6rd)
+	if w.Link("sixrd", "inet6") == nil {
+		t.Fatalf("ifisp-watch does not watch the tunnel, which has an isp-check: %+v", w.Status())
+	}
+	waitRA(t, w, cap, time.Time{}, 5*time.Second, "both up", pa, p6rd, is(full), is(full))
+	d := l.StartDialer(1500) // 30 s at most
+	defer d.Stop()
+	firstVia(t, d, time.Now(), p6rd, 5*time.Second, "both up")
+
+	cut := time.Now()
+	// The relay stops taking 6in4 (protocol 41); B's IPv4 stays up.
+	l.Must(l.B.NS, "iptables", "-w", "-I", "INPUT", "-p", "41", "-j", "DROP")
+	w.WaitFor("sixrd", "inet6", watch.Down, true, 10*time.Second)
+	if out := l.Must(l.Router, "ip", "-6", "route", "show", "default"); strings.Contains(out, "dev sixrd") {
+		t.Errorf("the relay is dead, yet the main table still has the tunnel's default:\n%s", out)
+	}
+	waitRA(t, w, cap, cut, 3*time.Second, "relay dead", pa, p6rd, is(full), is(deprecated))
+	viaA := firstVia(t, d, cut, pa, 5*time.Second, "relay dead")
+	t.Logf("relay dead: first new connection via A answered %s after", viaA.Sub(cut).Round(time.Millisecond))
+
+	healed := time.Now()
+	l.Must(l.B.NS, "iptables", "-w", "-D", "INPUT", "-p", "41", "-j", "DROP")
+	w.WaitFor("sixrd", "inet6", watch.Up, false, 10*time.Second)
+	back := waitRA(t, w, cap, healed, 3*time.Second, "relay back", pa, p6rd, is(full), is(full))
+	firstVia(t, d, back.At, p6rd, 5*time.Second, "relay back")
+	noSpoofing(t, l)
+
+	// ifdown lets the monitor go of the tunnel before it goes.
+	l.MustIfdown("sixrd")
+	w.WaitGone("sixrd", "inet6", 5*time.Second)
+	if tr := w.Transitions(); len(tr) != 2 {
+		t.Errorf("transitions: %q, want sixrd's down and up only (ifdown is no failure)", tr)
 	}
 }

@@ -3,8 +3,9 @@
 // interfaces 6rd-lan and 6rd-local name, the ISP table); in if-up.d it
 // gives the sit tunnel ifupdown made its 6rd parameters, numbers the router
 // (tunnel or 6rd-lan interface) from the delegated prefix, routes it
-// through the ISP's table and publishes the prefix in /run/ifisp/6rd.IFACE;
-// in if-post-down.d it undoes all that.
+// through the ISP's table, publishes the prefix in /run/ifisp/6rd.IFACE and,
+// with isp-table and isp-check, registers the link for ifisp-watch; in if-post-down.d it
+// undoes all that (ifisp-route forgets the link in if-down.d first).
 //
 // As the first ifisp hook in if-pre-up.d it also refuses, before ifupdown
 // changes anything, any stanza that another ifisp hook would refuse later

@@ -16,9 +16,12 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/vishvananda/netlink"
 
 	"github.com/ifisp/ifisp/pkg/hook"
+	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -27,7 +30,7 @@ import (
 func main() {
 	hook.Main("ifisp-route", hook.Phases{
 		"post-up":   do(up),
-		"pre-down":  do(withdraw),
+		"pre-down":  withdraw,
 		"post-down": do(down),
 	})
 }
@@ -47,15 +50,45 @@ func do(f func(*netlink.Handle, *policy.Link) error) hook.Action {
 	}
 }
 
+// up installs the routing and, with isp-lan, first the router's address on
+// the LAN (lan.Native); a failed routing takes back an address this run
+// added.
 func up(h *netlink.Handle, l *policy.Link) error {
-	if err := policy.Up(h, l); err != nil {
+	c := l.Config
+	s, hasLAN, err := lan.Native(c)
+	if err != nil {
 		return err
 	}
-	return registry.Record(h, l)
+	var lanNet *lan.Subnet
+	if hasLAN {
+		_, had := lan.Read(lan.File(c))
+		if err := lan.Publish(h, c.Iface, lan.File(c), lan.Published{Prefix: s.Prefix, Address: s.Address(), Dev: s.Iface}); err != nil {
+			return err
+		}
+		routed := *l
+		routed.Config = lan.Routed(c, s)
+		if err := policy.Up(h, &routed); err != nil {
+			if !had {
+				err = errors.Join(err, lan.Unpublish(h, c.Iface, lan.File(c)))
+			}
+			return err
+		}
+		lanNet = &s
+	} else if err := policy.Up(h, l); err != nil {
+		return err
+	}
+	return registry.Record(h, l, lanNet)
 }
 
-func withdraw(h *netlink.Handle, l *policy.Link) error {
-	if err := registry.Forget(l.Config.Iface, l.Config.Family); err != nil {
+// withdraw forgets the link, so that the monitor lets go of it, and
+// withdraws its main-table defaults; for 6rd stanzas too, which ifisp-6rd
+// registers but has no if-down.d hook of its own.
+func withdraw(h *netlink.Handle, c *stanza.Config) error {
+	if err := registry.Forget(c.Iface, c.Family); err != nil {
+		return err
+	}
+	l, err := policy.Resolve(h, c)
+	if err != nil {
 		return err
 	}
 	return policy.Withdraw(h, l)
@@ -65,5 +98,5 @@ func down(h *netlink.Handle, l *policy.Link) error {
 	if err := registry.Forget(l.Config.Iface, l.Config.Family); err != nil {
 		return err
 	}
-	return policy.Down(h, l)
+	return errors.Join(lan.Unpublish(h, l.Config.Iface, lan.File(l.Config)), policy.Down(h, l))
 }

@@ -6,7 +6,9 @@
 // SIGHUP reads the registry again; SIGTERM restores what it withdrew and
 // exits. The run directory is /run/ifisp, or IFISP_RUN_DIR. Every few
 // seconds it writes the links' health, for node_exporter's textfile
-// collector, to RUNDIR/ifisp-watch.prom (--metrics, --no-metrics).
+// collector, to RUNDIR/ifisp-watch.prom (--metrics, --no-metrics). It
+// sends the router advertisements of the links' isp-lan prefixes on their
+// LAN interfaces, deprecating a failed ISP's (RFC 8475; --no-ra: none).
 package main
 
 import (
@@ -29,6 +31,7 @@ func main() {
 	metrics := pflag.String("metrics", filepath.Join(rundir.Dir(), "ifisp-watch.prom"), "write the links' health to `FILE` for node_exporter's textfile collector (Prometheus text format)")
 	noMetrics := pflag.Bool("no-metrics", false, "write no metrics file")
 	every := pflag.Duration("metrics-interval", watch.DefaultMetricsInterval, "rewrite the metrics file and the probe figures of watch.json this often")
+	noRA := pflag.Bool("no-ra", false, "send no router advertisements for the links' isp-lan prefixes (another sender announces them)")
 	pflag.Parse()
 	if *noMetrics {
 		*metrics = ""
@@ -42,7 +45,7 @@ func main() {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	logger := log.New(os.Stderr, "ifisp-watch: ", 0)
-	if err := watch.Run(ctx, watch.Options{NotifyDir: *notifyDir, Log: logger, Reload: hup, Metrics: *metrics, MetricsInterval: *every}); err != nil {
+	if err := watch.Run(ctx, watch.Options{NotifyDir: *notifyDir, Log: logger, Reload: hup, Metrics: *metrics, MetricsInterval: *every, NoRA: *noRA}); err != nil {
 		logger.Print(err)
 		os.Exit(1)
 	}

@@ -43,6 +43,15 @@ func HelperMain() {
 	case "udp-burst":
 		n, _ := strconv.Atoi(args[2])
 		err = udpBurst(args[1], n, args[3:])
+	case "whoami":
+		err = whoami(args[1])
+	case "dial":
+		n, _ := strconv.Atoi(args[2])
+		err = dial(args[1], n)
+	case "ra-capture":
+		err = raCapture()
+	case "ra-send":
+		err = raSend(args[1], args[2])
 	default:
 		err = fmt.Errorf("unknown helper %q", args[0])
 	}
@@ -261,14 +270,21 @@ func (l *Lab) EchoServers() {
 // is removed.
 func (l *Lab) EchoServersAt(ns, addr string) {
 	l.t.Helper()
-	l.helper(ns, nil, "echo", net.JoinHostPort(addr, strconv.Itoa(FlowPort)))
+	l.server(ns, "echo servers", FlowPort, "echo", net.JoinHostPort(addr, strconv.Itoa(FlowPort)))
+}
+
+// server starts the helper args in namespace ns, what for messages, and
+// waits until it listens on TCP port.
+func (l *Lab) server(ns, what string, port int, args ...string) {
+	l.t.Helper()
+	l.helper(ns, nil, args...)
 	for range 100 {
-		if out, _ := l.Exec(ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", FlowPort)); out != "" {
+		if out, _ := l.Exec(ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port)); out != "" {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	l.t.Fatal("echo servers did not start")
+	l.t.Fatalf("%s did not start", what)
 }
 
 // Flow is a running client of one flow from the LAN host.

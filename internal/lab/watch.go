@@ -21,6 +21,18 @@ import (
 // an isp-check of the internet host of the stanza's family and the extra
 // option lines: the health monitor's targets.
 func Checked(interfaces string, extra ...string) string {
+	return afterTable(interfaces, func(inet6 bool, _ string) []string {
+		target := Internet
+		if inet6 {
+			target = Internet6
+		}
+		return append([]string{"isp-check " + target}, extra...)
+	})
+}
+
+// afterTable adds, after the isp-table line of every stanza of interfaces,
+// the option lines that lines returns for its family and table.
+func afterTable(interfaces string, lines func(inet6 bool, table string) []string) string {
 	var b strings.Builder
 	inet6 := false
 	for _, line := range strings.SplitAfter(interfaces, "\n") {
@@ -29,14 +41,9 @@ func Checked(interfaces string, extra ...string) string {
 		if len(f) >= 3 && f[0] == "iface" {
 			inet6 = f[2] == "inet6"
 		}
-		if len(f) > 0 && f[0] == "isp-table" {
-			target := Internet
-			if inet6 {
-				target = Internet6
-			}
-			b.WriteString("\tisp-check " + target + "\n")
-			for _, e := range extra {
-				b.WriteString("\t" + e + "\n")
+		if len(f) == 2 && f[0] == "isp-table" {
+			for _, o := range lines(inet6, f[1]) {
+				b.WriteString("\t" + o + "\n")
 			}
 		}
 	}

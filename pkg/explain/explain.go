@@ -40,6 +40,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/interfaces"
+	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
@@ -314,6 +315,18 @@ func (e *explainer) route(c *stanza.Config) error {
 	if !l.Address.IsValid() || !l.Gateway.IsValid() {
 		e.printf("#     the routes of %s address %s and gateway %s, once %s has given them\n", c.Iface, orUnknown(l.Address), orUnknown(l.Gateway), c.Method)
 		return nil
+	}
+	s, hasLAN, err := lan.Native(c)
+	if err != nil {
+		return err
+	}
+	if hasLAN {
+		// As the hook does: the LAN address first, and its /64 thrown
+		// back to the main table.
+		e.printf("ip -6 addr replace %s dev %s\n", s.Address(), s.Iface)
+		routed := *l
+		routed.Config = lan.Routed(c, s)
+		l = &routed
 	}
 	e.plan(c, l.Plan())
 	e.printf("#     and records the link for ifisp-watch: %s\n", filepath.Join(registry.Dir(), c.Iface+"."+string(c.Family)+".json"))

@@ -160,6 +160,7 @@ ip link set sixrd up
 ip -6 addr replace 2001:db8:6000:7102::1/64 dev lan0
 ip -6 route replace default via ::203.0.113.1 dev sixrd table 101 proto 71
 ip -6 route replace throw fc00::/7 table 101 proto 71
+ip -6 route replace throw 2001:db8:6000:7102::/64 table 101 proto 71
 ip -6 rule add from 2001:db8:6000:7102::1 lookup 101 pref 10000 proto 71
 ip -6 rule add from 2001:db8:6000:7102::/64 lookup 101 pref 10100 proto 71
 ip -6 route add default via ::203.0.113.1 dev sixrd metric 1 proto 71
@@ -213,18 +214,12 @@ func explainSixRD(t *testing.T, stanza string) (string, error) {
 
 // TestBadStanza: a stanza the hooks would refuse is explained as refused.
 func TestBadStanza(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "interfaces")
-	write(t, file, "iface wana inet static\n\taddress 198.51.100.2/24\n\tisp-table ispa\n\tisp-metirc 1\n", 0o644)
-	ifup := filepath.Join(dir, "ifup")
-	write(t, ifup, "#!/bin/sh\necho run-parts --exit-on-error /etc/network/if-pre-up.d\n", 0o755)
-	network := filepath.Join(dir, "network")
-	write(t, filepath.Join(network, "if-pre-up.d", "ifisp-snat"), "#!/bin/true\n", 0o755)
-	err := Write(&bytes.Buffer{}, file, "wana", Options{Root: "../../testdata/rt", NetworkDir: network, Ifup: ifup, Backend: tables{}.fam})
-	if err == nil || !strings.Contains(err.Error(), `ifup would stop in if-pre-up.d: wana: isp-metirc "1": unknown option`) {
+	const bad = "iface wana inet static\n\taddress 198.51.100.2/24\n\tisp-table ispa\n\tisp-metirc 1\n"
+	const noAct = "run-parts --exit-on-error /etc/network/if-pre-up.d\n"
+	if _, err := explainStanza(t, bad, "wana", noAct, "if-pre-up.d", "ifisp-snat"); err == nil || !strings.Contains(err.Error(), `ifup would stop in if-pre-up.d: wana: isp-metirc "1": unknown option`) {
 		t.Errorf("got %v", err)
 	}
-	if err := Write(&bytes.Buffer{}, file, "wanb", Options{Ifup: ifup}); err == nil || !strings.Contains(err.Error(), "no iface wanb stanza") {
+	if _, err := explainStanza(t, bad, "wanb", noAct, "if-pre-up.d", "ifisp-snat"); err == nil || !strings.Contains(err.Error(), "no iface wanb stanza") {
 		t.Errorf("unknown interface: %v", err)
 	}
 }
@@ -258,6 +253,39 @@ func installHooks(t *testing.T, dir string) string {
 		link(t, bin, filepath.Join(network, f[0], f[1]))
 	}
 	return network
+}
+
+// TestWriteLAN: with isp-lan, ifisp-route's commands start with the LAN
+// address and the ISP table throws the LAN's /64 back to main.
+func TestWriteLAN(t *testing.T) {
+	out, err := explainStanza(t, "iface wanb inet6 static\n\taddress 2001:db8:b::2/64\n\tisp-table ispb\n\tisp-gateway 2001:db8:b::1\n\tisp-source 2001:db8:b100::/56\n\tisp-lan lan0:2\n",
+		"wanb", "run-parts --exit-on-error /etc/network/if-pre-up.d\nrun-parts --exit-on-error /etc/network/if-up.d\n", "if-up.d", "ifisp-route")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"#   ifisp-route: the ISP table, the `from` rules, the isp-metric default\nip -6 addr replace 2001:db8:b100:2::1/64 dev lan0\n",
+		"ip -6 route replace throw 2001:db8:b100:2::/64 table 101 proto 71\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+}
+
+// explainStanza explains iface of a file holding stanza, with an ifup
+// --no-act that prints noAct and the one hook installed in folder.
+func explainStanza(t *testing.T, stanza, iface, noAct, folder, hook string) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "interfaces")
+	write(t, file, stanza, 0o644)
+	ifup := fakeIfup(t, dir, noAct)
+	network := filepath.Join(dir, "network")
+	write(t, filepath.Join(network, folder, hook), "#!/bin/true\n", 0o755)
+	var b bytes.Buffer
+	err := Write(&b, file, iface, Options{Root: "../../testdata/rt", NetworkDir: network, Ifup: ifup, Backend: tables{}.fam})
+	return b.String(), err
 }
 
 func write(t *testing.T, path, content string, mode os.FileMode) {

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/vishvananda/netlink"
 
+	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/sixrdlink"
@@ -105,9 +106,13 @@ func Run(name string, environ []string, root, phase string, timeout time.Duratio
 }
 
 // Check runs every check of the stanza that needs the kernel, and can be
-// made before ifupdown configures the interface: those of its routing
-// (policy) or of its 6rd tunnel (sixrdlink).
+// made before ifupdown configures the interface: the LAN interface of
+// isp-lan (lan), and those of its routing (policy) or of its 6rd tunnel
+// (sixrdlink).
 func Check(h *netlink.Handle, c *stanza.Config) error {
+	if err := lan.Check(h, c); err != nil {
+		return err
+	}
 	if c.SixRD != nil {
 		return sixrdlink.Check(h, c)
 	}

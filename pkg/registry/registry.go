@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ifisp/ifisp/pkg/connmark"
+	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -53,6 +54,11 @@ type Link struct {
 	// Since is when the up hook wrote the file: a link brought up again is
 	// a new link, whatever the monitor thought of the old one.
 	Since time.Time `json:"since"`
+	// LAN is the /64 of the ISP's prefix its isp-lan interface has, which
+	// the monitor's router advertisements announce; nil without isp-lan.
+	LAN *lan.Subnet `json:"lan,omitempty"`
+	// RDNSS is isp-rdnss: announced with the LAN's prefix.
+	RDNSS []netip.Addr `json:"rdnss,omitempty"`
 }
 
 // Key names the link: interface and family, e.g. "wana inet".
@@ -80,8 +86,9 @@ func fileName(iface string, f stanza.Family) string {
 }
 
 // Record writes the link of an up stanza, with the main-table defaults it
-// has now (ifupdown's `gateway` route and ifisp's isp-metric one).
-func Record(h *netlink.Handle, l *policy.Link) error {
+// has now (ifupdown's `gateway` route and ifisp's isp-metric one) and the
+// LAN subnet it numbered (nil for none).
+func Record(h *netlink.Handle, l *policy.Link, lanNet *lan.Subnet) error {
 	c := l.Config
 	defaults, err := policy.MainDefaults(h, l.Index, c.Family)
 	if err != nil {
@@ -92,7 +99,7 @@ func Record(h *netlink.Handle, l *policy.Link) error {
 		Address: l.Address, Gateway: l.Gateway, Defaults: defaults,
 		Check: c.Check, Interval: Duration(c.CheckInterval), Down: c.CheckDown, Up: c.CheckUp,
 		Mark: c.Mark, Sticky: c.Sticky,
-		Since: time.Now().UTC(),
+		Since: time.Now().UTC(), LAN: lanNet, RDNSS: c.RDNSS,
 	}
 	if err := write(&r); err != nil {
 		return fmt.Errorf("%s: recording the link for ifisp-watch: %w", c.Iface, err)

@@ -10,13 +10,14 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -32,12 +33,16 @@ type Plan struct {
 	RelayPrefix netip.Prefix
 	NextHop     netip.Addr // ::<relay>, the default route's gateway
 	// Address is the router's address from the delegated prefix: on the
-	// LAN interface (its /64's ::1) with 6rd-lan, else on the tunnel
-	// (<delegated>::1 with the 6rd prefix's length, so the domain's other
-	// routers are reached directly through the tunnel).
+	// LAN interface (its /64's ::1) with isp-lan (6rd-lan), else on the
+	// tunnel (<delegated>::1 with the 6rd prefix's length, so the domain's
+	// other routers are reached directly through the tunnel).
 	Address netip.Prefix
-	OnLAN   bool
+	// LAN is the LAN's /64 with isp-lan, the zero Subnet without.
+	LAN lan.Subnet
 }
+
+// OnLAN reports whether the router's address is on the LAN interface.
+func (p Plan) OnLAN() bool { return p.LAN.Iface != "" }
 
 // NewPlan computes the plan of stanza c for the IPv4 address v4.
 func NewPlan(c *stanza.Config, v4 netip.Addr) (Plan, error) {
@@ -48,12 +53,11 @@ func NewPlan(c *stanza.Config, v4 netip.Addr) (Plan, error) {
 	}
 	p := Plan{Local: v4, Delegated: delegated, RelayPrefix: netip.PrefixFrom(v4, s.IPv4MaskLen).Masked(),
 		NextHop: sixrd.RelayNextHop(s.Relay)}
-	if s.LANIface != "" {
-		subnet, err := sixrd.Subnet(delegated, s.LANSubnet)
-		if err != nil {
-			return Plan{}, fmt.Errorf("%s: 6rd-lan %s: %w", c.Iface, s.LANIface, err)
+	if c.LAN != nil {
+		if p.LAN, err = lan.Plan(c, delegated); err != nil {
+			return Plan{}, err
 		}
-		p.Address, p.OnLAN = netip.PrefixFrom(sixrd.LANAddr(subnet), 64), true
+		p.Address = p.LAN.Address()
 	} else {
 		p.Address = netip.PrefixFrom(sixrd.LANAddr(netip.PrefixFrom(delegated.Addr(), 64)), s.Prefix.Bits())
 	}
@@ -72,17 +76,22 @@ func Resolve(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (Plan,
 
 // AddressDev is the interface that gets the plan's address.
 func (p Plan) AddressDev(c *stanza.Config) string {
-	if p.OnLAN {
-		return c.SixRD.LANIface
+	if p.OnLAN() {
+		return p.LAN.Iface
 	}
 	return c.Iface
 }
 
 // Link is the stanza's routing for package policy, with isp-table:
 // through the tunnel (interface index), from the plan's address, the
-// delegated prefix one more of the ISP's sources.
+// delegated prefix one more of the ISP's sources (and the LAN's /64
+// thrown back to the main table, with isp-lan).
 func (p Plan) Link(c *stanza.Config, index int) *policy.Link {
-	return &policy.Link{Config: withSource(c, p.Delegated), Index: index, Address: p.Address.Addr(), Gateway: p.NextHop}
+	routed := c
+	if p.OnLAN() {
+		routed = lan.Routed(c, p.LAN)
+	}
+	return &policy.Link{Config: withSource(routed, p.Delegated), Index: index, Address: p.Address.Addr(), Gateway: p.NextHop}
 }
 
 // MainDefault is the main-table default via the relay of a stanza with
@@ -114,7 +123,7 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 	case s.LocalIface != "":
 		link, err := h.LinkByName(s.LocalIface)
 		if err != nil {
-			return netip.Addr{}, noInterface(c, "6rd-local", s.LocalIface)
+			return netip.Addr{}, lan.NoInterface(c, "6rd-local", s.LocalIface)
 		}
 		addrs, err := h.AddrList(link, netlink.FAMILY_V4)
 		if err != nil {
@@ -133,19 +142,13 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 }
 
 // Check makes, in if-pre-up.d, the checks of Up that can be made before
-// ifupdown creates the tunnel: the interfaces 6rd-lan and 6rd-local name
-// exist, the tunnel's name is free, and the ISP table and metric are free
-// (policy.Check). A sit tunnel of the stanza's name left by an ifup that
-// was killed before it could fail cleanly is deleted: ifupdown is about to
-// create it, and could not.
+// ifupdown creates the tunnel: the interface 6rd-local names exists (the
+// LAN's is lan.Check's), the tunnel's name is free, and the ISP table and
+// metric are free (policy.Check). A sit tunnel of the stanza's name left by
+// an ifup that was killed before it could fail cleanly is deleted:
+// ifupdown is about to create it, and could not.
 func Check(h *netlink.Handle, c *stanza.Config) error {
-	s := c.SixRD
-	if s.LANIface != "" {
-		if _, err := h.LinkByName(s.LANIface); err != nil {
-			return noInterface(c, "6rd-lan", s.LANIface)
-		}
-	}
-	if s.LocalIface != "" {
+	if c.SixRD.LocalIface != "" {
 		// The interface, and the IPv4 address the prefix is made from.
 		if _, err := localIPv4(h, c, netip.Addr{}); err != nil {
 			return err
@@ -162,11 +165,6 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 	return policy.Check(h, c)
 }
 
-// noInterface is the problem of an option that names a missing interface.
-func noInterface(c *stanza.Config, option, iface string) error {
-	return stanza.Errorf(c.Iface, option, iface, "no such interface (fix the name, or bring the interface up before this stanza)")
-}
-
 // deleteTunnel deletes a tunnel; one already gone counts as deleted.
 func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 	if err := h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
@@ -176,13 +174,14 @@ func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 }
 
 // Up configures the tunnel c names, which ifupdown has just made, and its
-// routing, and publishes the delegated prefix. Running it again after the
-// IPv4 address changed moves everything to the new prefix. When the first
-// configuration of a tunnel fails, Up undoes it and deletes the tunnel:
-// ifupdown takes the stanza for down after a failed if-up.d, and its next
-// ifup must be able to create the tunnel again.
+// routing, publishes the delegated prefix and, with isp-table and
+// isp-check, registers the link for ifisp-watch. Running it again after the IPv4 address
+// changed moves everything to the new prefix. When the first configuration
+// of a tunnel fails, Up undoes it and deletes the tunnel: ifupdown takes
+// the stanza for down after a failed if-up.d, and its next ifup must be
+// able to create the tunnel again.
 func Up(h *netlink.Handle, c *stanza.Config) error {
-	_, rerun := published(c)
+	_, rerun := lan.Read(fileName(c))
 	err := up(h, c)
 	if err == nil || rerun {
 		return err
@@ -210,43 +209,53 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	if err != nil {
 		return err
 	}
-	addrLink := netlink.Link(sit)
-	if plan.OnLAN {
-		if addrLink, err = h.LinkByName(plan.AddressDev(c)); err != nil {
-			return noInterface(c, "6rd-lan", c.SixRD.LANIface)
-		}
+	if err := lan.Check(h, c); err != nil {
+		return err
 	}
 	// A re-run after the IPv4 address changed: the old prefix goes first.
 	// An unchanged one stays, so a re-run never blinks the LAN's address.
-	if old, ok := published(c); ok && (old.delegated != plan.Delegated || old.address != plan.Address) {
-		if err := removePublished(h, c); err != nil {
+	if old, ok := lan.Read(fileName(c)); ok && (old.Prefix != plan.Delegated || old.Address != plan.Address) {
+		if err := lan.Unpublish(h, c.Iface, fileName(c)); err != nil {
 			return err
 		}
 	}
 	if err := set6rd(sit, c.SixRD.Prefix, plan.RelayPrefix); err != nil {
 		return fmt.Errorf("%s: setting the 6rd parameters: %w", c.Iface, err)
 	}
-	if err := h.AddrReplace(addrLink, &netlink.Addr{IPNet: ipNet(plan.Address)}); err != nil {
-		return fmt.Errorf("%s: adding %s to %s: %w", c.Iface, plan.Address, addrLink.Attrs().Name, err)
-	}
-	if err := rundir.Write(fileName(c), []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\n",
-		plan.Delegated, plan.Address, addrLink.Attrs().Name))); err != nil {
-		return fmt.Errorf("%s: publishing the delegated prefix: %w", c.Iface, err)
+	if err := lan.Publish(h, c.Iface, fileName(c), lan.Published{Prefix: plan.Delegated, Address: plan.Address, Dev: plan.AddressDev(c)}); err != nil {
+		return err
 	}
 	if c.Table == 0 {
 		return mainDefault(h, plan.MainDefault(c, sit.Attrs().Index), c)
 	}
-	return policy.Up(h, plan.Link(c, sit.Attrs().Index))
+	var lanNet *lan.Subnet
+	if plan.OnLAN() {
+		lanNet = &plan.LAN
+	}
+	l := plan.Link(c, sit.Attrs().Index)
+	if err := policy.Up(h, l); err != nil {
+		return err
+	}
+	// Watched like a native link: probed from the delegated address
+	// through the tunnel, its default withdrawn and its LAN prefix
+	// deprecated when the relay or the IPv4 underlay stops answering. Only
+	// with isp-check: the monitor's default target, the gateway, is the
+	// relay's ::IPV4, which a relay need not answer, and a link that never
+	// answers would be withdrawn a second after ifup.
+	if len(c.Check) == 0 {
+		return nil
+	}
+	return registry.Record(h, l, lanNet)
 }
 
 // Down removes what Up added: the routing (the tunnel itself ifupdown has
 // deleted by now) and the LAN address, found through the published file.
 func Down(h *netlink.Handle, c *stanza.Config) error {
-	var errs []error
+	errs := []error{registry.Forget(c.Iface, c.Family)}
 	if c.Table != 0 {
 		routed := c
-		if p, ok := published(c); ok {
-			routed = withSource(c, p.delegated)
+		if p, ok := lan.Read(fileName(c)); ok {
+			routed = withSource(c, p.Prefix)
 		}
 		l, err := policy.Resolve(h, routed)
 		if err == nil {
@@ -254,7 +263,7 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 		}
 		errs = append(errs, err)
 	}
-	errs = append(errs, removePublished(h, c))
+	errs = append(errs, lan.Unpublish(h, c.Iface, fileName(c)))
 	return errors.Join(errs...)
 }
 
@@ -269,54 +278,11 @@ func mainDefault(h *netlink.Handle, r *netlink.Route, c *stanza.Config) error {
 	return nil
 }
 
-type publishedFile struct {
-	delegated netip.Prefix
-	address   netip.Prefix
-	dev       string
-}
-
 func fileName(c *stanza.Config) string { return "6rd." + c.Iface }
 
 // PublishedPath is the file in which Up publishes the stanza's delegated
 // prefix, its address and the address's interface.
 func PublishedPath(c *stanza.Config) string { return filepath.Join(rundir.Dir(), fileName(c)) }
-
-// published reads back what Up published for the stanza.
-func published(c *stanza.Config) (publishedFile, bool) {
-	b, err := rundir.Read(fileName(c))
-	if err != nil || b == nil {
-		return publishedFile{}, false
-	}
-	var p publishedFile
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "prefix":
-			p.delegated, _ = netip.ParsePrefix(v)
-		case "address":
-			p.address, _ = netip.ParsePrefix(v)
-		case "dev":
-			p.dev = v
-		}
-	}
-	return p, p.delegated.IsValid()
-}
-
-// removePublished removes the address of the published prefix (when its
-// interface is still there) and the file.
-func removePublished(h *netlink.Handle, c *stanza.Config) error {
-	p, ok := published(c)
-	if !ok {
-		return nil
-	}
-	if link, err := h.LinkByName(p.dev); err == nil && p.address.IsValid() {
-		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(p.address)}); err != nil &&
-			!errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("%s: removing %s from %s: %w", c.Iface, p.address, p.dev, err)
-		}
-	}
-	return rundir.Remove(fileName(c))
-}
 
 // set6rd sets the sit device's 6rd prefix and relay prefix over netlink
 // (vishvananda/netlink's Sittun has no 6rd fields). A changelink resets

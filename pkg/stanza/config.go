@@ -88,9 +88,22 @@ type Config struct {
 	Mark    connmark.Mark
 	Inbound bool // isp-inbound
 	Sticky  bool // isp-sticky
+	// LAN is isp-lan (or 6rd-lan): nil when not given.
+	LAN *LAN
+	// RDNSS is isp-rdnss.
+	RDNSS []netip.Addr
 
 	// SixRD is set when the stanza carries 6rd-prefix.
 	SixRD *SixRD
+}
+
+// LAN is the LAN interface an ISP's prefix numbers a /64 of: isp-lan, or
+// 6rd-lan on a 6rd stanza.
+type LAN struct {
+	Option string // "isp-lan" or "6rd-lan", as written
+	Value  string // its value, as written, for messages
+	Iface  string
+	Subnet uint64 // which /64 of the ISP's prefix (default 0)
 }
 
 // SixRD holds the 6rd options of an `inet6 v4tunnel` stanza (RFC 5969).
@@ -103,6 +116,4 @@ type SixRD struct {
 	// own `local`.
 	LocalIface string
 	LocalAddr  netip.Addr
-	LANIface   string // 6rd-lan interface, empty if not given
-	LANSubnet  uint64 // 6rd-lan subnet id (default 0)
 }

@@ -76,6 +76,10 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) (err error) { c.Inbound, err = yesNo(v); return err }},
 	{Name: "isp-sticky", Family: Inet, wrongFamily: "an IPv6 flow keeps its link by its own source address already (move it to the interface's inet stanza)", Default: "no", Value: "yes or no", Doc: "flows NATed to this link stay on it until they end, even when a preferred link comes back (new flows take the preferred one): an `fwmark` rule on the outbound mark",
 		parse: func(c *Config, v, _ string) (err error) { c.Sticky, err = yesNo(v); return err }},
+	{Name: "isp-lan", Family: Inet6, Value: "interface[:subnet-id]", Doc: "LAN interface that gets /64 number subnet-id (hex, default 0) of this ISP's prefix (its first `isp-source` of /64 or shorter, or a 6rd stanza's delegated prefix): the router's address ::1 there, and router advertisements of that /64 from ifisp-watch",
+		parse: func(c *Config, v, _ string) error { return c.setLAN("isp-lan", v) }},
+	{Name: "isp-rdnss", Family: Inet6, Value: "address list", Doc: "DNS servers announced (RDNSS, RFC 8106) in the router advertisements on the `isp-lan` interface, withdrawn with this ISP's prefix",
+		parse: func(c *Config, v, _ string) (err error) { c.RDNSS, err = c.addrs(v); return err }},
 	{Name: "6rd-prefix", Family: Inet6, Value: "IPv6 prefix", Doc: "the ISP's 6rd prefix (RFC 5969), on an `inet6 v4tunnel` stanza",
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Prefix, err = sixrdPrefix(v); return err }},
 	{Name: "6rd-relay", Family: Inet6, Value: "IPv4 address", Doc: "the ISP's 6rd border relay",
@@ -84,8 +88,8 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().IPv4MaskLen, err = maskLen(v); return err }},
 	{Name: "6rd-local", Family: Inet6, Default: "the tunnel's local", Value: "interface or IPv4 address", Doc: "whose IPv4 address is embedded in the delegated prefix",
 		parse: func(c *Config, v, _ string) error { return c.sixrd().setLocal(v) }},
-	{Name: "6rd-lan", Family: Inet6, Value: "interface[:subnet-id]", Doc: "LAN interface that gets /64 number subnet-id (hex, default 0) of the delegated prefix, address ::1",
-		parse: func(c *Config, v, _ string) error { return c.sixrd().setLAN(v) }},
+	{Name: "6rd-lan", Family: Inet6, Value: "interface[:subnet-id]", Doc: "`isp-lan` of a 6rd stanza, numbered from the delegated prefix: the spelling kept from before `isp-lan`",
+		parse: func(c *Config, v, _ string) error { c.sixrd(); return c.setLAN("6rd-lan", v) }},
 }
 
 // Options returns the table of options, for documentation and the CLI.
@@ -359,20 +363,25 @@ func (s *SixRD) setLocal(v string) error {
 	return nil
 }
 
-// setLAN parses 6rd-lan: IFACE or IFACE:SUBNET-ID, the id in hex.
-func (s *SixRD) setLAN(v string) error {
+// setLAN parses isp-lan (or its 6rd spelling, option): IFACE or
+// IFACE:SUBNET-ID, the id in hex. The two spellings are one option.
+func (c *Config) setLAN(option, v string) error {
+	if c.LAN != nil {
+		return fmt.Errorf("given with %s too (they are one option: keep one)", c.LAN.Option)
+	}
 	name, id, hasID := strings.Cut(v, ":")
 	if !isIfname(name) {
 		return errors.New("not an interface name (IFACE or IFACE:SUBNET-ID)")
 	}
-	s.LANIface = name
+	lan := &LAN{Option: option, Value: v, Iface: name}
 	if hasID {
 		n, err := strconv.ParseUint(id, 16, 64)
 		if err != nil {
 			return fmt.Errorf("subnet id %q is not a hex number", id)
 		}
-		s.LANSubnet = n
+		lan.Subnet = n
 	}
+	c.LAN = lan
 	return nil
 }
 

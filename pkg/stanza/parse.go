@@ -307,8 +307,20 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 			bad("isp-mark", "", "missing: the link's id in the connection mark defaults to the table's number, and %d does not fit isp-mark-mask %s (set isp-mark to an id from 1 to %d, its own on each ISP stanza)", c.Table, connmark.Hex(c.Mark.Mask), max)
 		}
 	}
+	if c.RDNSS != nil && c.LAN == nil && !failed["isp-lan"] && !failed["6rd-lan"] {
+		bad("isp-rdnss", given["isp-rdnss"], "does nothing without isp-lan (the LAN interface its router advertisements go to)")
+	}
 	// No 6rd option was accepted (on an inet stanza, each was refused).
 	if c.SixRD == nil {
+		if c.LAN == nil {
+			return
+		}
+		parent, ok := c.LANParent()
+		if !ok {
+			bad(c.LAN.Option, c.LAN.Value, "needs an IPv6 isp-source prefix of /64 or shorter to number the LAN from (add the prefix the ISP delegated to isp-source)")
+			return
+		}
+		c.checkLAN(parent.Bits(), "isp-source "+parent.String(), bad)
 		return
 	}
 	if c.Method != "v4tunnel" {
@@ -339,15 +351,30 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 			s.Prefix.Bits(), 32-s.IPv4MaskLen, delegated, s.Prefix.Bits()-32)
 		return
 	}
-	if s.LANIface == "" || failed["6rd-lan"] {
-		return
+	if c.LAN != nil {
+		c.checkLAN(delegated, "delegated prefix", bad)
 	}
-	// The subnet id numbers a /64 within the delegated prefix.
-	switch bits := 64 - delegated; {
-	case bits == 0 && s.LANSubnet != 0:
-		bad("6rd-lan", given["6rd-lan"], "the delegated prefix is a single /64: subnet id must be 0")
-	case bits < 64 && s.LANSubnet>>bits != 0:
-		bad("6rd-lan", given["6rd-lan"], "subnet id %x does not fit in the /%d delegated prefix (at most %x)", s.LANSubnet, delegated, uint64(1)<<bits-1)
+}
+
+// LANParent returns the prefix a native stanza's isp-lan numbers its /64
+// from: the first isp-source prefix of /64 or shorter.
+func (c *Config) LANParent() (netip.Prefix, bool) {
+	for _, p := range c.Sources {
+		if p.Addr().Is6() && p.Bits() <= 64 {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// checkLAN checks that the isp-lan subnet id numbers a /64 within a
+// prefix of parentBits, what, e.g. "delegated prefix".
+func (c *Config) checkLAN(parentBits int, what string, bad func(option, value, format string, args ...any)) {
+	switch bits := 64 - parentBits; {
+	case bits == 0 && c.LAN.Subnet != 0:
+		bad(c.LAN.Option, c.LAN.Value, "the %s is a single /64: subnet id must be 0", what)
+	case bits < 64 && c.LAN.Subnet>>bits != 0:
+		bad(c.LAN.Option, c.LAN.Value, "subnet id %x does not fit in the /%d %s (at most %x)", c.LAN.Subnet, parentBits, what, uint64(1)<<bits-1)
 	}
 }
 

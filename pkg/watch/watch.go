@@ -29,6 +29,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/probe"
+	"github.com/ifisp/ifisp/pkg/ra"
 	"github.com/ifisp/ifisp/pkg/reconcile"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
@@ -50,6 +51,9 @@ type Options struct {
 	// MetricsInterval is how often Metrics and the state file's probe
 	// figures are rewritten; DefaultMetricsInterval when 0.
 	MetricsInterval time.Duration
+	// NoRA sends no router advertisements for the links' isp-lan
+	// prefixes (package ra): something else announces them.
+	NoRA bool
 }
 
 // DefaultMetricsInterval is how often the probe figures are published:
@@ -88,6 +92,7 @@ type daemon struct {
 	links  map[string]*link
 	rounds chan round
 	notify *notifier
+	ra     *ra.Sender // nil with NoRA
 }
 
 // errGone says that a link left the registry before the monitor acted on
@@ -138,6 +143,9 @@ func Run(ctx context.Context, opt Options) error {
 	defer stopProbes()
 	d := &daemon{opt: opt, ctx: probes, h: h, links: map[string]*link{}, rounds: make(chan round, 64), notify: newNotifier(opt.NotifyDir, opt.Log)}
 	defer d.notify.close()
+	if !opt.NoRA {
+		d.ra = ra.New(probes, opt.Log)
+	}
 
 	// A previous instance's state: a link it had withdrawn stays withdrawn
 	// until it has earned its way back, so a restart after a crash does not
@@ -230,6 +238,7 @@ func (d *daemon) scan(prev *Status) error {
 		}
 	}
 	d.apply()
+	d.announce()
 	return d.writeStatus()
 }
 
@@ -404,6 +413,7 @@ func (d *daemon) transition(l *link, old State, reason string) {
 		d.opt.Log.Printf("%v", err)
 	}
 	did := d.apply()
+	d.announce()
 	if l.health.state == Down && !l.withdrawn && len(l.reg.Defaults) > 0 {
 		did = append([]string{"defaults kept: no other " + string(l.reg.Family) + " link is up (last resort)"}, did...)
 	}
