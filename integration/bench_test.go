@@ -13,7 +13,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"github.com/vishvananda/netns"
+
 	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/connmark"
+	"github.com/ifisp/ifisp/pkg/reconcile"
+	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
 // BenchmarkIfupdown times `ifup wana wanb` + `ifdown wana wanb` in the lab,
@@ -147,6 +154,7 @@ func BenchmarkConntrack(b *testing.B) {
 				b.ReportMetric(float64(i)/float64(s), fmt.Sprintf("%s-%dk-ifisp/seed", strings.ReplaceAll(name, " ", "-"), flows/1000))
 			}
 			row("backup cycle", seed.backup, ifisp.backup)
+			fmt.Fprintf(w, "%d\tof which ifisp's conntrack work (one filtered flush)\t\t%v\t\n", flows, ifisp.flush.Round(100*time.Microsecond))
 			fmt.Fprintf(w, "%d\thealthy flows kept by it\t%d\t%d\t\n", flows, seed.survived, ifisp.survived)
 			row("preferred down", seed.preferred, ifisp.preferred)
 			row("failback", seed.failback, ifisp.failback)
@@ -161,6 +169,30 @@ func BenchmarkConntrack(b *testing.B) {
 type cycleResult struct {
 	backup, preferred, failback time.Duration
 	survived, stale             int
+	// flush is one filtered flush of the full table that deletes
+	// nothing: the conntrack work of ifdown of the backup (ifisp only).
+	flush time.Duration
+}
+
+// flushTime times reconcile.Left for isp's link in the router's
+// namespace, the kernel walking the whole table for the flows NATed to it.
+func flushTime(b *testing.B, l *lab.Lab, isp *lab.ISP) time.Duration {
+	ns, err := netns.GetFromName(l.Router)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	ct, err := conntrack.Dial(&netlink.Config{NetNS: int(ns)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ct.Close()
+	link := reconcile.Link{Iface: isp.Iface, Family: stanza.Inet, Mark: connmark.Mark{ID: uint32(isp.Table), Mask: connmark.DefaultMask}}
+	return timed(func() {
+		if err := reconcile.Left(ct, link); err != nil {
+			b.Fatal(err)
+		}
+	})
 }
 
 // conntrackCycle runs BenchmarkConntrack's three changes for one approach
@@ -182,6 +214,9 @@ func conntrackCycle(b *testing.B, a approach, n int) (r cycleResult) {
 		}
 	}
 	fill(&l.B)
+	if a.hooks {
+		r.flush = flushTime(b, l, &l.A)
+	}
 	r.backup = timed(func() { l.MustIfdown("wana"); l.MustIfup("wana") })
 	r.survived = min(n, natted(b, l, &l.B))
 	fill(&l.B)
