@@ -94,6 +94,18 @@ func TestIfispCheck(t *testing.T) {
 	if exitCode(err) != 1 || out != want {
 		t.Errorf("--kernel with a default at metric 7 (exit %d):\n%s\nwant exit 1 and\n%s", exitCode(err), out, want)
 	}
+
+	// A file without wanb whose link takes the mark wanb has in the
+	// kernel: only the kernel check knows.
+	l.Interfaces("\niface wanc inet static\n\taddress 192.0.2.2/24\n\tisp-table 102\n\tisp-gateway 192.0.2.1\n\tisp-mark 101\n")
+	if out, err := l.Exec(l.Router, binary("ifisp"), "check", "-q"); err != nil || out != "" {
+		t.Errorf("without --kernel, wanb's mark: %v\n%s", err, out)
+	}
+	out, err = l.Exec(l.Router, binary("ifisp"), "check", "--kernel")
+	want = "/etc/network/interfaces:6: wanc: isp-mark \"101\": wanb has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number)\n"
+	if exitCode(err) != 1 || out != want {
+		t.Errorf("--kernel with wanb's mark (exit %d):\n%s\nwant exit 1 and\n%s", exitCode(err), out, want)
+	}
 }
 
 // TestIfispStatus brings both ISPs up with ifisp-watch running and reads

@@ -41,6 +41,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/interfaces"
+	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -409,6 +410,14 @@ func KernelChecks(h *netlink.Handle) func(*stanza.Config) error {
 		if c.SixRD != nil {
 			return nil
 		}
-		return policy.Check(h, c)
+		if err := policy.Check(h, c); err != nil {
+			return err
+		}
+		// ifisp-snat's first check in if-pre-up.d, before its chains.
+		b, err := nat.NewExec(c.Family)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.Iface, err)
+		}
+		return nat.CheckMarks(b, c)
 	}
 }

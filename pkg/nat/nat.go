@@ -136,16 +136,15 @@ func arriveHead(mask uint32) []string {
 	}
 }
 
-// checkMarks refuses the link when the other links' IFISP-LEAVE chains in
+// checkMarks refuses stanza c when the other links' IFISP-LEAVE chains in
 // save use its mark already, or another mask: two links with one mark
 // would share their flows' fate, and two masks would each restore bits the
 // other does not own.
-func (l *Link) checkMarks(save string) error {
+func checkMarks(c *stanza.Config, save string) error {
 	rs, err := ParseSave(leaveTree.table, save)
 	if err != nil {
 		return err
 	}
-	c := l.Config
 	for _, name := range sortedKeys(rs.Chains) {
 		other, ok := strings.CutPrefix(name, LeaveChain+"-")
 		if !ok || other == c.Iface {
@@ -224,7 +223,18 @@ func (l *Link) comment(what string) string {
 // transaction, and if one cannot be applied the other is put back as it
 // was. Running it twice changes nothing, and runs no iptables-restore.
 func Up(b Backend, l *Link) error {
-	return apply(b, l.Config.Iface, l.steps(), l.checkMarks)
+	return apply(b, l.Config.Iface, l.steps(), func(save string) error { return checkMarks(l.Config, save) })
+}
+
+// CheckMarks makes Up's first check without changing anything: that the
+// links up in the kernel use neither c's mark nor another mask (for
+// `ifisp check --kernel`).
+func CheckMarks(b Backend, c *stanza.Config) error {
+	save, err := b.Save()
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Iface, err)
+	}
+	return checkMarks(c, save)
 }
 
 // Changes returns the payload Up would apply now, without applying it: ""
