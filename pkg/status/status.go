@@ -29,6 +29,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/reconcile"
 	"github.com/ifisp/ifisp/pkg/registry"
@@ -116,6 +117,10 @@ type Link struct {
 	// SNAT are the link's SNAT rules (snat-from; NPTv6 on IPv6) with their
 	// counters. Empty, never null.
 	SNAT []SNAT `json:"snat"`
+	// LAN is the /64 of this ISP's prefix that its isp-lan interface
+	// has and ifisp-watch announces there (deprecated while the link is
+	// withdrawn and another on that LAN is up); null without isp-lan.
+	LAN *lan.Subnet `json:"lan"`
 	// GuardDropped is what the link's egress guard dropped (packets that
 	// would have left with a source not the link's); null when the guard
 	// chain is missing.
@@ -261,7 +266,7 @@ func Gather(h *netlink.Handle, opt Options) (*Status, error) {
 // newLink is the registry's part of a link.
 func newLink(reg registry.Link, root string) *Link {
 	l := &Link{Iface: reg.Iface, Family: reg.Family, Table: reg.Table, TableName: stanza.TableName(root, reg.Table),
-		Address: reg.Address, Gateway: reg.Gateway, Registered: reg.Since,
+		Address: reg.Address, Gateway: reg.Gateway, Registered: reg.Since, LAN: reg.LAN,
 		Addresses: []netip.Prefix{}, Rules: []Rule{}, MainDefaults: []Route{}, RecordedDefaults: []Route{},
 		SNAT: []SNAT{}, Problems: []string{}}
 	for _, d := range reg.Defaults {

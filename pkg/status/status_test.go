@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ifisp/ifisp/pkg/lan"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -47,6 +49,7 @@ func fixed() *Status {
 			TableDefault:     &Route{Gateway: a("2001:db8:b::1"), Metric: 1024, Protocol: 71},
 			MainDefaults:     []Route{},
 			RecordedDefaults: []Route{{Gateway: a("2001:db8:b::1"), Metric: 1, Protocol: 3}},
+			LAN:              &lan.Subnet{Iface: "lan0", Prefix: p("2001:db8:b100::/64")},
 			Health: &Health{State: "down", Withdrawn: true, Reason: "no answer from 2001:db8:ffff::100 in 10 rounds of 100ms", Since: at("2026-11-25T08:05:00Z"),
 				RTT: 0.0021, Loss: 1, LastAnswer: at("2026-11-25T08:04:59Z"), Transitions: 1, Rounds: 3000, Answered: 2990},
 			SNAT:         []SNAT{},

@@ -39,6 +39,9 @@ func Write(w io.Writer, s *Status) error {
 		}
 		row("main", "%s", routes(l.MainDefaults))
 		row("health", "%s", health(l, s.Monitor))
+		if l.LAN != nil {
+			row("lan", "%s on %s, announced by ifisp-watch", l.LAN.Prefix, l.LAN.Iface)
+		}
 		for _, n := range l.SNAT {
 			to := n.To.String()
 			if n.ToPrefix.IsValid() {
