@@ -22,15 +22,16 @@ import (
 
 func main() {
 	hook.Main("ifisp-conntrack", hook.Phases{
-		"post-up":  natted(took),
-		"pre-down": natted(left),
+		"post-up":  reconciled(took),
+		"pre-down": reconciled(left),
 	})
 }
 
-// natted runs f for the link of a stanza whose flows are NATed.
-func natted(f func(*netlink.Handle, *reconcile.Link) error) hook.Action {
+// reconciled runs f for the link of a stanza whose flows are NATed
+// (stanza.Config.Reconciled).
+func reconciled(f func(*netlink.Handle, *reconcile.Link) error) hook.Action {
 	return func(h *netlink.Handle, c *stanza.Config) error {
-		if c.SixRD != nil || c.Family == stanza.Inet6 && len(c.SNATFrom) == 0 {
+		if !c.Reconciled() {
 			return nil
 		}
 		l := &reconcile.Link{Iface: c.Iface, Family: c.Family, Mark: c.Mark, Sticky: c.Sticky}

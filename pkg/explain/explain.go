@@ -244,7 +244,7 @@ func (e *explainer) hook(s *interfaces.Stanza, folder, name, binary string) erro
 	case binary == "ifisp-6rd" && phase == "post-up" && c.SixRD != nil:
 		e.printf("#   %s: the tunnel's 6rd parameters, the address from the delegated prefix, its routing\n", name)
 		return e.sixrd(s, c)
-	case binary == "ifisp-conntrack" && phase == "post-up" && c.SixRD == nil && (c.Family == stanza.Inet || len(c.SNATFrom) > 0):
+	case binary == "ifisp-conntrack" && phase == "post-up" && c.Reconciled():
 		f := "ipv4"
 		if c.Family == stanza.Inet6 {
 			f = "ipv6"

@@ -106,6 +106,13 @@ type LAN struct {
 	Subnet uint64 // which /64 of the ISP's prefix (default 0)
 }
 
+// Reconciled reports whether ifisp-conntrack acts for the stanza: an
+// inet stanza's link, or an inet6 one's with NPTv6 (snat-from), NATs
+// flows; a 6rd tunnel's never does.
+func (c *Config) Reconciled() bool {
+	return c.SixRD == nil && (c.Family == Inet || len(c.SNATFrom) > 0)
+}
+
 // SixRD holds the 6rd options of an `inet6 v4tunnel` stanza (RFC 5969).
 type SixRD struct {
 	Prefix      netip.Prefix // 6rd-prefix
