@@ -651,13 +651,19 @@ func containsRule(list []netlink.Rule, r *netlink.Rule) bool {
 // PREFIX" (a host without its length) or "fwmark MARK/MASK".
 func Selector(r *netlink.Rule) string {
 	if r.Src == nil {
-		return fmt.Sprintf("fwmark %#x/%#x", r.Mark, maskOf(r.Mask))
+		return "fwmark " + Fwmark(r)
 	}
 	p := prefixOf(r.Src)
 	if p.IsSingleIP() {
 		return "from " + p.Addr().String()
 	}
 	return "from " + p.String()
+}
+
+// Fwmark writes an `fwmark` rule's mark and mask as `ip rule` prints them:
+// "0xe4000000/0xff000000".
+func Fwmark(r *netlink.Rule) string {
+	return fmt.Sprintf("%#x/%#x", r.Mark, maskOf(r.Mask))
 }
 
 // maskOf reads a rule's fwmark mask; none is all ones, as the kernel

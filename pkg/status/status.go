@@ -325,7 +325,7 @@ func (l *Link) kernel(h *netlink.Handle) {
 			rule.From = p
 			hasRule = hasRule || p == netip.PrefixFrom(l.Address, l.Address.BitLen())
 		} else {
-			rule.Fwmark, _ = strings.CutPrefix(policy.Selector(&r), "fwmark ")
+			rule.Fwmark = policy.Fwmark(&r)
 		}
 		l.Rules = append(l.Rules, rule)
 	}
