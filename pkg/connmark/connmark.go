@@ -59,12 +59,5 @@ func (m Mark) In() uint32 { return m.Out() | InboundBit(m.Mask) }
 // highest.
 func InboundBit(mask uint32) uint32 { return 1 << (31 - bits.LeadingZeros32(mask)) }
 
-// ID returns the link id in mark, and whether the connection arrived by
-// the link; id 0 means the mark holds no link of ifisp's.
-func ID(mark, mask uint32) (id uint32, in bool) {
-	v, bit := mark&mask, InboundBit(mask)
-	return (v &^ bit) >> bits.TrailingZeros32(mask), v&bit != 0
-}
-
 // Hex writes a mark or mask as iptables-save and `ip rule` print them.
 func Hex(v uint32) string { return fmt.Sprintf("%#x", v) }
