@@ -12,7 +12,8 @@ import (
 )
 
 // natUp is ifisp's part of iptables-save after `ifup wana wanb`, IPv4
-// then IPv6, exactly as an operator would read it.
+// then IPv6, exactly as an operator would read it. The connection marks'
+// chains (marksUp) are the same in both families.
 const natUp = `*filter
 :IFISP-GUARD - [0:0]
 :IFISP-GUARD-wana - [0:0]
@@ -32,27 +33,7 @@ const natUp = `*filter
 -A IFISP-GUARD-wanb -s 10.1.0.0/24 -m conntrack ! --ctstatus CONFIRMED -m comment --comment "ifisp: wanb new flow, SNAT follows" -j RETURN
 -A IFISP-GUARD-wanb -m comment --comment "ifisp: wanb egress guard" -j DROP
 *mangle
-:IFISP-ARRIVE - [0:0]
-:IFISP-ARRIVE-wana - [0:0]
-:IFISP-ARRIVE-wanb - [0:0]
-:IFISP-LEAVE - [0:0]
-:IFISP-LEAVE-wana - [0:0]
-:IFISP-LEAVE-wanb - [0:0]
--A PREROUTING -m comment --comment ifisp -j IFISP-ARRIVE
--A POSTROUTING -m comment --comment ifisp -j IFISP-LEAVE
--A IFISP-ARRIVE -m connmark --mark 0x80000000/0x80000000 -m conntrack --ctdir REPLY -m comment --comment "ifisp: replies of inbound connections" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m connmark --mark 0x0/0x80000000 -m conntrack --ctdir ORIGINAL -m comment --comment "ifisp: outbound flows, for isp-sticky" -j CONNMARK --restore-mark --nfmask 0xff000000 --ctmask 0xff000000
--A IFISP-ARRIVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
--A IFISP-ARRIVE -i wana -m comment --comment "ifisp: wana" -j IFISP-ARRIVE-wana
--A IFISP-ARRIVE -i wanb -m comment --comment "ifisp: wanb" -j IFISP-ARRIVE-wanb
--A IFISP-ARRIVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana inbound" -j CONNMARK --set-xmark 0xe4000000/0xff000000
--A IFISP-ARRIVE-wanb -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb inbound" -j CONNMARK --set-xmark 0xe5000000/0xff000000
--A IFISP-LEAVE -m conntrack ! --ctstate NEW -m comment --comment "ifisp: marks are set on the first packet only" -j RETURN
--A IFISP-LEAVE -o wana -m comment --comment "ifisp: wana" -j IFISP-LEAVE-wana
--A IFISP-LEAVE -o wanb -m comment --comment "ifisp: wanb" -j IFISP-LEAVE-wanb
--A IFISP-LEAVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x64000000/0xff000000
--A IFISP-LEAVE-wanb -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wanb outbound" -j CONNMARK --set-xmark 0x65000000/0xff000000
-*nat
+` + marksUp + `*nat
 :IFISP-SNAT - [0:0]
 :IFISP-SNAT-wana - [0:0]
 :IFISP-SNAT-wanb - [0:0]
@@ -80,7 +61,10 @@ const natUp = `*filter
 -A IFISP-GUARD-wanb -m conntrack --ctorigdst 2001:db8:b::2 --ctdir REPLY -m comment --comment "ifisp: wanb" -j RETURN
 -A IFISP-GUARD-wanb -m comment --comment "ifisp: wanb egress guard" -j DROP
 *mangle
-:IFISP-ARRIVE - [0:0]
+` + marksUp
+
+// marksUp is ifisp's mangle table after `ifup wana wanb`, either family.
+const marksUp = `:IFISP-ARRIVE - [0:0]
 :IFISP-ARRIVE-wana - [0:0]
 :IFISP-ARRIVE-wanb - [0:0]
 :IFISP-LEAVE - [0:0]
