@@ -28,18 +28,21 @@ import (
 // routing alone (ifisp-route against ip rule/ip route lines), and
 // everything (with SNAT, the guard and conntrack against the seed's
 // iptables and conntrack -D lines). ifupdown alone (the same stanzas with
-// neither) is the floor both stand on. The three labs take turns, round by
+// neither) is the floor both stand on; an empty Go program linked in
+// place of each hook is the floor of ifisp's layout, one process per hook
+// and phase, before a hook does anything. The labs take turns, round by
 // round, so a busy machine slows them alike. Run it with `make bench`.
 func BenchmarkIfupdown(b *testing.B) {
 	const rounds = 20
 	bare := regexp.MustCompile(`(?m)^\t(isp|snat)-.*\n`).ReplaceAllString(lab.TwoISPs, "")
-	newLab := func(legacy bool, interfaces string, hooks bool, only ...string) *lab.Lab {
+	empty := emptyHooks(b)
+	newLab := func(legacy bool, interfaces, hooks string, only ...string) *lab.Lab {
 		l := lab.New(b)
 		if legacy {
 			l.UseIptablesLegacy()
 		}
-		if hooks {
-			l.Install(bin, only...)
+		if hooks != "" {
+			l.Install(hooks, only...)
 		}
 		l.Interfaces(interfaces)
 		return l
@@ -56,7 +59,7 @@ func BenchmarkIfupdown(b *testing.B) {
 	}
 	for range b.N {
 		w := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
-		fmt.Fprintf(w, "\nifup wana wanb + ifdown wana wanb (median of %d)\tifupdown alone\tseed up/down lines\tifisp hooks\tratio\n", rounds)
+		fmt.Fprintf(w, "\nifup wana wanb + ifdown wana wanb (median of %d)\tifupdown alone\tempty Go hooks\tseed up/down lines\tifisp hooks\tratio\tempty hooks' ratio\n", rounds)
 		for _, row := range []struct {
 			name, seed string
 			only       []string
@@ -70,7 +73,12 @@ func BenchmarkIfupdown(b *testing.B) {
 			// v4 SNAT, the v6 guard), the seed's in one.
 			{"the same with iptables-legacy", lab.Seed, nil, true},
 		} {
-			labs := []*lab.Lab{newLab(row.legacy, bare, false), newLab(row.legacy, row.seed, false), newLab(row.legacy, lab.TwoISPs, true, row.only...)}
+			labs := []*lab.Lab{
+				newLab(row.legacy, bare, ""),
+				newLab(row.legacy, lab.TwoISPs, empty, row.only...),
+				newLab(row.legacy, row.seed, ""),
+				newLab(row.legacy, lab.TwoISPs, bin, row.only...),
+			}
 			times := make([][]time.Duration, len(labs))
 			for range rounds {
 				for i, l := range labs {
@@ -82,12 +90,39 @@ func BenchmarkIfupdown(b *testing.B) {
 					b.Fatalf("default routes left after ifdown:\n%s", out)
 				}
 			}
-			floor, seed, ifisp := median(times[0]), median(times[1]), median(times[2])
-			fmt.Fprintf(w, "%s\t%v\t%v\t%v\t%.2fx\n", row.name, floor.Round(time.Millisecond), seed.Round(time.Millisecond), ifisp.Round(time.Millisecond), float64(ifisp)/float64(seed))
+			floor, noop, seed, ifisp := median(times[0]), median(times[1]), median(times[2]), median(times[3])
+			ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+			fmt.Fprintf(w, "%s\t%v\t%v\t%v\t%v\t%.2fx\t%.2fx\n", row.name, ms(floor), ms(noop), ms(seed), ms(ifisp), float64(ifisp)/float64(seed), float64(noop)/float64(seed))
 			b.ReportMetric(float64(ifisp)/float64(seed), strings.ReplaceAll(strings.ReplaceAll(row.name, " ", "-"), ",", "")+"-ifisp/seed")
 		}
 		w.Flush()
 	}
+}
+
+// emptyHooks returns a folder in which every hook binary of hooks/layout
+// is an empty Go program (built as the real ones are): what any Go hook
+// costs ifupdown before it does anything.
+func emptyHooks(b *testing.B) string {
+	dir := b.TempDir()
+	if err := os.WriteFile(dir+"/main.go", []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", "empty", "main.go")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building the empty hook: %v\n%s", err, out)
+	}
+	hooks, err := lab.Layout()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, h := range hooks {
+		if err := os.Symlink(dir+"/empty", dir+"/"+h.Binary); err != nil && !os.IsExist(err) {
+			b.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // approach is one way to run the two ISPs: ifisp's hooks or the seed's

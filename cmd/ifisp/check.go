@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/ifisp/ifisp/pkg/ifcheck"
+	"github.com/ifisp/ifisp/pkg/policy"
 )
 
 // defaultFile is ifupdown's interfaces file.
@@ -27,7 +26,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	}
 	opt := ifcheck.Options{Root: *root}
 	if *kernel {
-		h, err := netlink.NewHandle()
+		h, err := policy.NewHandle()
 		if err != nil {
 			fmt.Fprintf(stderr, "ifisp check: opening netlink for --kernel: %v\n", err)
 			return 1

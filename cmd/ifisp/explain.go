@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/ifisp/ifisp/pkg/explain"
+	"github.com/ifisp/ifisp/pkg/policy"
 )
 
 func explainCmd(args []string, stdout, stderr io.Writer) int {
@@ -19,7 +18,7 @@ func explainCmd(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() == 2 {
 		path = fs.Arg(1)
 	}
-	h, err := netlink.NewHandle()
+	h, err := policy.NewHandle()
 	if err != nil {
 		fmt.Fprintf(stderr, "ifisp explain: opening netlink: %v\n", err)
 		return 1

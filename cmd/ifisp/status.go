@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/vishvananda/netlink"
-
+	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/status"
 )
 
@@ -18,7 +17,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if ok, code := parse(fs, args, stderr, 0, 0); !ok {
 		return code
 	}
-	h, err := netlink.NewHandle()
+	h, err := policy.NewHandle()
 	if err != nil {
 		fmt.Fprintf(stderr, "ifisp status: opening netlink: %v\n", err)
 		return 1

@@ -89,7 +89,7 @@ func Run(name string, environ []string, root, phase string, timeout time.Duratio
 		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
 	defer lk.Release()
-	h, err := netlink.NewHandle()
+	h, err := policy.NewHandle()
 	if err != nil {
 		return fmt.Errorf("%s: opening netlink: %w", c.Iface, err)
 	}

@@ -738,18 +738,9 @@ func routeString(r *netlink.Route) string {
 	return s
 }
 
-// WithLink opens a netlink handle in the current network namespace,
-// resolves the stanza's link there and runs f: the common start of the
-// hooks.
-func WithLink(c *stanza.Config, f func(*netlink.Handle, *Link) error) error {
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return fmt.Errorf("%s: opening netlink: %w", c.Iface, err)
-	}
-	defer h.Close()
-	l, err := Resolve(h, c)
-	if err != nil {
-		return err
-	}
-	return f(h, l)
+// NewHandle opens a netlink handle in the current network namespace, for
+// rtnetlink only: links, addresses, routes and rules are all ifisp asks of
+// it, and a hook opens one per run.
+func NewHandle() (*netlink.Handle, error) {
+	return netlink.NewHandle(unix.NETLINK_ROUTE)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -217,7 +216,7 @@ func familyName(a netip.Addr) Family {
 func table(v, root string) (int, error) {
 	n, err := LookupTable(root, v)
 	switch {
-	case errors.Is(err, ErrNoTable) && !tableName.MatchString(v):
+	case errors.Is(err, ErrNoTable) && !madeOf(v, alnum+"-+_."): // what iproute2 writes in rt_tables
 		return 0, errors.New("not a table name or number")
 	case errors.Is(err, ErrNoTable):
 		return 0, fmt.Errorf("no such table in /etc/iproute2/rt_tables, rt_tables.d/*.conf or /usr/share/iproute2/rt_tables (add \"NUMBER %s\" to /etc/iproute2/rt_tables.d/isp.conf, or give a number)", v)
@@ -228,9 +227,6 @@ func table(v, root string) (int, error) {
 	}
 	return n, nil
 }
-
-// tableName matches the names iproute2 writes in rt_tables.
-var tableName = regexp.MustCompile(`^[-+A-Za-z0-9_.]+$`)
 
 // metric parses a route metric.
 func metric(v string) (int, error) {
@@ -336,15 +332,22 @@ func maskLen(v string) (int, error) {
 	return int(n), nil
 }
 
-// ifnameChars matches the interface names ifisp accepts: 1 to 15
-// characters, as the kernel allows, from a conservative set (the kernel
+// isIfname reports whether name is an interface name ifisp accepts: 1 to
+// 15 characters, as the kernel allows, from a conservative set (the kernel
 // refuses only '/', ':' and whitespace, but a name like "eth0;ls" is more
 // likely a mistake than an interface).
-var ifnameChars = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-
-// isIfname reports whether name is an interface name ifisp accepts.
 func isIfname(name string) bool {
-	return ifnameChars.MatchString(name) && name != "." && name != ".."
+	return len(name) <= 15 && madeOf(name, alnum+"_.-") && name != "." && name != ".."
+}
+
+// alnum is the ASCII letters and digits, for madeOf.
+const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// madeOf reports whether s is not empty and made of bytes of set only.
+// (Not a regexp: every hook run parses a stanza, and compiling regexps at
+// start-up was most of a hook's package initialisation.)
+func madeOf(s, set string) bool {
+	return s != "" && strings.Trim(s, set) == ""
 }
 
 // setLocal parses 6rd-local: an IPv4 address or an interface name.

@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -76,7 +75,7 @@ func namesOf(root string, patterns []string, n int) []string {
 			for _, line := range strings.Split(string(b), "\n") {
 				line, _, _ = strings.Cut(line, "#")
 				fields := strings.Fields(line)
-				if len(fields) < 2 || !tableNumber.MatchString(fields[0]) {
+				if len(fields) < 2 || !isTableNumber(fields[0]) {
 					continue
 				}
 				if m, err := parseTableNumber(fields[0]); err == nil && m == n {
@@ -88,9 +87,14 @@ func namesOf(root string, patterns []string, n int) []string {
 	return names
 }
 
-// tableNumber matches what is meant as a table number rather than a name,
-// in range or not: decimal (possibly negative) or 0x hex.
-var tableNumber = regexp.MustCompile(`^(-?[0-9]+|0[xX][0-9a-fA-F]+)$`)
+// isTableNumber reports whether s is meant as a table number rather than a
+// name, in range or not: decimal (possibly negative) or 0x hex.
+func isTableNumber(s string) bool {
+	if hex, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
+		return madeOf(hex, "0123456789abcdef")
+	}
+	return madeOf(strings.TrimPrefix(s, "-"), "0123456789")
+}
 
 // LookupTable resolves name to a routing table number. A number (decimal,
 // or hex with 0x) is itself; any other name is looked up in
@@ -101,7 +105,7 @@ var tableNumber = regexp.MustCompile(`^(-?[0-9]+|0[xX][0-9a-fA-F]+)$`)
 // bits). Reserved numbers (0, 253, 254, 255) are returned like any other:
 // whether they may be used is the caller's call.
 func LookupTable(root, name string) (int, error) {
-	if tableNumber.MatchString(name) {
+	if isTableNumber(name) {
 		return parseTableNumber(name)
 	}
 	for _, pattern := range tableFiles {
@@ -137,7 +141,7 @@ func lookupIn(file, name string) (int, bool, error) {
 		if len(fields) < 2 || fields[1] != name {
 			continue
 		}
-		if !tableNumber.MatchString(fields[0]) {
+		if !isTableNumber(fields[0]) {
 			return 0, false, fmt.Errorf("%s: table %s: %q is not a number", file, name, fields[0])
 		}
 		n, err := parseTableNumber(fields[0])
@@ -149,7 +153,7 @@ func lookupIn(file, name string) (int, bool, error) {
 	return 0, false, s.Err()
 }
 
-// parseTableNumber reads a string that tableNumber matches: decimal, or hex
+// parseTableNumber reads a string isTableNumber accepts: decimal, or hex
 // with 0x, as in the rt_tables files (a leading 0 does not make it octal).
 func parseTableNumber(s string) (int, error) {
 	base := 10

@@ -102,7 +102,7 @@ var errGone = errors.New("no longer registered")
 // Run watches the links until ctx ends, then restores every default it
 // withdrew and removes its state file.
 func Run(ctx context.Context, opt Options) error {
-	h, err := netlink.NewHandle()
+	h, err := policy.NewHandle()
 	if err != nil {
 		return fmt.Errorf("opening netlink: %w", err)
 	}
