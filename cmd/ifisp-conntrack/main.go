@@ -2,8 +2,10 @@
 // after a route change, by connection mark (package reconcile): in
 // if-down.d, after ifisp-route has withdrawn the link's default, it deletes
 // the flows NATed to the link; last in if-up.d, when the link has taken the
-// default, the flows NATed to the other links (but an isp-sticky link's).
-// A link that comes up as the backup costs no conntrack work at all.
+// default, the flows NATed to the other links (but an isp-sticky link's),
+// and for inet dhcp the flows that left the link before its SNAT rule was
+// in. A static link that comes up as the backup costs no conntrack work at
+// all.
 //
 // It acts for inet stanzas, and for inet6 ones with NPTv6 (snat-from): any
 // other IPv6 flow's source is its host's own address, which no conntrack
@@ -29,7 +31,7 @@ func main() {
 
 // reconciled runs f for the link of a stanza whose flows are NATed
 // (stanza.Config.Reconciled).
-func reconciled(f func(*netlink.Handle, *reconcile.Link) error) hook.Action {
+func reconciled(f func(*netlink.Handle, *stanza.Config, *reconcile.Link) error) hook.Action {
 	return func(h *netlink.Handle, c *stanza.Config) error {
 		if !c.Reconciled() {
 			return nil
@@ -38,14 +40,16 @@ func reconciled(f func(*netlink.Handle, *reconcile.Link) error) hook.Action {
 		if nl, err := h.LinkByName(c.Iface); err == nil {
 			l.Index = nl.Attrs().Index
 		}
-		if err := f(h, l); err != nil {
+		if err := f(h, c, l); err != nil {
 			return fmt.Errorf("%s: reconciling conntrack: %w", c.Iface, err)
 		}
 		return nil
 	}
 }
 
-func took(h *netlink.Handle, l *reconcile.Link) error {
+// took deletes the flows that now route by l, and for a stanza whose
+// address the kernel learns (inet dhcp), those that left by it un-NATed.
+func took(h *netlink.Handle, c *stanza.Config, l *reconcile.Link) error {
 	if l.Index == 0 {
 		return nil // gone meanwhile: it took nothing
 	}
@@ -58,11 +62,16 @@ func took(h *netlink.Handle, l *reconcile.Link) error {
 	if err != nil {
 		return err
 	}
-	_, err = reconcile.Took(h, ct, *l, others)
+	if err := reconcile.Took(h, ct, *l, others); err != nil {
+		return err
+	}
+	if !c.Address.IsValid() {
+		_, err = reconcile.UnNATed(h, ct, *l)
+	}
 	return err
 }
 
-func left(_ *netlink.Handle, l *reconcile.Link) error {
+func left(_ *netlink.Handle, _ *stanza.Config, l *reconcile.Link) error {
 	ct, err := reconcile.Dial()
 	if err != nil {
 		return err

@@ -83,14 +83,11 @@ func Left(ct Conn, l Link) error {
 // restored it). When l is not the preferred default of its family now, no
 // flow moved and it does nothing. When it is, the flows NATed to each of
 // the others of the family now route by l: they are deleted, one request
-// per link (a sticky link's stay). So are l's own un-NATed flows from sources that are not l's: a
-// flow that left by l before its SNAT rule was in (inet dhcp, whose address
-// if-up.d only learns) carries no mapping and never would. It returns how
-// many of those it deleted.
-func Took(h *netlink.Handle, ct Conn, l Link, others []Link) (int, error) {
+// per link (a sticky link's stay).
+func Took(h *netlink.Handle, ct Conn, l Link, others []Link) error {
 	pref, err := policy.Preferred(h, l.Family)
 	if err != nil || pref != l.Index {
-		return 0, err
+		return err
 	}
 	var errs []error
 	for _, o := range others {
@@ -98,8 +95,7 @@ func Took(h *netlink.Handle, ct Conn, l Link, others []Link) (int, error) {
 			errs = append(errs, Left(ct, o))
 		}
 	}
-	n, err := deleteUnNATed(h, ct, l)
-	return n, errors.Join(append(errs, err)...)
+	return errors.Join(errs...)
 }
 
 // natted filters the flows of l's family that left by l and were
@@ -117,9 +113,13 @@ func outbound(l Link) conntrack.Filter {
 	return conntrack.NewFilter().Family(proto).Mark(l.Mark.Out()).MarkMask(l.Mark.Mask)
 }
 
-// deleteUnNATed deletes l's un-NATed flows whose source is not one of l's
-// (its addresses, its `from` rules' prefixes).
-func deleteUnNATed(h *netlink.Handle, ct Conn, l Link) (int, error) {
+// UnNATed deletes l's un-NATed flows whose source is not one of l's (its
+// addresses, its `from` rules' prefixes), and returns how many. Only a link
+// whose address the kernel learns (inet dhcp) can have them: a flow that
+// left by it before if-up.d installed its SNAT rule carries no mapping
+// and never would. Any other link's SNAT rules are in from if-pre-up.d on,
+// and sparing it this call spares a walk of the whole conntrack table.
+func UnNATed(h *netlink.Handle, ct Conn, l Link) (int, error) {
 	wans, err := policy.ReadWANs(h)
 	if err != nil {
 		return 0, err

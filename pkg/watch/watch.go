@@ -504,8 +504,7 @@ func (d *daemon) reconcile(left, took []*link) error {
 	}
 	for _, l := range took {
 		if rl, ok := byKey[l.reg.Key()]; ok {
-			_, err := reconcile.Took(d.h, ct, rl, all)
-			errs = append(errs, err)
+			errs = append(errs, reconcile.Took(d.h, ct, rl, all))
 		}
 	}
 	return errors.Join(errs...)
