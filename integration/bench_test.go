@@ -67,10 +67,12 @@ func BenchmarkIfupdown(b *testing.B) {
 		}{
 			{"routing only", lab.SeedRoutes, []string{"ifisp-route"}, false},
 			{"routing, SNAT, guard, conntrack", lab.Seed, nil, false},
-			// Where the nf_tables row's time goes: with nf_tables every
-			// transaction that deletes a rule waits for an RCU grace
-			// period, and ifisp's down deletes in three (the v4 guard, the
-			// v4 SNAT, the v6 guard), the seed's in one.
+			// Where the nf_tables row's time goes: with nf_tables a
+			// process that deleted rules waits, as it closes its netlink
+			// socket, for an RCU grace period, about once per table it
+			// deleted in; a link's down waits some three times with ifisp
+			// (IPv4 SNAT, guard and marks; IPv6 guard and marks), once
+			// with the seed. iptables-legacy has no such wait.
 			{"the same with iptables-legacy", lab.Seed, nil, true},
 		} {
 			labs := []*lab.Lab{

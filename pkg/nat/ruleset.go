@@ -156,9 +156,10 @@ func (t tree) set(rs *Ruleset, iface string, rules, head []string) *Ruleset {
 // which empties it, and filled again. An unchanged chain is not in the
 // payload at all (its counters stay).
 //
-// Deleting rules is what costs: with nf_tables every transaction that
-// deletes one waits for the kernel's RCU grace period, about 15 ms, so a
-// link coming up deletes nothing.
+// Deleting rules is what costs: with nf_tables, iptables-restore waits
+// for the kernel's RCU grace period (15-20 ms, more on a busy machine)
+// after a table in which it deleted any, so a link coming up deletes
+// nothing.
 func Payload(have, want *Ruleset) string {
 	var decl, del, add, jumps, drop []string
 	for _, name := range sortedKeys(want.Chains) {
