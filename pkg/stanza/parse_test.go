@@ -529,3 +529,25 @@ func TestNames(t *testing.T) {
 		t.Errorf("ProtoName without rt_protos = %q, want none", got)
 	}
 }
+
+// The hand-written checks accept exactly what the regexps they replaced
+// did: ^(-?[0-9]+|0[xX][0-9a-fA-F]+)$ and ^[A-Za-z0-9_.-]{1,15}$ but "."
+// and "..".
+func TestNameChecks(t *testing.T) {
+	for s, want := range map[string]bool{
+		"0": true, "-1": true, "010": true, "0x1f": true, "0X1F": true,
+		"": false, "-": false, "--1": false, "0x": false, "0xg": false, "-0x1": false, "1x": false, "x1": false,
+	} {
+		if got := isTableNumber(s); got != want {
+			t.Errorf("isTableNumber(%q) = %v, want %v", s, got, want)
+		}
+	}
+	for s, want := range map[string]bool{
+		"wana": true, "eth0.100": true, "br-lan_2": true, "abcdefghijklmno": true,
+		"": false, ".": false, "..": false, "abcdefghijklmnop": false, "eth0;ls": false, "eth 0": false, "eth0:1": false, "ethé": false,
+	} {
+		if got := isIfname(s); got != want {
+			t.Errorf("isIfname(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
