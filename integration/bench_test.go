@@ -69,10 +69,9 @@ func BenchmarkIfupdown(b *testing.B) {
 			{"routing, SNAT, guard, conntrack", lab.Seed, nil, false},
 			// Where the nf_tables row's time goes: with nf_tables a
 			// process that deleted rules waits, as it closes its netlink
-			// socket, for an RCU grace period, about once per table it
-			// deleted in; a link's down waits some three times with ifisp
-			// (IPv4 SNAT, guard and marks; IPv6 guard and marks), once
-			// with the seed. iptables-legacy has no such wait.
+			// socket, for an RCU grace period; each link's IPv4 and IPv6
+			// post-down wait once each with ifisp, one down once with the
+			// seed. iptables-legacy has no such wait.
 			{"the same with iptables-legacy", lab.Seed, nil, true},
 		} {
 			labs := []*lab.Lab{

@@ -253,14 +253,18 @@ func (l *Link) steps() []step {
 }
 
 // treeSteps are the changes of c's chains to these rules (all nil:
-// removed).
+// removed). Mangle goes first: iptables-nft probes the connmark and
+// conntrack extensions while parsing it, one netlink socket per probe, and
+// once a commit has deleted rules each such socket's close waits for an
+// RCU grace period (milliseconds). Filter and nat use only comment, loaded
+// by then.
 func treeSteps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
-	list := []step{
-		{tree: guardTree, rules: guard},
+	return []step{
 		{tree: arriveTree, rules: arrive, head: arriveHead(c.Mark.Mask)},
 		{tree: leaveTree, rules: leave, head: []string{firstOnly}},
+		{tree: guardTree, rules: guard},
+		{tree: snatTree, rules: snat},
 	}
-	return append(list, step{tree: snatTree, rules: snat})
 }
 
 // Down removes the link's chains, and ifisp's top chains once empty. What

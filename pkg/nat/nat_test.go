@@ -157,18 +157,7 @@ func TestUpDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first link's payloads, as an operator reads them.
-	want := []string{`*filter
-:IFISP-GUARD - [0:0]
-:IFISP-GUARD-wana - [0:0]
--A IFISP-GUARD -o wana -m comment --comment "ifisp: wana" -j IFISP-GUARD-wana
--A IFISP-GUARD-wana -m conntrack --ctrepldst 198.51.100.2 --ctdir ORIGINAL -m comment --comment "ifisp: wana" -j RETURN
--A IFISP-GUARD-wana -m conntrack --ctorigdst 198.51.100.2 --ctdir REPLY -m comment --comment "ifisp: wana" -j RETURN
--A IFISP-GUARD-wana -s 10.1.0.0/24 -m conntrack ! --ctstatus CONFIRMED -m comment --comment "ifisp: wana new flow, SNAT follows" -j RETURN
--A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
--I FORWARD 1 -m comment --comment ifisp -j IFISP-GUARD
--I OUTPUT 1 -m comment --comment ifisp -j IFISP-GUARD
-COMMIT
-*mangle
+	want := []string{`*mangle
 :IFISP-ARRIVE - [0:0]
 :IFISP-ARRIVE-wana - [0:0]
 :IFISP-LEAVE - [0:0]
@@ -183,6 +172,17 @@ COMMIT
 -A IFISP-LEAVE-wana -m connmark --mark 0x0/0xff000000 -m comment --comment "ifisp: wana outbound" -j CONNMARK --set-xmark 0x1000000/0xff000000
 -I POSTROUTING 1 -m comment --comment ifisp -j IFISP-LEAVE
 -I PREROUTING 1 -m comment --comment ifisp -j IFISP-ARRIVE
+COMMIT
+*filter
+:IFISP-GUARD - [0:0]
+:IFISP-GUARD-wana - [0:0]
+-A IFISP-GUARD -o wana -m comment --comment "ifisp: wana" -j IFISP-GUARD-wana
+-A IFISP-GUARD-wana -m conntrack --ctrepldst 198.51.100.2 --ctdir ORIGINAL -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -m conntrack --ctorigdst 198.51.100.2 --ctdir REPLY -m comment --comment "ifisp: wana" -j RETURN
+-A IFISP-GUARD-wana -s 10.1.0.0/24 -m conntrack ! --ctstatus CONFIRMED -m comment --comment "ifisp: wana new flow, SNAT follows" -j RETURN
+-A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
+-I FORWARD 1 -m comment --comment ifisp -j IFISP-GUARD
+-I OUTPUT 1 -m comment --comment ifisp -j IFISP-GUARD
 COMMIT
 *nat
 :IFISP-SNAT - [0:0]
