@@ -69,9 +69,9 @@ func BenchmarkIfupdown(b *testing.B) {
 			{"routing, SNAT, guard, conntrack", lab.Seed, nil, false},
 			// Where the nf_tables row's time goes: with nf_tables a
 			// process that deleted rules waits, as it closes its netlink
-			// socket, for an RCU grace period; each link's IPv4 and IPv6
-			// post-down wait once each with ifisp, one down once with the
-			// seed. iptables-legacy has no such wait.
+			// socket, for an RCU grace period: with ifisp once in each
+			// link's IPv4 and once in its IPv6 post-down, with the seed
+			// once in each link's down. iptables-legacy has no such wait.
 			{"the same with iptables-legacy", lab.Seed, nil, true},
 		} {
 			labs := []*lab.Lab{
