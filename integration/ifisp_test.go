@@ -102,7 +102,7 @@ func TestIfispCheck(t *testing.T) {
 		t.Errorf("without --kernel, wanb's mark: %v\n%s", err, out)
 	}
 	out, err = l.Exec(l.Router, binary("ifisp"), "check", "--kernel")
-	want = "/etc/network/interfaces:6: wanc: isp-mark \"101\": wanb has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number)\n"
+	want = "/etc/network/interfaces:6: wanc: isp-mark \"101\": wanb has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number, folded into the mask's ids when larger)\n"
 	if exitCode(err) != 1 || out != want {
 		t.Errorf("--kernel with wanb's mark (exit %d):\n%s\nwant exit 1 and\n%s", exitCode(err), out, want)
 	}

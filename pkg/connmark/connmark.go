@@ -49,6 +49,23 @@ func MaxID(mask uint32) uint32 {
 	return 1<<(bits.OnesCount32(mask)-1) - 1
 }
 
+// DefaultID is a link's id when the stanza has no isp-mark: the table's
+// number when it fits the mask, so that the marks of tables 100 and 101 read
+// 0x64000000 and 0x65000000; a larger number (rt_tables' customary 200, or
+// 4294967295) folds into 1..MaxID, so any table works without an option. Two
+// tables may fold to one id; ifisp-snat refuses the second link then, with
+// an error that names isp-mark.
+func DefaultID(table int, mask uint32) uint32 {
+	top := uint64(MaxID(mask))
+	if table <= 0 || top == 0 { // top 0: a bad mask, refused elsewhere
+		return 0
+	}
+	if uint64(table) <= top {
+		return uint32(table)
+	}
+	return uint32((uint64(table)-1)%top) + 1
+}
+
 // Out is the mark of a connection that left by the link.
 func (m Mark) Out() uint32 { return m.ID << bits.TrailingZeros32(m.Mask) }
 

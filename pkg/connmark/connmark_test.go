@@ -34,3 +34,31 @@ func TestCheckMask(t *testing.T) {
 		t.Errorf("MaxID(default) = %d, want 127", got)
 	}
 }
+
+// The seed's rt_tables numbers (200, 201) and the largest table must get an
+// id without isp-mark; those that fit keep their number.
+func TestDefaultID(t *testing.T) {
+	for _, tc := range []struct {
+		table int
+		mask  uint32
+		id    uint32
+	}{
+		{100, DefaultMask, 100},
+		{127, DefaultMask, 127},
+		{128, DefaultMask, 1},
+		{200, DefaultMask, 73},
+		{201, DefaultMask, 74},
+		{256, DefaultMask, 2},
+		{4294967295, DefaultMask, 4294967294%127 + 1},
+		{5, 0x3, 1},
+		{0, DefaultMask, 0},
+	} {
+		id := DefaultID(tc.table, tc.mask)
+		if id != tc.id {
+			t.Errorf("DefaultID(%d, %#x) = %d, want %d", tc.table, tc.mask, id, tc.id)
+		}
+		if tc.table > 0 && (id < 1 || id > MaxID(tc.mask)) {
+			t.Errorf("DefaultID(%d, %#x) = %d: outside 1..%d", tc.table, tc.mask, id, MaxID(tc.mask))
+		}
+	}
+}

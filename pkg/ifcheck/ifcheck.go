@@ -200,7 +200,7 @@ func (r *Report) marks() {
 			continue
 		}
 		if o.Config.Iface != c.Iface && o.Config.Table != c.Table { // a shared table is reported already
-			r.add(l, "isp-mark", value(l, "isp-mark"), "link id %d is %s's too (%s): each ISP link needs its own isp-mark (it defaults to the table's number)",
+			r.add(l, "isp-mark", value(l, "isp-mark"), "link id %d is %s's too (%s): each ISP link needs its own isp-mark (it defaults to the table's number, folded into the mask's ids when larger)",
 				c.Mark.ID, o.Config.Iface, Line(o.Stanza, "isp-mark"))
 		}
 	}

@@ -160,7 +160,7 @@ func checkMarks(c *stanza.Config, save string) error {
 			case mask != connmark.Hex(c.Mark.Mask):
 				return stanza.Errorf(c.Iface, "isp-mark-mask", connmark.Hex(c.Mark.Mask), "%s's marks are under %s (give every ISP stanza the same isp-mark-mask)", other, mask)
 			case v == connmark.Hex(c.Mark.Out()):
-				return stanza.Errorf(c.Iface, "isp-mark", strconv.Itoa(int(c.Mark.ID)), "%s has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number)", other)
+				return stanza.Errorf(c.Iface, "isp-mark", strconv.Itoa(int(c.Mark.ID)), "%s has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number, folded into the mask's ids when larger)", other)
 			}
 		}
 	}

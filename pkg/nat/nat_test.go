@@ -315,7 +315,7 @@ func TestMarkClash(t *testing.T) {
 	other := link("wanb", "203.0.113.2")
 	other.Config.Mark.Mask = 0xff0000
 	for l, want := range map[*Link]string{
-		same:  `wanb: isp-mark "1": wana has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number)`,
+		same:  `wanb: isp-mark "1": wana has this link id already (each ISP stanza needs its own isp-mark; it defaults to the table's number, folded into the mask's ids when larger)`,
 		other: `wanb: isp-mark-mask "0xff0000": wana's marks are under 0xff000000 (give every ISP stanza the same isp-mark-mask)`,
 	} {
 		if err := Up(f, l); err == nil || err.Error() != want {

@@ -272,7 +272,7 @@ func (c *Config) defaults() {
 		c.Mark.Mask = connmark.DefaultMask
 	}
 	if c.Mark.ID == 0 {
-		c.Mark.ID = uint32(c.Table)
+		c.Mark.ID = connmark.DefaultID(c.Table, c.Mark.Mask)
 	}
 	if c.Throw == nil {
 		if c.Family == Inet6 {
@@ -301,11 +301,7 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 		c.checkNPT(given, has, bad)
 	}
 	if max := connmark.MaxID(c.Mark.Mask); c.Mark.ID > max && !failed["isp-mark"] && !failed["isp-mark-mask"] && !failed["isp-table"] {
-		if has("isp-mark") {
-			bad("isp-mark", given["isp-mark"], "does not fit isp-mark-mask %s (ids 1 to %d)", connmark.Hex(c.Mark.Mask), max)
-		} else {
-			bad("isp-mark", "", "missing: the link's id in the connection mark defaults to the table's number, and %d does not fit isp-mark-mask %s (set isp-mark to an id from 1 to %d, its own on each ISP stanza)", c.Table, connmark.Hex(c.Mark.Mask), max)
-		}
+		bad("isp-mark", given["isp-mark"], "does not fit isp-mark-mask %s (ids 1 to %d)", connmark.Hex(c.Mark.Mask), max)
 	}
 	if c.RDNSS != nil && c.LAN == nil && !failed["isp-lan"] && !failed["6rd-lan"] {
 		bad("isp-rdnss", given["isp-rdnss"], "does nothing without isp-lan (the LAN interface its router advertisements go to)")

@@ -311,7 +311,6 @@ func TestParseErrors(t *testing.T) {
 		{v4("isp-check-interval -1s"), `wana: isp-check-interval "-1s": not a positive duration (e.g. 200ms, 1s)`},
 		{v4("isp-check-down 0"), `wana: isp-check-down "0": not a count (a number from 1 to 65535)`},
 		{v4("isp-check-up ten"), `wana: isp-check-up "ten": not a count (a number from 1 to 65535)`},
-		{table("200"), `wana: isp-mark: missing: the link's id in the connection mark defaults to the table's number, and 200 does not fit isp-mark-mask 0xff000000 (set isp-mark to an id from 1 to 127, its own on each ISP stanza)`},
 		{v4("isp-mark 0"), `wana: isp-mark "0": not a link id (a number from 1 up)`},
 		{v4("isp-mark 128"), `wana: isp-mark "128": does not fit isp-mark-mask 0xff000000 (ids 1 to 127)`},
 		{v4("isp-mark-mask ff000000"), `wana: isp-mark-mask "ff000000": not a hex mask (e.g. 0xff000000)`},
