@@ -19,6 +19,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/hook"
 	"github.com/ifisp/ifisp/pkg/reconcile"
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -71,11 +72,19 @@ func took(h *netlink.Handle, c *stanza.Config, l *reconcile.Link) error {
 	return err
 }
 
-func left(_ *netlink.Handle, _ *stanza.Config, l *reconcile.Link) error {
+func left(_ *netlink.Handle, c *stanza.Config, l *reconcile.Link) error {
+	// A link with no record never came up (a stanza refused at ifup, say,
+	// that names another link's table and so its mark): the flows under
+	// its mark are another link's.
+	rec, err := registry.Read(c.Iface, c.Family)
+	if err != nil || rec == nil {
+		return err
+	}
 	ct, err := reconcile.Dial()
 	if err != nil {
 		return err
 	}
 	defer ct.Close()
+	l.Mark = rec.Mark
 	return reconcile.Left(ct, *l)
 }

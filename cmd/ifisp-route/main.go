@@ -17,6 +17,7 @@ package main
 
 import (
 	"errors"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -51,41 +52,71 @@ func do(f func(*netlink.Handle, *policy.Link) error) hook.Action {
 }
 
 // up installs the routing and, with isp-lan, first the router's address on
-// the LAN (lan.Native); a failed routing takes back an address this run
-// added.
+// the LAN (lan.Add). The link's plan is recorded ahead of any change, so
+// that whatever this run does, killed or not, ifdown knows it is the
+// link's; a failed routing takes back an address this run added.
 func up(h *netlink.Handle, l *policy.Link) error {
 	c := l.Config
+	old, err := registry.Read(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	others, err := registry.Others(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
 	s, hasLAN, err := lan.Native(c)
 	if err != nil {
 		return err
 	}
-	var lanNet *lan.Subnet
+	routed, rec := l, registry.Plan(l, old, nil, nil)
 	if hasLAN {
-		_, had := lan.Read(lan.File(c))
-		if err := lan.Publish(h, c.Iface, lan.File(c), lan.Published{Prefix: s.Prefix, Address: s.Address(), Dev: s.Iface}); err != nil {
+		var had *lan.Published
+		if old != nil {
+			had = old.LANAddress
+		}
+		addr, err := lan.Claim(h, c.Iface, had, lan.Published{Prefix: s.Prefix, Address: s.Address(), Dev: s.Iface})
+		if err != nil {
 			return err
 		}
-		routed := *l
-		routed.Config = lan.Routed(c, s)
-		if err := policy.Up(h, &routed); err != nil {
-			if !had {
-				err = errors.Join(err, lan.Unpublish(h, c.Iface, lan.File(c)))
+		routed = &policy.Link{Config: lan.Routed(c, s), Index: l.Index, Address: l.Address, Gateway: l.Gateway}
+		rec = registry.Plan(routed, old, &s, &addr)
+		if err := registry.Write(rec); err != nil {
+			return err
+		}
+		if err := lan.Add(h, c.Iface, addr); err != nil {
+			return err
+		}
+		if err := policy.Up(h, routed, registry.Plans(others)...); err != nil {
+			if had == nil {
+				err = errors.Join(err, lan.Remove(h, c.Iface, addr))
 			}
 			return err
 		}
-		lanNet = &s
-	} else if err := policy.Up(h, l); err != nil {
-		return err
+	} else {
+		if err := registry.Write(rec); err != nil {
+			return err
+		}
+		if err := policy.Up(h, routed, registry.Plans(others)...); err != nil {
+			return err
+		}
 	}
-	return registry.Record(h, l, lanNet)
+	return registry.Record(h, l.Index, rec)
 }
 
-// withdraw forgets the link, so that the monitor lets go of it, and
-// withdraws its main-table defaults; for 6rd stanzas too, which ifisp-6rd
-// registers but has no if-down.d hook of its own.
+// withdraw marks the link's record as going down, so that the monitor
+// lets go of it, and withdraws its main-table defaults; for 6rd stanzas
+// too, which ifisp-6rd registers but has no if-down.d hook of its own.
 func withdraw(h *netlink.Handle, c *stanza.Config) error {
-	if err := registry.Forget(c.Iface, c.Family); err != nil {
+	rec, err := registry.Read(c.Iface, c.Family)
+	if err != nil {
 		return err
+	}
+	if rec != nil {
+		rec.Since = time.Time{}
+		if err := registry.Write(rec); err != nil {
+			return err
+		}
 	}
 	l, err := policy.Resolve(h, c)
 	if err != nil {
@@ -94,9 +125,32 @@ func withdraw(h *netlink.Handle, c *stanza.Config) error {
 	return policy.Withdraw(h, l)
 }
 
+// down removes what the link's record says is its own (what its stanza
+// plans, for a link with no record: a refused or never-finished ifup), less
+// what other links' records keep, then forgets the link.
 func down(h *netlink.Handle, l *policy.Link) error {
-	if err := registry.Forget(l.Config.Iface, l.Config.Family); err != nil {
+	c := l.Config
+	rec, err := registry.Read(c.Iface, c.Family)
+	if err != nil {
 		return err
 	}
-	return errors.Join(lan.Unpublish(h, l.Config.Iface, lan.File(l.Config)), policy.Down(h, l))
+	others, err := registry.Others(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	own := l.Plan()
+	var errs []error
+	if rec != nil {
+		if !rec.Routing.Empty() { // an older ifisp's record has no plan
+			own = rec.Routing
+		}
+		if rec.LANAddress != nil {
+			errs = append(errs, lan.Remove(h, c.Iface, *rec.LANAddress))
+		}
+	}
+	errs = append(errs, policy.Down(h, l, own, registry.Plans(others)...))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return registry.Forget(c.Iface, c.Family)
 }

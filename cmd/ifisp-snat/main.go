@@ -16,6 +16,7 @@ import (
 	"github.com/ifisp/ifisp/pkg/hook"
 	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -55,7 +56,12 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
-	return nat.Up(b, &nat.Link{Config: c, Address: l.Address})
+	nl := &nat.Link{Config: c, Address: l.Address}
+	if err := nat.Up(b, nl); err != nil {
+		return err
+	}
+	ch := nl.Chains()
+	return registry.Update(c.Iface, c.Family, func(r *registry.Link) { r.Chains = &ch })
 }
 
 func down(_ *netlink.Handle, c *stanza.Config) error {

@@ -24,7 +24,8 @@ type command struct {
 var commands = []command{
 	{"check", "[FILE]", "check FILE (default /etc/network/interfaces) as ifisp's hooks will; exit 0 only when clean", check},
 	{"explain", "IFACE [FILE]", "print the commands `ifup IFACE` would run, changing nothing", explainCmd},
-	{"status", "[--json]", "the ISP links that are up: carrier, addresses, routing, health, SNAT, flows", statusCmd},
+	{"status", "[--json]", "the ISP links that are up: carrier, addresses, routing, health, SNAT, flows; exit 3 when the kernel differs from their plans", statusCmd},
+	{"sync", "", "put back what of the up links' plans the kernel lacks (after another tool reloaded the firewall)", syncCmd},
 }
 
 // run runs the subcommand args name: 0 on success, 1 when it found

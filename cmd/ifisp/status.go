@@ -35,11 +35,21 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "%s\n", b)
-		return 0
+		return exitCode(s)
 	}
 	if err := status.Write(stdout, s); err != nil {
 		fmt.Fprintf(stderr, "ifisp status: %v\n", err)
 		return 1
 	}
-	return 0
+	return exitCode(s)
+}
+
+// exitCode is status's exit status: 0 when the kernel has every link's
+// plan and nothing foreign among ifisp's pieces, 3 when it does not (so a
+// monitoring system can alert on it; 1 is an error, 2 a bad command line).
+func exitCode(s *status.Status) int {
+	if s.Converged() {
+		return 0
+	}
+	return 3
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -94,10 +95,11 @@ const WhoamiPort = 7006
 
 // Whoami starts the internet host's TCP server that answers each
 // connection with the client's address as it sees it, then closes it: the
-// source a LAN host picked, after the ISPs and the router.
+// source a LAN host picked, after the ISPs and the router (SNAT). It
+// listens on both of the host's addresses, Internet and Internet6.
 func (l *Lab) Whoami() {
 	l.t.Helper()
-	l.server(l.Inet, "the whoami server", WhoamiPort, "whoami", fmt.Sprintf("[%s]:%d", Internet6, WhoamiPort))
+	l.server(l.Inet, "the whoami server", WhoamiPort, "whoami", fmt.Sprintf("[::]:%d", WhoamiPort))
 }
 
 func whoami(addr string) error {
@@ -131,8 +133,14 @@ type Dialer struct {
 	dials []Dial
 }
 
-// StartDialer starts a Dialer from the LAN host, for at most n connections.
-func (l *Lab) StartDialer(n int) *Dialer {
+// StartDialer starts a Dialer from the LAN host to the whoami server's
+// IPv6 address, for at most n connections.
+func (l *Lab) StartDialer(n int) *Dialer { return l.StartDialerTo(Internet6, n) }
+
+// StartDialerTo starts a Dialer from the LAN host to the whoami server at
+// address host (Internet: IPv4, NATed by the router), for at most n
+// connections.
+func (l *Lab) StartDialerTo(host string, n int) *Dialer {
 	l.t.Helper()
 	d := &Dialer{}
 	cmd, _ := l.helper(l.LAN, func(s string) {
@@ -142,7 +150,7 @@ func (l *Lab) StartDialer(n int) *Dialer {
 			d.dials = append(d.dials, dl)
 			d.mu.Unlock()
 		}
-	}, "dial", fmt.Sprintf("[%s]:%d", Internet6, WhoamiPort), fmt.Sprint(n))
+	}, "dial", net.JoinHostPort(host, strconv.Itoa(WhoamiPort)), fmt.Sprint(n))
 	d.stop = func() { stop(cmd) }
 	return d
 }

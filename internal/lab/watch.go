@@ -233,3 +233,30 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Repairs is the number of pieces of the links' plans the monitor has put
+// back, all links together, as its state file says now.
+func (w *Watch) Repairs() int {
+	n := 0
+	if s := w.Status(); s != nil {
+		for _, l := range s.Links {
+			n += l.Repairs
+		}
+	}
+	return n
+}
+
+// WaitRepaired polls the state file until the monitor has repaired more
+// than after pieces, and returns when it wrote that (the end of the
+// repair), or fails the test after timeout.
+func (w *Watch) WaitRepaired(after int, timeout time.Duration) time.Time {
+	w.l.t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
+		if s := w.Status(); s != nil && w.Repairs() > after {
+			return s.Written
+		}
+		if time.Now().After(deadline) {
+			w.l.t.Fatalf("ifisp-watch repaired nothing in %s (repairs %d)\nlog:\n%s", timeout, w.Repairs(), w.Log())
+		}
+	}
+}

@@ -328,21 +328,22 @@ func (e *explainer) route(c *stanza.Config) error {
 		routed.Config = lan.Routed(c, s)
 		l = &routed
 	}
-	e.plan(c, l.Plan())
+	e.plan(c, l)
 	e.printf("#     and records the link for ifisp-watch: %s\n", filepath.Join(registry.Dir(), c.Iface+"."+string(c.Family)+".json"))
 	return nil
 }
 
 // plan prints policy.Up's commands for p, a plan of c's link.
-func (e *explainer) plan(c *stanza.Config, p policy.Plan) {
-	for _, r := range p.Table {
-		e.printf("%s\n", e.routeCmd("replace", c, &r))
+func (e *explainer) plan(c *stanza.Config, l *policy.Link) {
+	p := l.Plan()
+	for _, r := range p.Routes {
+		e.printf("%s route replace %s proto %s\n", ip(c), r, e.protoString(policy.Protocol))
 	}
 	for _, r := range p.Rules {
-		e.printf("%s\n", e.ruleCmd(c, &r))
+		e.printf("%s rule add %s proto %s\n", ip(c), r, e.protoString(policy.Protocol))
 	}
-	if p.Main != nil {
-		e.printf("%s\n", e.routeCmd("add", c, p.Main))
+	if m := l.MainDefault(); m != nil {
+		e.printf("%s\n", e.routeCmd("add", c, m))
 	}
 }
 
@@ -366,7 +367,7 @@ func (e *explainer) sixrd(s *interfaces.Stanza, c *stanza.Config) error {
 	e.printf("ip tunnel 6rd dev %s 6rd-prefix %s 6rd-relay_prefix %s\n", c.Iface, c.SixRD.Prefix, p.RelayPrefix)
 	e.printf("ip -6 addr replace %s dev %s\n", p.Address, p.AddressDev(c))
 	if c.Table != 0 {
-		e.plan(c, p.Link(c, 0).Plan())
+		e.plan(c, p.Link(c, 0))
 	} else if r := p.MainDefault(c, 0); r != nil {
 		e.printf("%s\n", e.routeCmd("replace", c, r))
 	}
@@ -414,11 +415,6 @@ func (e *explainer) routeCmd(verb string, c *stanza.Config, r *netlink.Route) st
 	}
 	fmt.Fprintf(&b, " proto %s", e.protoString(int(r.Protocol)))
 	return b.String()
-}
-
-// ruleCmd writes r as `ip rule add ...`.
-func (e *explainer) ruleCmd(c *stanza.Config, r *netlink.Rule) string {
-	return fmt.Sprintf("%s rule add %s lookup %d pref %d proto %s", ip(c), policy.Selector(r), r.Table, r.Priority, e.protoString(int(r.Protocol)))
 }
 
 // prefix writes a destination or source as ip takes it: "default", a host

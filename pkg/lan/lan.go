@@ -85,44 +85,88 @@ func NoInterface(c *stanza.Config, option, iface string) error {
 	return stanza.Errorf(c.Iface, option, iface, "no such interface (fix the name, or bring the interface up before this stanza)")
 }
 
-// Published is an address ifisp numbered from an ISP's prefix, as recorded
-// in the run directory: the prefix it came from, the address and the
-// interface it is on.
+// Published is an address ifisp numbered from an ISP's prefix, as the
+// registry (or, for 6rd, the run directory's file) records it: the prefix
+// it came from, the address and the interface it is on.
 type Published struct {
-	Prefix  netip.Prefix
-	Address netip.Prefix
-	Dev     string
+	Prefix  netip.Prefix `json:"prefix"`
+	Address netip.Prefix `json:"address"`
+	Dev     string       `json:"dev"`
 	// Theirs says the address was on the interface before ifisp's first
 	// run (the LAN stanza's own, say): down leaves it there.
-	Theirs bool
+	Theirs bool `json:"theirs,omitempty"`
 }
 
-// Publish adds the address to dev (replacing it in place if it is there)
-// and records it in the run directory's file. The record comes first, so
-// that a run killed in between leaves nothing unrecorded; an address that
-// was there before, and not by an earlier run of ifisp's, is recorded as
-// theirs.
-func Publish(h *netlink.Handle, iface, file string, p Published) error {
+// Claim settles whose p's address is before ifisp adds it: an address
+// that is on the interface already, and not by an earlier run of ifisp's
+// (old, what was recorded, nil for nothing), is theirs.
+func Claim(h *netlink.Handle, iface string, old *Published, p Published) (Published, error) {
+	if old != nil && old.Dev == p.Dev && old.Address == p.Address {
+		p.Theirs = old.Theirs // a re-run: the first settled whose it is
+		return p, nil
+	}
+	have, err := Has(h, p)
+	if err != nil {
+		return p, fmt.Errorf("%s: %w", iface, err)
+	}
+	p.Theirs = have
+	return p, nil
+}
+
+// Has says whether p's address is on its interface.
+func Has(h *netlink.Handle, p Published) (bool, error) {
 	link, err := h.LinkByName(p.Dev)
 	if err != nil {
-		return fmt.Errorf("%s: %s: no such interface for %s (bring it up before this stanza)", iface, p.Dev, p.Address)
+		return false, fmt.Errorf("%s: no such interface for %s (bring it up before this stanza)", p.Dev, p.Address)
 	}
 	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
 	if err != nil {
-		return fmt.Errorf("%s: listing the addresses of %s: %w", iface, p.Dev, err)
+		return false, fmt.Errorf("listing the addresses of %s: %w", p.Dev, err)
 	}
-	if old, ok := Read(file); ok && old.Dev == p.Dev && old.Address == p.Address {
-		p.Theirs = old.Theirs // a re-run: the first settled whose it is
-	} else {
-		p.Theirs = slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == p.Address })
-	}
-	if err := rundir.Write(file, []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\ntheirs=%t\n", p.Prefix, p.Address, p.Dev, p.Theirs))); err != nil {
-		return fmt.Errorf("%s: recording %s on %s: %w", iface, p.Address, p.Dev, err)
+	return slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return prefixOf(a.IPNet) == p.Address }), nil
+}
+
+// Add puts p's address on its interface, replacing it in place if it is
+// there.
+func Add(h *netlink.Handle, iface string, p Published) error {
+	link, err := h.LinkByName(p.Dev)
+	if err != nil {
+		return fmt.Errorf("%s: %s: no such interface for %s (bring it up before this stanza)", iface, p.Dev, p.Address)
 	}
 	if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipNet(p.Address)}); err != nil {
 		return fmt.Errorf("%s: adding %s to %s: %w", iface, p.Address, p.Dev, err)
 	}
 	return nil
+}
+
+// Remove takes p's address off its interface (when the interface is still
+// there, and the address is not theirs).
+func Remove(h *netlink.Handle, iface string, p Published) error {
+	if link, err := h.LinkByName(p.Dev); err == nil && p.Address.IsValid() && !p.Theirs {
+		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(p.Address)}); err != nil &&
+			!errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("%s: removing %s from %s: %w", iface, p.Address, p.Dev, err)
+		}
+	}
+	return nil
+}
+
+// Publish adds the address to dev and records it in the run directory's
+// file (6rd's store). The record comes first, so that a run killed in
+// between leaves nothing unrecorded.
+func Publish(h *netlink.Handle, iface, file string, p Published) error {
+	var old *Published
+	if o, ok := Read(file); ok {
+		old = &o
+	}
+	p, err := Claim(h, iface, old, p)
+	if err != nil {
+		return err
+	}
+	if err := rundir.Write(file, []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\ntheirs=%t\n", p.Prefix, p.Address, p.Dev, p.Theirs))); err != nil {
+		return fmt.Errorf("%s: recording %s on %s: %w", iface, p.Address, p.Dev, err)
+	}
+	return Add(h, iface, p)
 }
 
 // Read reads back what Publish recorded in file; ok is false when nothing is.
@@ -147,25 +191,18 @@ func Read(file string) (p Published, ok bool) {
 	return p, p.Prefix.IsValid()
 }
 
-// Unpublish removes the address recorded in file (when its interface is
-// still there, and it is not theirs) and the file; nothing recorded is
-// nothing to remove.
+// Unpublish removes the address recorded in file (Remove) and the file;
+// nothing recorded is nothing to remove.
 func Unpublish(h *netlink.Handle, iface, file string) error {
 	p, ok := Read(file)
 	if !ok {
 		return nil
 	}
-	if link, err := h.LinkByName(p.Dev); err == nil && p.Address.IsValid() && !p.Theirs {
-		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(p.Address)}); err != nil &&
-			!errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("%s: removing %s from %s: %w", iface, p.Address, p.Dev, err)
-		}
+	if err := Remove(h, iface, p); err != nil {
+		return err
 	}
 	return rundir.Remove(file)
 }
-
-// File is the run directory file of a native stanza's LAN address.
-func File(c *stanza.Config) string { return "lan." + c.Iface }
 
 // prefixOf is an address with its prefix length as netip sees it.
 func prefixOf(n *net.IPNet) netip.Prefix {

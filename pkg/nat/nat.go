@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -223,7 +224,87 @@ func (l *Link) comment(what string) string {
 // transaction, and if one cannot be applied the other is put back as it
 // was. Running it twice changes nothing, and runs no iptables-restore.
 func Up(b Backend, l *Link) error {
-	return apply(b, l.Config.Iface, l.steps(), func(save string) error { return checkMarks(l.Config, save) })
+	return apply(b, l.Config.Iface, l.Chains().steps(), func(save string) error { return checkMarks(l.Config, save) })
+}
+
+// Chains is a link's share of ifisp's rules in one family, as data (what
+// the registry records): the rules of the link's own chain under each of
+// ifisp's top chains (those of IFISP-SNAT-wana under "IFISP-SNAT"), and the
+// mark mask the top chains' heads use. The top chains and the jumps to
+// them follow from the chains there are.
+type Chains struct {
+	Iface string              `json:"iface"`
+	Mask  uint32              `json:"mask"`
+	Rules map[string][]string `json:"rules"`
+}
+
+// Chains renders l's chains.
+func (l *Link) Chains() Chains {
+	return Chains{Iface: l.Config.Iface, Mask: l.Config.Mark.Mask, Rules: map[string][]string{
+		ArriveChain: l.arrive(), LeaveChain: l.leave(), GuardChain: l.guard(), SNATChain: l.snat(),
+	}}
+}
+
+// Apply brings the tables to ch as Up does, without Up's checks: it puts
+// back what another tool deleted.
+func Apply(b Backend, ch Chains) error { return apply(b, ch.Iface, ch.steps(), nil) }
+
+// Diff is what the tables lack of ch (each as the iptables command that
+// would add it: "-t nat -A IFISP-SNAT-wana ...") and what ifisp's chains
+// hold that no link's plan has (a stale chain, a rule another tool added,
+// a chain out of order).
+func Diff(b Backend, ch Chains) (missing, foreign []string, err error) {
+	cs, err := plan(b, ch.Iface, ch.steps(), nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", ch.Iface, err)
+	}
+	for _, c := range cs {
+		t := "-t " + c.want.Table + " "
+		for _, name := range sortedKeys(c.want.Chains) {
+			want := c.want.Chains[name]
+			have, ok := c.have.Chains[name]
+			if !ok {
+				missing = append(missing, t+"-N "+name)
+			}
+			n := len(missing)
+			for _, r := range want {
+				if !slices.Contains(have, r) {
+					missing = append(missing, t+"-A "+name+" "+r)
+				}
+			}
+			m := len(foreign)
+			for _, r := range have {
+				if !slices.Contains(want, r) {
+					foreign = append(foreign, t+"-A "+name+" "+r)
+				}
+			}
+			if ok && n == len(missing) && m == len(foreign) && !slices.Equal(have, want) {
+				foreign = append(foreign, t+name+": rules out of order")
+			}
+		}
+		for _, name := range sortedKeys(c.have.Chains) {
+			if _, ok := c.want.Chains[name]; !ok {
+				foreign = append(foreign, t+"-N "+name)
+			}
+		}
+		for _, j := range sortedKeys(c.want.Jumps) {
+			if !c.have.Jumps[j] {
+				missing = append(missing, t+jumpCommand(j))
+			}
+		}
+		for _, j := range sortedKeys(c.have.Jumps) {
+			if !c.want.Jumps[j] {
+				foreign = append(foreign, t+jumpCommand(j))
+			}
+		}
+	}
+	return missing, foreign, nil
+}
+
+// jumpCommand writes a Ruleset.Jumps key as the rule iptables-save shows.
+func jumpCommand(j string) string {
+	from, target, _ := strings.Cut(j, " ")
+	return fmt.Sprintf("-A %s %s -j %s", from, jumpComment, target)
 }
 
 // CheckMarks makes Up's first check without changing anything: that the
@@ -240,30 +321,25 @@ func CheckMarks(b Backend, c *stanza.Config) error {
 // Changes returns the payload Up would apply now, without applying it: ""
 // when the kernel has the rules already.
 func Changes(b Backend, l *Link) (string, error) {
-	p, err := plan(b, l.Config.Iface, l.steps(), nil)
+	p, err := plan(b, l.Config.Iface, l.Chains().steps(), nil)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", l.Config.Iface, err)
 	}
 	return p.payload(), nil
 }
 
-// steps are the tables Up changes.
-func (l *Link) steps() []step {
-	return treeSteps(l.Config, l.guard(), l.snat(), l.arrive(), l.leave())
-}
-
-// treeSteps are the changes of c's chains to these rules (all nil:
+// steps are the changes of the link's chains to ch's rules (none:
 // removed). Mangle goes first: iptables-nft probes the connmark, conntrack
 // and CONNMARK extensions while parsing it, one netlink socket per probe,
 // and once a commit has deleted rules each such socket's close waits for
 // an RCU grace period (milliseconds). Filter and nat after it add no wait
 // (strace -T: one per deleting restore, at its exit).
-func treeSteps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
+func (ch Chains) steps() []step {
 	return []step{
-		{tree: arriveTree, rules: arrive, head: arriveHead(c.Mark.Mask)},
-		{tree: leaveTree, rules: leave, head: []string{firstOnly}},
-		{tree: guardTree, rules: guard},
-		{tree: snatTree, rules: snat},
+		{tree: arriveTree, rules: ch.Rules[ArriveChain], head: arriveHead(ch.Mask)},
+		{tree: leaveTree, rules: ch.Rules[LeaveChain], head: []string{firstOnly}},
+		{tree: guardTree, rules: ch.Rules[GuardChain]},
+		{tree: snatTree, rules: ch.Rules[SNATChain]},
 	}
 }
 
@@ -272,7 +348,7 @@ func treeSteps(c *stanza.Config, guard, snat, arrive, leave []string) []step {
 // together, each is tried alone, so one that fails does not keep the other
 // from being cleaned, and every error is reported.
 func Down(b Backend, c *stanza.Config) error {
-	steps := treeSteps(c, nil, nil, nil, nil)
+	steps := Chains{Iface: c.Iface, Mask: c.Mark.Mask}.steps()
 	err := apply(b, c.Iface, steps, nil)
 	if err == nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/vishvananda/netlink"
@@ -99,12 +100,15 @@ func Resolve(h *netlink.Handle, c *stanza.Config) (*Link, error) {
 	return l, nil
 }
 
-// Up installs the ISP table, the `from` rules and, with isp-metric, the
-// main-table default. It runs in if-up.d, after ifupdown has added the
-// address. Everything that can be checked is checked before anything
-// changes; if a change still fails, what this run changed is put back as it
-// was. Running it twice changes nothing the second time.
-func Up(h *netlink.Handle, l *Link) error {
+// Up installs the ISP table, the `from` and `fwmark` rules and, with
+// isp-metric, the main-table default. It runs in if-up.d, after ifupdown has
+// added the address. Everything that can be checked is checked before
+// anything changes; it then adds what of the link's plan the kernel lacks
+// and removes ifisp's pieces in the table that no plan keeps (an old
+// address's rule, a killed run's route): others are the plans of the other
+// links that are up. If a change fails, what this run changed is put back.
+// Running it twice changes nothing the second time.
+func Up(h *netlink.Handle, l *Link, others ...Plan) error {
 	c := l.Config
 	switch {
 	case l.Index == 0:
@@ -120,23 +124,22 @@ func Up(h *netlink.Handle, l *Link) error {
 	if err := l.checkOnLink(h); err != nil {
 		return err
 	}
-	before, err := l.snapshot(h)
+	want := l.Plan()
+	k, err := ReadKernel(h, c.Family, []int{c.Table})
 	if err != nil {
+		return fmt.Errorf("%s: %w", c.Iface, err)
+	}
+	add, stale := want.Missing(k), want.Stale(k, append(others, want)...)
+	if err := Apply(h, c.Iface, add, stale); err != nil {
 		return err
 	}
-	err = syncTable(h, l)
-	if err == nil {
-		err = syncRules(h, l)
-	}
-	if err == nil {
-		err = syncMainDefault(h, l)
-	}
-	if err != nil {
-		if uerr := l.restore(h, before); uerr != nil {
+	if err := syncMainDefault(h, l); err != nil {
+		if uerr := Apply(h, c.Iface, stale, add); uerr != nil {
 			return fmt.Errorf("%w; putting back what this run changed failed too: %v (ifdown %s, then ifup, repairs it)", err, uerr, c.Iface)
 		}
+		return err
 	}
-	return err
+	return nil
 }
 
 // Check makes the checks of Up that need the kernel but not the configured
@@ -239,76 +242,6 @@ func (l *Link) checkOnLink(h *netlink.Handle) error {
 	return stanza.Errorf(l.Config.Iface, option, gw.String(), "not on the link: no route of %s covers it, so the ISP table's default cannot reach it (check the address's prefix length, or the gateway)", l.Config.Iface)
 }
 
-// snapshot is what of the link's routing is ifisp's before a change.
-type snapshot struct {
-	table, main []netlink.Route
-	rules       []netlink.Rule
-}
-
-func (l *Link) snapshot(h *netlink.Handle) (*snapshot, error) {
-	var s snapshot
-	var err error
-	if s.table, err = l.ownTableRoutes(h); err != nil {
-		return nil, err
-	}
-	if s.rules, err = l.ownRules(h); err != nil {
-		return nil, err
-	}
-	s.main, err = l.ownMainDefaults(h)
-	return &s, err
-}
-
-// restore brings ifisp's routes and rules of the link back to the
-// snapshot; it goes on past errors and joins them.
-func (l *Link) restore(h *netlink.Handle, s *snapshot) error {
-	var errs []error
-	now, err := l.snapshot(h)
-	if err != nil {
-		return err
-	}
-	for _, pair := range [][2][]netlink.Route{{now.table, s.table}, {now.main, s.main}} {
-		have, want := pair[0], pair[1]
-		for _, r := range have {
-			if !containsRoute(want, &r) {
-				errs = append(errs, routeDel(h, &r))
-			}
-		}
-		for _, r := range want {
-			if !containsRoute(have, &r) {
-				errs = append(errs, h.RouteReplace(&r))
-			}
-		}
-	}
-	for _, r := range now.rules {
-		if !containsRule(s.rules, &r) {
-			errs = append(errs, ruleDel(h, &r))
-		}
-	}
-	for _, r := range s.rules {
-		if !containsRule(now.rules, &r) {
-			if err := h.RuleAdd(&r); err != nil && !errors.Is(err, unix.EEXIST) {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// ownMainDefaults lists ifisp's own main-table defaults through the link.
-func (l *Link) ownMainDefaults(h *netlink.Handle) ([]netlink.Route, error) {
-	routes, err := l.mainDefaults(h)
-	if err != nil {
-		return nil, err
-	}
-	var own []netlink.Route
-	for _, r := range routes {
-		if r.Protocol == Protocol {
-			own = append(own, r)
-		}
-	}
-	return own, nil
-}
-
 // devString names the device of a route, for messages.
 func devString(h *netlink.Handle, index int) string {
 	if nl, err := h.LinkByIndex(index); err == nil {
@@ -343,84 +276,41 @@ func Withdraw(h *netlink.Handle, l *Link) error {
 	return nil
 }
 
-// Down removes the `from` rules and ifisp's routes in the ISP table, for the
-// stanza's family only (the inet6 stanza of the same ISP keeps its half). It
-// runs in if-post-down.d, once the address is gone, and also removes any
+// Down removes the link's source routing, for the stanza's family only
+// (the inet6 stanza of the same ISP keeps its half): what of own, the plan
+// the registry recorded for it (or l.Plan() when there is none), no other
+// link's plan has; and, when no other link routes through the table in
+// this family, every other rule and route of ifisp's there (a killed run's).
+// So a stanza refused at ifup that names another link's table takes
+// nothing of that link's when ifdown --force runs. It runs in
+// if-post-down.d, once the address is gone, and also removes any
 // main-table default of ifisp's own that Withdraw did not get to. What is
 // already gone counts as removed.
-func Down(h *netlink.Handle, l *Link) error {
-	var errs []error
-	if err := Withdraw(h, l); err != nil {
-		errs = append(errs, err)
+func Down(h *netlink.Handle, l *Link, own Plan, others ...Plan) error {
+	c := l.Config
+	errs := []error{Withdraw(h, l)}
+	remove := own.Without(others...)
+	if !slices.ContainsFunc(others, own.Shares) {
+		k, err := ReadKernel(h, c.Family, []int{c.Table})
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("%s: %w", c.Iface, err))...)
+		}
+		stale := own.Stale(k, others...)
+		remove.Rules = append(remove.Rules, stale.Rules...)
+		remove.Routes = append(remove.Routes, stale.Routes...)
 	}
-	rules, err := l.ownRules(h)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, r := range rules {
-		if err := ruleDel(h, &r); err != nil {
-			errs = append(errs, fmt.Errorf("%s: removing rule %s: %w", l.Config.Iface, Selector(&r), err))
+	for _, r := range remove.Rules {
+		if err := ruleDel(h, r.netlink()); err != nil {
+			errs = append(errs, fmt.Errorf("%s: removing rule %s: %w", c.Iface, r, err))
 		}
 	}
-	routes, err := l.ownTableRoutes(h)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, r := range routes {
-		if err := routeDel(h, &r); err != nil {
-			errs = append(errs, fmt.Errorf("%s: removing route %s from table %d: %w", l.Config.Iface, dstString(r.Dst), l.Config.Table, err))
+	for _, r := range remove.Routes {
+		n := r.netlink(0)
+		if err := routeDel(h, n); err != nil {
+			errs = append(errs, fmt.Errorf("%s: removing route %s: %w", c.Iface, r, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// wantTable returns the ISP table's routes: the default via the gateway and
-// a throw route for each isp-throw prefix.
-func (l *Link) wantTable() []netlink.Route {
-	c := l.Config
-	want := []netlink.Route{{
-		Family:    l.family(),
-		Dst:       defaultDst(c.Family),
-		Gw:        l.Gateway.AsSlice(),
-		LinkIndex: l.Index,
-		Table:     c.Table,
-		Type:      unix.RTN_UNICAST,
-		Protocol:  Protocol,
-	}}
-	for _, p := range c.Throw {
-		want = append(want, netlink.Route{
-			Family:   l.family(),
-			Dst:      ipNet(p),
-			Table:    c.Table,
-			Type:     unix.RTN_THROW,
-			Protocol: Protocol,
-		})
-	}
-	return want
-}
-
-// syncTable makes ifisp's routes in the ISP table exactly wantTable: the
-// table is the ISP's, so its default is replaced in place (no gap when the
-// gateway changes); stale routes of ifisp's are removed afterwards.
-func syncTable(h *netlink.Handle, l *Link) error {
-	want := l.wantTable()
-	for i := range want {
-		if err := h.RouteReplace(&want[i]); err != nil {
-			return fmt.Errorf("%s: isp-table %d: installing %s: %w", l.Config.Iface, l.Config.Table, routeString(&want[i]), err)
-		}
-	}
-	have, err := l.ownTableRoutes(h)
-	if err != nil {
-		return err
-	}
-	for _, r := range have {
-		if !containsRoute(want, &r) {
-			if err := routeDel(h, &r); err != nil {
-				return fmt.Errorf("%s: isp-table %d: removing stale %s: %w", l.Config.Iface, l.Config.Table, routeString(&r), err)
-			}
-		}
-	}
-	return nil
 }
 
 // wantRules returns the `from` rules: the address at PrioAddress, each
@@ -460,31 +350,6 @@ func (l *Link) wantRules() []netlink.Rule {
 		want = append(want, fwmark(c.Mark.Out(), PrioSticky))
 	}
 	return want
-}
-
-// syncRules adds the missing `from` rules, then removes ifisp's stale ones
-// for this table and family (an address that changed).
-func syncRules(h *netlink.Handle, l *Link) error {
-	want := l.wantRules()
-	have, err := l.ownRules(h)
-	if err != nil {
-		return err
-	}
-	for i := range want {
-		if !containsRule(have, &want[i]) {
-			if err := h.RuleAdd(&want[i]); err != nil && !errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("%s: adding rule %s lookup %d: %w", l.Config.Iface, Selector(&want[i]), l.Config.Table, err)
-			}
-		}
-	}
-	for _, r := range have {
-		if !containsRule(want, &r) {
-			if err := ruleDel(h, &r); err != nil {
-				return fmt.Errorf("%s: removing stale rule %s: %w", l.Config.Iface, Selector(&r), err)
-			}
-		}
-	}
-	return nil
 }
 
 // syncMainDefault installs the isp-metric default in the main table, and
@@ -535,23 +400,9 @@ func (l *Link) wantMain() *netlink.Route {
 	return Default{Gateway: l.Gateway, Metric: stanza.KernelMetric(c.Family, c.Metric), Protocol: Protocol}.route(c.Family, l.Index)
 }
 
-// Plan is what Up installs for a link, in its order: the ISP table's
-// routes (the default, then a throw route per isp-throw prefix), the
-// `from` rules, and the isp-metric default in the main table (nil without
-// isp-metric).
-type Plan struct {
-	Table []netlink.Route
-	Rules []netlink.Rule
-	Main  *netlink.Route
-}
-
-// Plan returns what Up installs for l, from l alone, without asking the
-// kernel: what `ifisp explain` prints. Up also removes ifisp's routes and
-// rules of the link that the plan lacks (an interrupted run's, an old
-// address's); a link that ifdown took down has none.
-func (l *Link) Plan() Plan {
-	return Plan{Table: l.wantTable(), Rules: l.wantRules(), Main: l.wantMain()}
-}
+// MainDefault is the isp-metric default Up adds to the main table, nil
+// without isp-metric.
+func (l *Link) MainDefault() *netlink.Route { return l.wantMain() }
 
 // mainDefaults lists the main table's default routes of the family through
 // the link.
@@ -561,34 +412,6 @@ func (l *Link) mainDefaults(h *netlink.Handle) ([]netlink.Route, error) {
 		return nil, fmt.Errorf("%s: %w", l.Config.Iface, err)
 	}
 	return routes, nil
-}
-
-// ownTableRoutes lists ifisp's routes of the family in the ISP table.
-func (l *Link) ownTableRoutes(h *netlink.Handle) ([]netlink.Route, error) {
-	routes, err := Retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(l.family(), &netlink.Route{Table: l.Config.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: listing table %d: %w", l.Config.Iface, l.Config.Table, err)
-	}
-	return routes, nil
-}
-
-// ownRules lists ifisp's rules of the family that look up the ISP table.
-func (l *Link) ownRules(h *netlink.Handle) ([]netlink.Rule, error) {
-	rules, err := Retry(func() ([]netlink.Rule, error) {
-		return h.RuleListFiltered(l.family(), &netlink.Rule{Table: l.Config.Table}, netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: listing rules: %w", l.Config.Iface, err)
-	}
-	var own []netlink.Rule
-	for _, r := range rules {
-		if r.Protocol == Protocol {
-			own = append(own, r)
-		}
-	}
-	return own, nil
 }
 
 // Retry repeats a netlink dump that the kernel interrupted because the table
@@ -621,30 +444,11 @@ func ruleDel(h *netlink.Handle, r *netlink.Rule) error {
 	return nil
 }
 
-func containsRoute(list []netlink.Route, r *netlink.Route) bool {
-	for i := range list {
-		if sameRoute(&list[i], r) {
-			return true
-		}
-	}
-	return false
-}
-
 // sameRoute compares the fields ifisp sets.
 func sameRoute(a, b *netlink.Route) bool {
 	return prefixOf(a.Dst) == prefixOf(b.Dst) && a.Gw.Equal(b.Gw) && a.Type == b.Type &&
 		(a.Type == unix.RTN_THROW || a.LinkIndex == b.LinkIndex) &&
 		(a.Priority == b.Priority || a.Table != unix.RT_TABLE_MAIN)
-}
-
-func containsRule(list []netlink.Rule, r *netlink.Rule) bool {
-	for _, o := range list {
-		if o.Priority == r.Priority && o.Table == r.Table && prefixOf(o.Src) == prefixOf(r.Src) &&
-			o.Mark == r.Mark && maskOf(o.Mask) == maskOf(r.Mask) {
-			return true
-		}
-	}
-	return false
 }
 
 // Selector writes what an ifisp rule matches as `ip rule` takes it: "from

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/lan"
+	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -59,7 +60,24 @@ type Link struct {
 	LAN *lan.Subnet `json:"lan,omitempty"`
 	// RDNSS is isp-rdnss: announced with the LAN's prefix.
 	RDNSS []netip.Addr `json:"rdnss,omitempty"`
+
+	// The link's plan: what of the kernel's state is the link's own.
+	// Status compares it with the kernel, ifisp-watch puts back what of it
+	// goes missing, ifdown removes it and nothing else.
+	//
+	// Routing is its rules and ISP-table routes (ifisp-route).
+	Routing policy.Plan `json:"routing"`
+	// Chains is its iptables (ip6tables) rules (ifisp-snat); nil for none.
+	Chains *nat.Chains `json:"chains,omitempty"`
+	// LANAddress is the address isp-lan put on the LAN; nil for none.
+	LANAddress *lan.Published `json:"lan_address,omitempty"`
 }
+
+// Complete says the link's ifup has finished: its Since is set. A record
+// without is a plan written ahead of its changes (an ifup under way, or
+// killed), or one whose ifdown has begun; the health monitor and status
+// leave it alone, ifdown still removes what it says.
+func (l *Link) Complete() bool { return !l.Since.IsZero() }
 
 // Key names the link: interface and family, e.g. "wana inet".
 func (l *Link) Key() string { return l.Iface + " " + string(l.Family) }
@@ -85,26 +103,81 @@ func fileName(iface string, f stanza.Family) string {
 	return filepath.Join(Folder, iface+"."+string(f)+".json")
 }
 
-// Record writes the link of an up stanza, with the main-table defaults it
-// has now (ifupdown's `gateway` route and ifisp's isp-metric one) and the
-// LAN subnet it numbered (nil for none).
-func Record(h *netlink.Handle, l *policy.Link, lanNet *lan.Subnet) error {
+// Plan returns the record ifisp-route writes ahead of its changes: the
+// link's facts and plan, not up yet. old is the link's record (nil for
+// none), whose chains ifisp-snat wrote; lanAddr the address isp-lan adds.
+func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published) *Link {
 	c := l.Config
-	defaults, err := policy.MainDefaults(h, l.Index, c.Family)
-	if err != nil {
-		return fmt.Errorf("%s: %w", c.Iface, err)
-	}
-	r := Link{
+	r := &Link{
 		Iface: c.Iface, Family: c.Family, Table: c.Table,
-		Address: l.Address, Gateway: l.Gateway, Defaults: defaults,
+		Address: l.Address, Gateway: l.Gateway,
 		Check: c.Check, Interval: Duration(c.CheckInterval), Down: c.CheckDown, Up: c.CheckUp,
-		Mark: c.Mark, Sticky: c.Sticky,
-		Since: time.Now().UTC(), LAN: lanNet, RDNSS: c.RDNSS,
+		Mark: c.Mark, Sticky: c.Sticky, LAN: lanNet, RDNSS: c.RDNSS,
+		Routing: l.Plan(), LANAddress: lanAddr,
 	}
-	if err := write(&r); err != nil {
-		return fmt.Errorf("%s: recording the link for ifisp-watch: %w", c.Iface, err)
+	if old != nil {
+		r.Chains = old.Chains
+	}
+	return r
+}
+
+// Record writes r, the link of a stanza whose ifup has made its changes,
+// as up: with the main-table defaults it has now (ifupdown's `gateway`
+// route and ifisp's isp-metric one) and Since.
+func Record(h *netlink.Handle, index int, r *Link) error {
+	defaults, err := policy.MainDefaults(h, index, r.Family)
+	if err != nil {
+		return fmt.Errorf("%s: %w", r.Iface, err)
+	}
+	r.Defaults, r.Since = defaults, time.Now().UTC()
+	return Write(r)
+}
+
+// Write writes r's file as it is.
+func Write(r *Link) error {
+	if err := write(r); err != nil {
+		return fmt.Errorf("%s: recording the link: %w", r.Iface, err)
 	}
 	return nil
+}
+
+// Update changes the record of iface, family f with change, under the
+// lock the caller holds; a link with no record gets a new one, not up.
+func Update(iface string, f stanza.Family, change func(*Link)) error {
+	r, err := Read(iface, f)
+	if err != nil {
+		return err
+	}
+	if r == nil {
+		r = &Link{Iface: iface, Family: f}
+	}
+	change(r)
+	return Write(r)
+}
+
+// Others lists every record, up or not, but the link iface, family f's:
+// the links whose plans iface's hooks must leave alone.
+func Others(iface string, f stanza.Family) ([]Link, error) {
+	all, err := All()
+	if err != nil {
+		return nil, err
+	}
+	var others []Link
+	for _, l := range all {
+		if l.Iface != iface || l.Family != f {
+			others = append(others, l)
+		}
+	}
+	return others, nil
+}
+
+// Plans lists the routing plans of links.
+func Plans(links []Link) []policy.Plan {
+	var plans []policy.Plan
+	for _, l := range links {
+		plans = append(plans, l.Routing)
+	}
+	return plans
 }
 
 // write writes l's file.
@@ -124,9 +197,21 @@ func Forget(iface string, f stanza.Family) error {
 	return nil
 }
 
-// List reads every link in the registry, sorted by key. A file that cannot
-// be read is an error naming it.
+// List reads every link in the registry that is up, sorted by key. A file
+// that cannot be read is an error naming it.
 func List() ([]Link, error) {
+	all, err := All()
+	var up []Link
+	for _, l := range all {
+		if l.Complete() {
+			up = append(up, l)
+		}
+	}
+	return up, err
+}
+
+// All reads every record in the registry, up or not, sorted by key.
+func All() ([]Link, error) {
 	entries, err := os.ReadDir(Dir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

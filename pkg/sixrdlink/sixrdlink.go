@@ -233,7 +233,11 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 		lanNet = &plan.LAN
 	}
 	l := plan.Link(c, sit.Attrs().Index)
-	if err := policy.Up(h, l); err != nil {
+	others, err := registry.Others(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	if err := policy.Up(h, l, registry.Plans(others)...); err != nil {
 		return err
 	}
 	// Watched like a native link: probed from the delegated address
@@ -245,7 +249,7 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	if len(c.Check) == 0 {
 		return nil
 	}
-	return registry.Record(h, l, lanNet)
+	return registry.Record(h, l.Index, registry.Plan(l, nil, lanNet, nil))
 }
 
 // Down removes what Up added: the routing (the tunnel itself ifupdown has
@@ -258,8 +262,12 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 			routed = withSource(c, p.Prefix)
 		}
 		l, err := policy.Resolve(h, routed)
+		var others []registry.Link
 		if err == nil {
-			err = policy.Down(h, l)
+			others, err = registry.Others(c.Iface, c.Family)
+		}
+		if err == nil {
+			err = policy.Down(h, l, l.Plan(), registry.Plans(others)...)
 		}
 		errs = append(errs, err)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifisp/ifisp/pkg/converge"
 	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/reconcile"
@@ -131,9 +132,27 @@ type Link struct {
 	Flows        *int `json:"flows"`
 	InboundFlows *int `json:"inbound_flows"`
 
-	// Problems say what is not as ifup left it, one sentence each. Empty,
-	// never null.
+	// Differences are the pieces of the link's plan (its rules, ISP-table
+	// routes, LAN address and iptables rules, as the registry records
+	// them) that the kernel lacks, and the pieces of ifisp's the kernel
+	// has in the link's table and chains that no plan has: what `ifisp
+	// sync`, or ifisp-watch, would put right. Empty, never null.
+	Differences []converge.Piece `json:"differences"`
+
+	// Problems say what else is not as ifup left it, one sentence each.
+	// Empty, never null.
 	Problems []string `json:"problems"`
+}
+
+// Converged says that no link has a difference between its plan and the
+// kernel: `ifisp status` exits 0 then, 3 otherwise.
+func (s *Status) Converged() bool {
+	for _, l := range s.Links {
+		if len(l.Differences) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Rule is one of ifisp's `from` rules.
@@ -211,6 +230,9 @@ type Options struct {
 	Flows bool
 	// Root is the filesystem root of the rt_tables files.
 	Root string
+	// Backends are the iptables backends the plans are compared with
+	// (converge.Exec when nil).
+	Backends converge.Backends
 }
 
 // Gather reads the registry, ifisp-watch's state and the kernel of the
@@ -260,6 +282,20 @@ func Gather(h *netlink.Handle, opt Options) (*Status, error) {
 		}
 		s.Links = append(s.Links, *l)
 	}
+	if opt.Backends == nil {
+		opt.Backends = converge.Exec
+	}
+	diff, err := converge.Diff(h, opt.Backends, regs)
+	if err != nil {
+		return nil, fmt.Errorf("comparing the links' plans with the kernel: %w", err)
+	}
+	for i := range s.Links {
+		for _, p := range diff {
+			if p.Link == s.Links[i].Iface+" "+string(s.Links[i].Family) {
+				s.Links[i].Differences = append(s.Links[i].Differences, p)
+			}
+		}
+	}
 	return s, nil
 }
 
@@ -268,7 +304,7 @@ func newLink(reg registry.Link, root string) *Link {
 	l := &Link{Iface: reg.Iface, Family: reg.Family, Table: reg.Table, TableName: stanza.TableName(root, reg.Table),
 		Address: reg.Address, Gateway: reg.Gateway, Registered: reg.Since, LAN: reg.LAN,
 		Addresses: []netip.Prefix{}, Rules: []Rule{}, MainDefaults: []Route{}, RecordedDefaults: []Route{},
-		SNAT: []SNAT{}, Problems: []string{}}
+		SNAT: []SNAT{}, Differences: []converge.Piece{}, Problems: []string{}}
 	for _, d := range reg.Defaults {
 		l.RecordedDefaults = append(l.RecordedDefaults, Route{Gateway: d.Gateway, Metric: d.Metric, Protocol: d.Protocol})
 	}
@@ -329,9 +365,6 @@ func (l *Link) kernel(h *netlink.Handle) {
 		}
 		l.Rules = append(l.Rules, rule)
 	}
-	if !hasRule {
-		l.problem("no rule from %s lookup %d (ifup %s again repairs it)", l.Address, l.Table, l.Iface)
-	}
 
 	routes, err := policy.Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(fam, &netlink.Route{Table: l.Table, Protocol: policy.Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
@@ -344,9 +377,6 @@ func (l *Link) kernel(h *netlink.Handle) {
 			l.TableDefault = &Route{Gateway: addrOf(r.Gw), Metric: r.Priority, Protocol: int(r.Protocol)}
 			break
 		}
-	}
-	if l.TableDefault == nil {
-		l.problem("no default in table %d (the kernel drops it when the gateway becomes unreachable; ifup %s again puts it back)", l.Table, l.Iface)
 	}
 
 	defaults, err := policy.MainDefaults(h, a.Index, l.Family)
@@ -465,9 +495,6 @@ func (l *Link) counters(save string) {
 		case table == "filter" && chain == guard && strings.HasSuffix(rule, "-j DROP"):
 			l.GuardDropped = &c
 		}
-	}
-	if l.GuardDropped == nil && l.Present {
-		l.problem("no egress guard chain %s (ifup %s again puts it back)", guard, l.Iface)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ifisp/ifisp/pkg/converge"
 	"github.com/ifisp/ifisp/pkg/lan"
 )
 
@@ -39,6 +40,7 @@ func fixed() *Status {
 			GuardDropped: &Counter{},
 			Flows:        &flows,
 			InboundFlows: &inbound,
+			Differences:  []converge.Piece{},
 			Problems:     []string{},
 		}, {
 			Iface: "wanb", Family: "inet6", Table: 101, TableName: "ispb",
@@ -56,7 +58,11 @@ func fixed() *Status {
 			GuardDropped: &Counter{Packets: 2, Bytes: 208},
 			Flows:        &none,
 			InboundFlows: &none,
-			Problems:     []string{"no carrier"},
+			Differences: []converge.Piece{
+				{Link: "wanb inet6", Missing: true, Kind: "iptables", What: "-t nat -A POSTROUTING -m comment --comment ifisp -j IFISP-SNAT"},
+				{Link: "wanb inet6", Kind: "rule", What: "from 2001:db8:b::9 lookup 101 pref 10000"},
+			},
+			Problems: []string{"no carrier"},
 		}},
 	}
 }

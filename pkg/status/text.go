@@ -55,6 +55,13 @@ func Write(w io.Writer, s *Status) error {
 		if l.Flows != nil && l.InboundFlows != nil {
 			row("flows", "%d left by it, %d arrived by it (conntrack, by mark)", *l.Flows, *l.InboundFlows)
 		}
+		for _, d := range l.Differences {
+			how := "foreign"
+			if d.Missing {
+				how = "missing"
+			}
+			row(how, "%s %s", d.Kind, d.What)
+		}
 		for _, p := range l.Problems {
 			row("problem", "%s", p)
 		}

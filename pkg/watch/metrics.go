@@ -96,6 +96,8 @@ var metrics = []metric{
 		func(l *link) (float64, bool) { return unixSeconds(l.reg.Since), true }},
 	{"ifisp_link_transitions_total", "counter", "Changes of state since ifisp-watch began watching this registration of the link.",
 		func(l *link) (float64, bool) { return float64(l.probes.transitions), true }},
+	{"ifisp_link_repairs_total", "counter", "Pieces of the link's plan (rules, routes, addresses, iptables rules) that ifisp-watch put back after something deleted them.",
+		func(l *link) (float64, bool) { return float64(l.repairs), true }},
 	{"ifisp_link_probe_rounds_total", "counter", "Probe rounds since ifisp-watch began watching this registration of the link.",
 		func(l *link) (float64, bool) { return float64(l.probes.rounds), true }},
 	{"ifisp_link_probe_rounds_answered_total", "counter", "Probe rounds that some target answered.",

@@ -37,6 +37,7 @@ func TestRenderMetrics(t *testing.T) {
 	up.probes.round(false, 0, at(1002))
 	down := &link{reg: registry.Link{Iface: "wanb", Family: "inet6", Since: at(2000)}, health: health{state: Down}, withdrawn: true, since: at(2005)}
 	down.probes.transitions = 1
+	down.repairs = 3
 	down.probes.round(false, 0, at(2006))
 	got := renderMetrics([]string{"wana inet", "wanb inet6"}, map[string]*link{"wana inet": up, "wanb inet6": down})
 	want := `# HELP ifisp_link_up 1 when ifisp-watch judges the link up (its probes are answered), 0 when down.
@@ -59,6 +60,10 @@ ifisp_link_registered_timestamp_seconds{iface="wanb",family="inet6"} 2000
 # TYPE ifisp_link_transitions_total counter
 ifisp_link_transitions_total{iface="wana",family="inet"} 0
 ifisp_link_transitions_total{iface="wanb",family="inet6"} 1
+# HELP ifisp_link_repairs_total Pieces of the link's plan (rules, routes, addresses, iptables rules) that ifisp-watch put back after something deleted them.
+# TYPE ifisp_link_repairs_total counter
+ifisp_link_repairs_total{iface="wana",family="inet"} 0
+ifisp_link_repairs_total{iface="wanb",family="inet6"} 3
 # HELP ifisp_link_probe_rounds_total Probe rounds since ifisp-watch began watching this registration of the link.
 # TYPE ifisp_link_probe_rounds_total counter
 ifisp_link_probe_rounds_total{iface="wana",family="inet"} 2

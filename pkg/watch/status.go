@@ -33,6 +33,10 @@ type LinkStatus struct {
 	Since     time.Time     `json:"since"`      // in this state since
 	Up        time.Time     `json:"registered"` // when ifup registered it
 	Probes    ProbeStats    `json:"probes"`     // as of the file's last rewrite
+	// Repairs counts the pieces of the link's plan the monitor put back
+	// since it began watching this registration (the file is rewritten
+	// at each repair).
+	Repairs int `json:"repairs"`
 }
 
 // ReadStatus reads the state file; with no monitor running it returns nil.
@@ -75,7 +79,7 @@ func (d *daemon) writeStatus() error {
 	for _, k := range d.keys() {
 		l := d.links[k]
 		s.Links = append(s.Links, LinkStatus{Iface: l.reg.Iface, Family: l.reg.Family, State: l.health.state,
-			Withdrawn: l.withdrawn, Reason: l.reason, Since: l.since, Up: l.reg.Since, Probes: l.probes.public()})
+			Withdrawn: l.withdrawn, Reason: l.reason, Since: l.since, Up: l.reg.Since, Probes: l.probes.public(), Repairs: l.repairs})
 	}
 	b, err := json.MarshalIndent(&s, "", "  ")
 	if err != nil {

@@ -71,6 +71,7 @@ type link struct {
 	since     time.Time // when it entered its state
 	stop      context.CancelFunc
 	probes    probeStats
+	repairs   int // pieces of its plan put back
 }
 
 func (l *link) key() string { return l.reg.Key() }
@@ -93,6 +94,7 @@ type daemon struct {
 	rounds chan round
 	notify *notifier
 	ra     *ra.Sender // nil with NoRA
+	repair *repairer
 }
 
 // errGone says that a link left the registry before the monitor acted on
@@ -141,7 +143,7 @@ func Run(ctx context.Context, opt Options) error {
 
 	probes, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
-	d := &daemon{opt: opt, ctx: probes, h: h, links: map[string]*link{}, rounds: make(chan round, 64), notify: newNotifier(opt.NotifyDir, opt.Log)}
+	d := &daemon{opt: opt, ctx: probes, h: h, links: map[string]*link{}, rounds: make(chan round, 64), notify: newNotifier(opt.NotifyDir, opt.Log), repair: newRepairer()}
 	defer d.notify.close()
 	if !opt.NoRA {
 		d.ra = ra.New(probes, opt.Log)
@@ -158,6 +160,24 @@ func Run(ctx context.Context, opt Options) error {
 		return err
 	}
 	opt.Log.Printf("watching %d links", len(d.links))
+
+	// Repair: what another tool deletes of the links' plans is put back.
+	kick := make(chan struct{}, 1)
+	stopListening, err := listenKernel(kick, onErr)
+	if err != nil {
+		return err
+	}
+	defer stopListening()
+	sweep := time.NewTicker(repairSweep)
+	defer sweep.Stop()
+	var legacy <-chan time.Time
+	if d.repair.legacy {
+		t := time.NewTicker(legacyPoll)
+		defer t.Stop()
+		legacy = t.C
+		d.repair.legacyChanged()
+	}
+	d.repair.kick() // what changed while no monitor ran
 
 	for {
 		select {
@@ -185,6 +205,16 @@ func Run(ctx context.Context, opt Options) error {
 			d.probeRound(r)
 		case <-publish.C:
 			err = d.writeStatus()
+		case <-kick:
+			d.repair.kick()
+		case <-sweep.C:
+			d.repair.kick()
+		case <-legacy:
+			if d.repair.legacyChanged() {
+				d.repair.kick()
+			}
+		case <-d.repair.due.C:
+			d.check()
 		}
 		if err != nil {
 			opt.Log.Printf("%v", err)
