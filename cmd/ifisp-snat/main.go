@@ -17,12 +17,13 @@ import (
 	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/sixrdlink"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
 func main() {
 	hook.Main("ifisp-snat", hook.Phases{
-		"pre-up":    up,
+		"pre-up":    preUp,
 		"post-up":   dynamicUp,
 		"post-down": down,
 	})
@@ -35,6 +36,16 @@ func main() {
 func dynamicUp(h *netlink.Handle, c *stanza.Config) error {
 	if c.Address.IsValid() {
 		return nil
+	}
+	return up(h, c)
+}
+
+// preUp installs the chains before ifupdown configures the interface; for
+// a 6rd stanza it removes the tunnel an interrupted ifup left, which
+// ifupdown is about to create.
+func preUp(h *netlink.Handle, c *stanza.Config) error {
+	if c.SixRD != nil {
+		return sixrdlink.Clear(h, c)
 	}
 	return up(h, c)
 }

@@ -41,8 +41,8 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/interfaces"
+	"github.com/ifisp/ifisp/pkg/hook"
 	"github.com/ifisp/ifisp/pkg/nat"
-	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -400,20 +400,19 @@ func (r *Report) String() string {
 }
 
 // KernelChecks returns an Options.Kernel that makes, on h's network
-// namespace, the checks the if-pre-up.d hook makes against the kernel
-// (policy.Check): an isp-table whose routes of the family are another
-// interface's now, a metric another main-table default holds now. A 6rd
-// stanza's are skipped: sixrdlink.Check also removes a tunnel an
-// interrupted ifup left, and a check changes nothing.
+// namespace, the very checks the if-pre-up.d hook makes against the kernel
+// (hook.Check: the isp-lan interface, the 6rd tunnel's name and 6rd-local,
+// an isp-table whose routes of the family are another interface's now, a
+// metric another main-table default holds now), and ifisp-snat's check of
+// the marks, which it makes as it reads the tables for its chains.
 func KernelChecks(h *netlink.Handle) func(*stanza.Config) error {
 	return func(c *stanza.Config) error {
-		if c.SixRD != nil {
-			return nil
-		}
-		if err := policy.Check(h, c); err != nil {
+		if err := hook.Check(h, c); err != nil {
 			return err
 		}
-		// ifisp-snat's first check in if-pre-up.d, before its chains.
+		if c.SixRD != nil {
+			return nil // no chains, no marks
+		}
 		b, err := nat.NewExec(c.Family)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.Iface, err)

@@ -144,12 +144,11 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 // Check makes, in if-pre-up.d, the checks of Up that can be made before
 // ifupdown creates the tunnel: the interface 6rd-local names exists (the
 // LAN's is lan.Check's), the tunnel's name is free, and the ISP table and
-// metric are free (policy.Check). A sit tunnel of the stanza's name left by
-// an ifup that was killed before it could fail cleanly is deleted:
-// ifupdown is about to create it, and could not.
+// metric are free (policy.Check). A sit tunnel of the stanza's name (left
+// by an ifup that was killed before it could fail cleanly) passes: Clear
+// removes it. Check changes nothing, so `ifisp check --kernel` runs it.
 func Check(h *netlink.Handle, c *stanza.Config) error {
 	if c.SixRD.LocalIface != "" {
-		// The interface, and the IPv4 address the prefix is made from.
 		if _, err := localIPv4(h, c, netip.Addr{}); err != nil {
 			return err
 		}
@@ -158,14 +157,24 @@ func Check(h *netlink.Handle, c *stanza.Config) error {
 		if _, ok := link.(*netlink.Sittun); !ok || c.Method != "v4tunnel" {
 			return stanza.Errorf(c.Iface, "iface", c.Iface, "a %s device of this name exists already, and ifupdown's v4tunnel must create the tunnel (rename the stanza, or remove the device)", link.Type())
 		}
-		if err := deleteTunnel(h, link); err != nil {
-			return fmt.Errorf("%s: removing the sit tunnel an interrupted ifup left: %w (ip tunnel del %s, then ifup again)", c.Iface, err, c.Iface)
-		}
 	}
 	return policy.Check(h, c)
 }
 
-// deleteTunnel deletes a tunnel; one already gone counts as deleted.
+// Clear removes the sit tunnel an interrupted ifup left (Check let it
+// pass), so that ifupdown's v4tunnel can create it again. It runs in
+// if-pre-up.d, after Check: a check changes nothing.
+func Clear(h *netlink.Handle, c *stanza.Config) error {
+	link, err := h.LinkByName(c.Iface)
+	if err != nil {
+		return nil
+	}
+	if err := deleteTunnel(h, link); err != nil {
+		return fmt.Errorf("%s: removing the sit tunnel an interrupted ifup left: %w (ip tunnel del %s, then ifup again)", c.Iface, err, c.Iface)
+	}
+	return nil
+}
+
 func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 	if err := h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
 		return err
