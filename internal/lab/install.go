@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ifisp/ifisp/hooks"
 	"github.com/ifisp/ifisp/pkg/rundir"
 )
 
@@ -39,32 +39,10 @@ func Build(dir string) error {
 }
 
 // Hook is one line of hooks/layout.
-type Hook struct {
-	Folder, Name, Binary string
-}
+type Hook = hooks.Hook
 
 // Layout reads hooks/layout.
-func Layout() ([]Hook, error) {
-	f, err := os.Open(filepath.Join(Root(), "hooks/layout"))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var hooks []Hook
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		line := strings.TrimSpace(s.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) != 3 {
-			return nil, fmt.Errorf("hooks/layout: %q: want FOLDER NAME BINARY", line)
-		}
-		hooks = append(hooks, Hook{f[0], f[1], f[2]})
-	}
-	return hooks, s.Err()
-}
+func Layout() ([]Hook, error) { return hooks.Layout() }
 
 // Install links the hooks of hooks/layout, running the binaries in binDir,
 // into the router's /etc/network/if-*.d, and names ifisp's route protocol

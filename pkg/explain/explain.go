@@ -38,6 +38,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifisp/ifisp/hooks"
 	"github.com/ifisp/ifisp/pkg/connmark"
 	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/lan"
@@ -177,8 +178,8 @@ func runParts(line string) (string, bool) {
 // hookName matches the names run-parts runs.
 var hookName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
-// ifispHooks are ifisp's hook binaries.
-var ifispHooks = map[string]bool{"ifisp-route": true, "ifisp-snat": true, "ifisp-6rd": true, "ifisp-conntrack": true}
+// ifispHooks are ifisp's hook binaries, from hooks/layout.
+var ifispHooks = hooks.Binaries()
 
 // folder prints what the hooks of if-FOLDER.d do for s.
 func (e *explainer) folder(s *interfaces.Stanza, folder string) error {

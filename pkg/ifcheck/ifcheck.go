@@ -40,8 +40,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ifisp/ifisp/pkg/connmark"
-	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/hook"
+	"github.com/ifisp/ifisp/pkg/interfaces"
 	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
