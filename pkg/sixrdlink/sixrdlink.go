@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -284,10 +285,28 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 	return errors.Join(errs...)
 }
 
-// mainDefault adds Plan.MainDefault's route r, if any.
+// mainDefault adds Plan.MainDefault's route r, if any. The main table is
+// shared: another's default at the metric is a conflict to report, never
+// to replace; the tunnel's own (a re-run) is replaced in place.
 func mainDefault(h *netlink.Handle, r *netlink.Route, c *stanza.Config) error {
 	if r == nil {
 		return nil
+	}
+	routes, err := policy.Retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: listing the main table: %w", c.Iface, err)
+	}
+	for _, o := range routes {
+		ones := 0
+		if o.Dst != nil {
+			ones, _ = o.Dst.Mask.Size()
+		}
+		mine := o.LinkIndex == r.LinkIndex && o.Protocol == policy.Protocol
+		if ones == 0 && o.Priority == stanza.KernelMetric(c.Family, c.Metric) && !mine {
+			return stanza.Errorf(c.Iface, "isp-metric", strconv.Itoa(c.Metric), "the main table already has a default via %s at this metric, not this tunnel's (pick another isp-metric)", o.Gw)
+		}
 	}
 	if err := h.RouteReplace(r); err != nil {
 		return fmt.Errorf("%s: isp-metric %d: default via %s: %w", c.Iface, c.Metric, r.Gw, err)
