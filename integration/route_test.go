@@ -290,14 +290,14 @@ func assertState(t *testing.T, when, got, want string) {
 // cmp.Diff prints it, "" when they are equal: under each command whose
 // part differs, the rules or routes one has and the other lacks, amid the
 // lines around them. A part with no lines is empty however it was made.
-func routingDiff(want, got routing) string {
+func routingDiff(want, got routingParts) string {
 	return cmp.Diff(want, got, cmpopts.EquateEmpty())
 }
 
-// routing is routing state parsed: by the command that printed each part
-// of it (its "# ip ..." header; "" for lines before any), the part's rules
-// as lab.NormRules has them or its routes as lab.NormRoutes does.
-type routing map[string][]string
+// routingParts is routing state parsed: by the command that printed each
+// part of it (its "# ip ..." header; "" for lines before any), the part's
+// rules as lab.NormRules has them or its routes as lab.NormRoutes does.
+type routingParts map[string][]string
 
 // parseRouting parses ip's output, or a golden of it, into its parts, one
 // per "# ip ..." header: a command ending in "rule" printed rules, any
@@ -309,7 +309,7 @@ type routing map[string][]string
 // table, which ip does not repeat on its lines: NormRoutes's "main: " in
 // front of them is dropped, and only a route ip names a table for keeps
 // one.
-func parseRouting(s string) routing {
+func parseRouting(s string) routingParts {
 	parts := map[string]string{}
 	cmd := ""
 	for _, line := range strings.Split(s, "\n") {
@@ -322,7 +322,7 @@ func parseRouting(s string) routing {
 			parts[cmd] += line + "\n"
 		}
 	}
-	r := routing{}
+	r := routingParts{}
 	for cmd, out := range parts {
 		if strings.HasSuffix(cmd, " rule") {
 			r[cmd] = lab.NormRules(out)
