@@ -73,17 +73,21 @@ func randomSequence(r *rand.Rand) sequence {
 	return s
 }
 
-// settledDiff compares the router's state with want. A difference is
-// looked at again a second later, so that nothing the kernel finishes
-// asynchronously (its link watch runs up to a second late) is ever taken
-// for ifisp's: only a difference that stays counts. The hooks have all
-// exited by then; nothing else changes the router.
+// settledState takes the router's state once the kernel has finished what
+// it does asynchronously after an interface change: once its link watch,
+// which runs up to a second late, has caught up on every interface (and
+// added the IPv6 link-local addresses and routes of the links it found
+// ready), so that nothing the kernel finishes later is ever taken for
+// ifisp's. The hooks have all exited by then; nothing else changes the
+// router.
+func settledState(l *lab.Lab) lab.State {
+	l.WaitLinkWatch(5 * time.Second)
+	return l.State()
+}
+
+// settledDiff compares the router's settled state with want.
 func settledDiff(l *lab.Lab, want lab.State) string {
-	if d := lab.StateDiff(want, l.State()); d == "" {
-		return ""
-	}
-	time.Sleep(time.Second)
-	return lab.StateDiff(want, l.State())
+	return lab.StateDiff(want, settledState(l))
 }
 
 // scrub takes the router back to the all-down state want after a run that
@@ -134,7 +138,7 @@ func references(t *testing.T, l *lab.Lab) (map[string]lab.State, map[string][]ti
 	t.Helper()
 	l.MustIfup(wans...)
 	l.MustIfdown(wans...)
-	refs := map[string]lab.State{"none up": l.State()}
+	refs := map[string]lab.State{"none up": settledState(l)}
 	took := map[string][]time.Duration{}
 	up := map[string]bool{}
 	for round := range 2 {
@@ -150,7 +154,7 @@ func references(t *testing.T, l *lab.Lab) (map[string]lab.State, map[string][]ti
 			took[key] = append(took[key], time.Since(begin))
 			up[step.iface] = step.up
 			if ref, ok := refs[upKey(up)]; !ok {
-				refs[upKey(up)] = l.State()
+				refs[upKey(up)] = settledState(l)
 			} else if d := settledDiff(l, ref); d != "" {
 				t.Fatalf("round %d: %s is not the same state each time (-first +now):\n%s", round, upKey(up), d)
 			}

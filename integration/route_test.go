@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/ifisp/ifisp/internal/lab"
 )
@@ -262,7 +263,7 @@ iface wana inet static
 		}
 	}
 	after := routingState(l)
-	if d := cmp.Diff(stateLines(before), stateLines(after)); strings.Contains(after, "proto ifisp") || d != "" {
+	if d := routingDiff(parseRouting(before), parseRouting(after)); strings.Contains(after, "proto ifisp") || d != "" {
 		t.Errorf("a refused stanza changed the routing state (-before +after):\n%s", d)
 	}
 	if out := l.Must(l.Router, "ip", "-4", "addr", "show", "dev", "wana"); strings.Contains(out, "inet ") {
@@ -273,26 +274,65 @@ iface wana inet static
 	}
 }
 
-// assertState compares routing state, as ip prints it, with a golden of
-// it, line by line and field by field: the same fields in the same order
-// on the same lines, whatever blanks iproute2 puts between and after them
-// (older versions end route lines with a space; a rule's priority is
-// followed by a tab).
+// assertState compares routing state, as ip prints it (routingState's
+// output, the output of ip commands, or a golden of either), with a golden
+// of it, parsed (see parseRouting): what differs shows as the rules or
+// routes that one has and the other lacks, under the command that printed
+// them.
 func assertState(t *testing.T, when, got, want string) {
 	t.Helper()
-	if d := cmp.Diff(stateLines(want), stateLines(got)); d != "" {
+	if d := routingDiff(parseRouting(want), parseRouting(got)); d != "" {
 		t.Errorf("routing state %s (-want +got):\n%s", when, d)
 	}
 }
 
-// stateLines parses ip's output (or a golden of it) into its lines, each
-// line its fields joined by one space; blank lines are dropped.
-func stateLines(s string) []string {
-	var lines []string
+// routingDiff returns the difference of two parsed routing states as
+// cmp.Diff prints it, "" when they are equal: under each command whose
+// part differs, the rules or routes one has and the other lacks, amid the
+// lines around them. A part with no lines is empty however it was made.
+func routingDiff(want, got routingParts) string {
+	return cmp.Diff(want, got, cmpopts.EquateEmpty())
+}
+
+// routingParts is routing state parsed: by the command that printed each
+// part of it (its "# ip ..." header; "" for lines before any), the part's
+// rules as lab.NormRules has them or its routes as lab.NormRoutes does.
+type routingParts map[string][]string
+
+// parseRouting parses ip's output, or a golden of it, into its parts, one
+// per "# ip ..." header: a command ending in "rule" printed rules, any
+// other (and lines before any header) routes. Two parsed states are equal
+// whatever blanks iproute2 puts between and after fields (older versions
+// end route lines with a space; a rule's priority is followed by a tab)
+// and in whatever order the kernel lists the rules of one priority or the
+// routes of a table, which carries no meaning. Each command shows one
+// table, which ip does not repeat on its lines: NormRoutes's "main: " in
+// front of them is dropped, and only a route ip names a table for keeps
+// one.
+func parseRouting(s string) routingParts {
+	parts := map[string]string{}
+	cmd := ""
 	for _, line := range strings.Split(s, "\n") {
-		if f := strings.Fields(line); len(f) > 0 {
-			lines = append(lines, strings.Join(f, " "))
+		if h, ok := strings.CutPrefix(line, "# "); ok {
+			cmd = strings.Join(strings.Fields(h), " ")
+			parts[cmd] += ""
+			continue
+		}
+		if strings.TrimSpace(line) != "" {
+			parts[cmd] += line + "\n"
 		}
 	}
-	return lines
+	r := routingParts{}
+	for cmd, out := range parts {
+		if strings.HasSuffix(cmd, " rule") {
+			r[cmd] = lab.NormRules(out)
+			continue
+		}
+		var routes []string
+		for _, route := range lab.NormRoutes(out) {
+			routes = append(routes, strings.TrimPrefix(route, "main: "))
+		}
+		r[cmd] = routes
+	}
+	return r
 }

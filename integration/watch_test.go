@@ -7,19 +7,37 @@ import (
 	"time"
 
 	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/stanza"
 	"github.com/ifisp/ifisp/pkg/watch"
 )
 
 // newWatchLab brings both ISPs up, each stanza probing the internet host
-// (plus the extra options), and starts ifisp-watch.
+// (plus the extra options), and starts ifisp-watch with its defaults.
 func newWatchLab(t testing.TB, extra ...string) (*lab.Lab, *lab.Watch) {
+	t.Helper()
+	return watchLab(t, nil, extra...)
+}
+
+// counting are ifisp-watch's arguments for a test that waits for its probe
+// rounds (lab.Watch.WaitRounds): watch.json's probe figures rewritten each
+// round (100 ms, the default isp-check-interval), not every 5 s.
+var counting = []string{"--metrics-interval", "100ms"}
+
+// newCountingWatchLab is newWatchLab with the monitor started with
+// counting.
+func newCountingWatchLab(t *testing.T, extra ...string) (*lab.Lab, *lab.Watch) {
+	t.Helper()
+	return watchLab(t, counting, extra...)
+}
+
+func watchLab(t testing.TB, args []string, extra ...string) (*lab.Lab, *lab.Watch) {
 	t.Helper()
 	l := lab.New(t)
 	l.Install(bin)
 	l.Interfaces(lab.Checked(lab.TwoISPs, extra...))
 	l.EchoServers()
 	l.MustIfup("wana", "wanb")
-	return l, l.StartWatch(bin)
+	return l, l.StartWatch(bin, args...)
 }
 
 // defaults returns the router's main-table defaults, both families.
@@ -170,45 +188,63 @@ default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
 `
 
 // TestWatchNoFalseAlarms: ISP A loses 10 % of its packets each way, both
-// families, for a minute, and must never be withdrawn; meanwhile ISP B's
-// upstream flaps for 20 s, dead for 3 s (three times the 1 s of silence
-// that withdraws it), then healthy for 1 s (a third of the 3 s of health a
-// restore needs), and the hysteresis allows exactly one transition then,
-// and one more once it stays up. The periods are timed from the moments
-// the loss rule was surely in or out, so a slow iptables cannot eat into
-// the margins.
+// families, for a minute (600 of its probe rounds), and must never be
+// withdrawn; meanwhile ISP B's upstream flaps five times, dead for 30 of
+// its rounds (three times the 10 unanswered ones that withdraw it), then
+// healthy for 10 answered rounds (a third of the 30 a restore needs), and
+// the hysteresis allows exactly one transition then, and one more once it
+// stays up. The periods are counted in the rounds the monitor judged after
+// each loss rule was surely in or out, from watch.json, so neither a slow
+// iptables nor a slow monitor can eat into the margins, and a monitor that
+// never ran cannot pass.
 func TestWatchNoFalseAlarms(t *testing.T) {
-	l, w := newWatchLab(t)
+	const wanb = "wanb inet"
+	l, w := newCountingWatchLab(t)
 	l.Upstream(&l.A, 4, 0.1)
 	l.Upstream(&l.A, 6, 0.1)
-	start := time.Now()
-	var healed time.Time
-	var longest time.Duration // of B's healthy periods, at most
+	lossy := w.Fresh(time.Second) // A's minute counts from here
+	var healthy *watch.Status     // as B's last dead period ended
+	var longest uint64            // of B's healthy periods, in answered rounds
 	for range 5 {
 		l.Upstream(&l.B, 4, 1)
-		dead := time.Now()
-		if !healed.IsZero() {
-			longest = max(longest, dead.Sub(healed))
+		dead := w.Fresh(time.Second)
+		if healthy != nil {
+			longest = max(longest, answeredSince(healthy, dead, wanb))
 		}
-		time.Sleep(time.Until(dead.Add(3 * time.Second)))
-		healed = time.Now()
+		healthy = w.WaitRounds(dead, 30, 10*time.Second, wanb)
 		l.Upstream(&l.B, 4, 0)
-		time.Sleep(time.Until(healed.Add(time.Second)))
+		// Counted from before the heal: B's dead rounds add nothing.
+		w.WaitAnswered(healthy, 10, 10*time.Second, wanb)
 	}
-	got := w.Transitions()
-	t.Logf("B was healthy for %s at most at a time (a restore needs 3s)", max(longest, time.Since(healed)).Round(time.Millisecond))
-	if len(got) != 1 || got[0] != "wanb inet up down withdrawn=true table=101" {
+	flapped := w.Fresh(time.Second)
+	longest = max(longest, answeredSince(healthy, flapped, wanb))
+	t.Logf("B was healthy for %d answered rounds at most at a time (a restore needs 30)", longest)
+	if longest >= 30 {
+		t.Fatalf("B was healthy for %d rounds in a row, long enough to be restored: the flaps were too slow to test the hysteresis", longest)
+	}
+	if got := w.Notified(flapped, 5*time.Second); len(got) != 1 || got[0] != "wanb inet up down withdrawn=true table=101" {
 		t.Errorf("transitions while B flapped: %q, want only wanb inet up -> down, withdrawn", got)
 	}
 	w.WaitFor("wanb", "inet", watch.Up, false, 10*time.Second)
-	time.Sleep(time.Until(start.Add(time.Minute)))
+	minute := w.WaitRounds(lossy, 600, 90*time.Second, "wana inet", "wana inet6")
 	l.Upstream(&l.A, 4, 0)
 	l.Upstream(&l.A, 6, 0)
-	if got := w.Transitions(); len(got) != 2 || got[1] != "wanb inet down up withdrawn=false table=101" {
+	for _, family := range []string{"inet", "inet6"} {
+		s := minute.Link("wana", stanza.Family(family))
+		t.Logf("wana %s: %d of %d rounds answered since the loss began", family, answeredSince(lossy, minute, "wana "+family), s.Probes.Rounds-lossy.Link("wana", stanza.Family(family)).Probes.Rounds)
+	}
+	if got := w.Notified(minute, 5*time.Second); len(got) != 2 || got[1] != "wanb inet down up withdrawn=false table=101" {
 		t.Errorf("transitions after a minute of 10%% loss on A: %q, want only B's two", got)
 	}
 	assertState(t, "after the minute", defaults(l), bothDefaults)
 	noSpoofing(t, l)
+}
+
+// answeredSince returns how many more rounds of link ("IFACE FAMILY") were
+// answered in the state file now than in since.
+func answeredSince(since, now *watch.Status, link string) uint64 {
+	iface, family, _ := strings.Cut(link, " ")
+	return now.Link(iface, stanza.Family(family)).Probes.Answered - since.Link(iface, stanza.Family(family)).Probes.Answered
 }
 
 // TestWatchLastResort: A dies, then B too, then A comes back. With every
@@ -278,21 +314,28 @@ default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
 // links' health calls for, with no route twice. A SIGTERM while a link is
 // withdrawn puts its defaults back and removes the state file.
 func TestWatchCrash(t *testing.T) {
-	l, w := newWatchLab(t)
+	l, w := newCountingWatchLab(t)
 	l.Upstream(&l.B, 4, 1)
 	w.WaitFor("wanb", "inet", watch.Down, true, 5*time.Second)
 	w.Kill()
-	w = l.StartWatch(bin)
-	time.Sleep(time.Second) // ten rounds: time to get anything wrong
+	w = l.StartWatch(bin, counting...)
+	// Ten rounds of every link judged by the new monitor: time to get
+	// anything wrong.
+	w.WaitRounds(w.Fresh(time.Second), 10, 5*time.Second)
 	assertState(t, "restarted, B still dead", defaults(l), onlyA)
 	if s := w.Link("wanb", "inet"); s == nil || s.State != watch.Down || !s.Withdrawn {
 		t.Errorf("restarted: wanb inet %+v, want down and withdrawn, as the killed monitor left it", s)
 	}
 
+	dead := w.Fresh(time.Second)
 	l.Upstream(&l.B, 4, 0)
-	time.Sleep(1500 * time.Millisecond) // half way to the restore
+	// Half way to the restore: 15 of the 30 answered rounds it needs.
+	w.WaitAnswered(dead, 15, 10*time.Second, "wanb inet")
+	if s := w.Link("wanb", "inet"); s == nil || s.State != watch.Down || !s.Withdrawn {
+		t.Fatalf("healing: wanb inet %+v before the kill, want still down and withdrawn", s)
+	}
 	w.Kill()
-	w = l.StartWatch(bin)
+	w = l.StartWatch(bin, counting...)
 	w.WaitFor("wanb", "inet", watch.Up, false, 10*time.Second)
 	assertState(t, "restarted, B healed", defaults(l), bothDefaults)
 
@@ -312,13 +355,13 @@ func TestWatchCrash(t *testing.T) {
 // it never puts back what ifdown removed, it watches a link brought up
 // again afresh, and a dead link brought up again is withdrawn again.
 func TestWatchIfupdown(t *testing.T) {
-	l, w := newWatchLab(t)
+	l, w := newCountingWatchLab(t)
 	l.MustIfdown("wanb")
 	w.WaitGone("wanb", "inet", 5*time.Second)
 	w.WaitGone("wanb", "inet6", 5*time.Second)
-	// Ten of its probe rounds: time for the monitor to put back what it
-	// should not.
-	time.Sleep(time.Second)
+	// Ten rounds of each link it still watches, judged after it forgot
+	// wanb: time for the monitor to put back what it should not.
+	w.WaitRounds(w.Fresh(time.Second), 10, 5*time.Second)
 	assertState(t, "wanb down by hand", defaults(l), `default via 198.51.100.1 dev wana proto ifisp metric 1
 default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
 `)

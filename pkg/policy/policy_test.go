@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/ifisp/ifisp/internal/lab"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -89,11 +91,11 @@ func TestResolveDynamic(t *testing.T) {
 	if err := up(t, h, c); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := ip("rule", "show", "table", "100"), "10000:\tfrom 198.51.100.7 lookup 100 proto 71\n"; got != want {
-		t.Errorf("rules: got %q, want %q", got, want)
+	if d := cmp.Diff([]string{"10000: from 198.51.100.7 lookup 100 proto 71"}, lab.NormRules(ip("rule", "show", "table", "100"))); d != "" {
+		t.Errorf("rules of table 100 (-want +got):\n%s", d)
 	}
-	if got := ip("route", "show", "table", "100", "default"); got != "default via 198.51.100.1 dev wan0 proto 71 \n" {
-		t.Errorf("table 100 default: got %q", got)
+	if d := cmp.Diff([]string{"default via 198.51.100.1 dev wan0 proto 71"}, routes(ip("route", "show", "table", "100", "default"))); d != "" {
+		t.Errorf("table 100 default (-want +got):\n%s", d)
 	}
 }
 
@@ -110,8 +112,8 @@ func TestMainDefaultConflict(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `wan0: isp-metric "5": the main table already has default via 198.51.100.1 metric 5 (dev gw0): pick another isp-metric`) {
 		t.Fatalf("got %v, want a conflict error", err)
 	}
-	if got := ip("route", "show", "default"); got != "default via 198.51.100.1 dev gw0 metric 5 \n" {
-		t.Errorf("the other default was touched: %q", got)
+	if d := cmp.Diff([]string{"default via 198.51.100.1 dev gw0 metric 5"}, routes(ip("route", "show", "default"))); d != "" {
+		t.Errorf("the other default was touched (-want +got):\n%s", d)
 	}
 }
 
@@ -138,14 +140,17 @@ func TestUpConverges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, tc := range []struct{ cmd, want string }{
-		{"-4 route show default", "default via 198.51.100.254 dev wan0 proto 71 metric 7 \n"},
-		{"-6 route show default", "default via 2001:db8:a::fe dev wan0 proto 71 metric 7 pref medium\n"},
-		{"-4 route show table 100", "default via 198.51.100.254 dev wan0 proto 71 \n"},
-		{"-6 route show table 100", "default via 2001:db8:a::fe dev wan0 proto 71 metric 1024 pref medium\n"},
+	for _, tc := range []struct {
+		cmd  string
+		want []string
+	}{
+		{"-4 route show default", []string{"default via 198.51.100.254 dev wan0 proto 71 metric 7"}},
+		{"-6 route show default", []string{"default via 2001:db8:a::fe dev wan0 proto 71 metric 7 pref medium"}},
+		{"-4 route show table 100", []string{"default via 198.51.100.254 dev wan0 proto 71"}},
+		{"-6 route show table 100", []string{"default via 2001:db8:a::fe dev wan0 proto 71 metric 1024 pref medium"}},
 	} {
-		if got := ip(strings.Fields(tc.cmd)...); got != tc.want {
-			t.Errorf("ip %s: got %q, want %q", tc.cmd, got, tc.want)
+		if d := cmp.Diff(tc.want, routes(ip(strings.Fields(tc.cmd)...))); d != "" {
+			t.Errorf("ip %s (-want +got):\n%s", tc.cmd, d)
 		}
 	}
 }
@@ -173,8 +178,8 @@ func TestDefaultsRoundTrip(t *testing.T) {
 	if n, err := policy.RemoveDefaults(h, idx, stanza.Inet, recorded); err != nil || n != 2 {
 		t.Fatalf("RemoveDefaults: %d, %v; want 2", n, err)
 	}
-	if got := ip("route", "show", "default"); got != "default via 192.0.2.3 dev wan0 metric 9 \n" && got != "default via 192.0.2.3 dev wan0 metric 9\n" {
-		t.Errorf("after RemoveDefaults:\n%s", got)
+	if d := cmp.Diff([]string{"default via 192.0.2.3 dev wan0 metric 9"}, routes(ip("route", "show", "default"))); d != "" {
+		t.Errorf("after RemoveDefaults (-want +got):\n%s", d)
 	}
 	if n, err := policy.RemoveDefaults(h, idx, stanza.Inet, recorded); err != nil || n != 0 {
 		t.Errorf("RemoveDefaults again: %d, %v; want 0, nil", n, err)
@@ -184,7 +189,18 @@ func TestDefaultsRoundTrip(t *testing.T) {
 			t.Fatalf("AddDefaults: %d, %v; want %d", n, err, want)
 		}
 	}
-	if got := ip("route", "show", "default"); got != before {
-		t.Errorf("restored:\n%s\nwant as before:\n%s", got, before)
+	if d := cmp.Diff(routes(before), routes(ip("route", "show", "default"))); d != "" {
+		t.Errorf("restored, the defaults differ from before RemoveDefaults (-before +restored):\n%s", d)
 	}
+}
+
+// routes parses `ip route show` of one table as lab.NormRoutes does,
+// without the "main: " it puts in front of a route ip names no table for:
+// the command names the table.
+func routes(out string) []string {
+	var rs []string
+	for _, r := range lab.NormRoutes(out) {
+		rs = append(rs, strings.TrimPrefix(r, "main: "))
+	}
+	return rs
 }
