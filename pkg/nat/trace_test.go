@@ -91,16 +91,7 @@ func route(links []*Link, p packet, mark uint32) string {
 	var rules []owned
 	for _, l := range links {
 		for _, r := range (&policy.Link{Config: l.Config, Address: l.Address}).Plan().Rules {
-			o := owned{prio: r.Priority, mark: r.Mark, mask: ^uint32(0), link: l}
-			if r.Mask != nil {
-				o.mask = *r.Mask
-			}
-			if r.Src != nil {
-				a, _ := netip.AddrFromSlice(r.Src.IP)
-				ones, _ := r.Src.Mask.Size()
-				o.from = netip.PrefixFrom(a.Unmap(), ones)
-			}
-			rules = append(rules, o)
+			rules = append(rules, owned{prio: r.Priority, from: r.From, mark: r.Mark, mask: r.Mask, link: l})
 		}
 	}
 	slices.SortStableFunc(rules, func(a, b owned) int { return a.prio - b.prio })
