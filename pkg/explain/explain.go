@@ -372,7 +372,7 @@ func (e *explainer) sixrd(s *interfaces.Stanza, c *stanza.Config) error {
 	} else if r := p.MainDefault(c, 0); r != nil {
 		e.printf("%s\n", e.routeCmd("replace", c, r))
 	}
-	e.printf("#     and publishes the delegated prefix %s (of %s) for the LAN's router advertisements: %s\n", p.Delegated, p.Local, sixrdlink.PublishedPath(c))
+	e.printf("#     and records the delegated prefix %s (of %s) with the link's plan: %s\n", p.Delegated, p.Local, filepath.Join(registry.Dir(), c.Iface+"."+string(c.Family)+".json"))
 	return nil
 }
 

@@ -164,7 +164,7 @@ ip -6 route replace throw 2001:db8:6000:7102::/64 table 101 proto 71
 ip -6 rule add from 2001:db8:6000:7102::1 lookup 101 pref 10000 proto 71
 ip -6 rule add from 2001:db8:6000:7102::/64 lookup 101 pref 10100 proto 71
 ip -6 route add default via ::203.0.113.1 dev sixrd metric 1 proto 71
-#     and publishes the delegated prefix 2001:db8:6000:7102::/64 (of 203.0.113.2) for the LAN's router advertisements: RUNDIR/6rd.sixrd
+#     and records the delegated prefix 2001:db8:6000:7102::/64 (of 203.0.113.2) with the link's plan: RUNDIR/links/sixrd.inet6.json
 `},
 		// 6rd-local's address wins over local's; without 6rd-lan the
 		// tunnel is numbered, with the 6rd prefix's length; without
@@ -175,7 +175,7 @@ ip -6 route add default via ::203.0.113.1 dev sixrd metric 1 proto 71
 			`ip tunnel 6rd dev sixrd 6rd-prefix 2001:db8::/32 6rd-relay_prefix 0.0.0.0/0
 ip -6 addr replace 2001:db8:c633:6407::1/32 dev sixrd
 ip -6 route replace default via ::203.0.113.1 dev sixrd metric 3 proto 71
-#     and publishes the delegated prefix 2001:db8:c633:6407::/64 (of 198.51.100.7) for the LAN's router advertisements: RUNDIR/6rd.sixrd
+#     and records the delegated prefix 2001:db8:c633:6407::/64 (of 198.51.100.7) with the link's plan: RUNDIR/links/sixrd.inet6.json
 `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

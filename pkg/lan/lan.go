@@ -13,12 +13,10 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -86,7 +84,7 @@ func NoInterface(c *stanza.Config, option, iface string) error {
 }
 
 // Published is an address ifisp numbered from an ISP's prefix, as the
-// registry (or, for 6rd, the run directory's file) records it: the prefix
+// registry records it: the prefix
 // it came from, the address and the interface it is on.
 type Published struct {
 	Prefix  netip.Prefix `json:"prefix"`
@@ -149,59 +147,6 @@ func Remove(h *netlink.Handle, iface string, p Published) error {
 		}
 	}
 	return nil
-}
-
-// Publish adds the address to dev and records it in the run directory's
-// file (6rd's store). The record comes first, so that a run killed in
-// between leaves nothing unrecorded.
-func Publish(h *netlink.Handle, iface, file string, p Published) error {
-	var old *Published
-	if o, ok := Read(file); ok {
-		old = &o
-	}
-	p, err := Claim(h, iface, old, p)
-	if err != nil {
-		return err
-	}
-	if err := rundir.Write(file, []byte(fmt.Sprintf("prefix=%s\naddress=%s\ndev=%s\ntheirs=%t\n", p.Prefix, p.Address, p.Dev, p.Theirs))); err != nil {
-		return fmt.Errorf("%s: recording %s on %s: %w", iface, p.Address, p.Dev, err)
-	}
-	return Add(h, iface, p)
-}
-
-// Read reads back what Publish recorded in file; ok is false when nothing is.
-func Read(file string) (p Published, ok bool) {
-	b, err := rundir.Read(file)
-	if err != nil || b == nil {
-		return Published{}, false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "prefix":
-			p.Prefix, _ = netip.ParsePrefix(v)
-		case "address":
-			p.Address, _ = netip.ParsePrefix(v)
-		case "dev":
-			p.Dev = v
-		case "theirs":
-			p.Theirs = v == "true"
-		}
-	}
-	return p, p.Prefix.IsValid()
-}
-
-// Unpublish removes the address recorded in file (Remove) and the file;
-// nothing recorded is nothing to remove.
-func Unpublish(h *netlink.Handle, iface, file string) error {
-	p, ok := Read(file)
-	if !ok {
-		return nil
-	}
-	if err := Remove(h, iface, p); err != nil {
-		return err
-	}
-	return rundir.Remove(file)
 }
 
 // prefixOf is an address with its prefix length as netip sees it.

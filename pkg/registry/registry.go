@@ -60,6 +60,9 @@ type Link struct {
 	LAN *lan.Subnet `json:"lan,omitempty"`
 	// RDNSS is isp-rdnss: announced with the LAN's prefix.
 	RDNSS []netip.Addr `json:"rdnss,omitempty"`
+	// Unwatched says the health monitor leaves the link alone (a 6rd
+	// tunnel without isp-table and isp-check); status and repair do not.
+	Unwatched bool `json:"unwatched,omitempty"`
 
 	// The link's plan: what of the kernel's state is the link's own.
 	// Status compares it with the kernel, ifisp-watch puts back what of it

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 
 	"github.com/vishvananda/netlink"
@@ -19,7 +18,6 @@ import (
 	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
-	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
@@ -191,8 +189,12 @@ func deleteTunnel(h *netlink.Handle, link netlink.Link) error {
 // the stanza for down after a failed if-up.d, and its next ifup must be
 // able to create the tunnel again.
 func Up(h *netlink.Handle, c *stanza.Config) error {
-	_, rerun := lan.Read(fileName(c))
-	err := up(h, c)
+	old, err := registry.Read(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	rerun := old != nil && old.LANAddress != nil
+	err = up(h, c, old)
 	if err == nil || rerun {
 		return err
 	}
@@ -205,7 +207,7 @@ func Up(h *netlink.Handle, c *stanza.Config) error {
 	return errors.Join(errs...)
 }
 
-func up(h *netlink.Handle, c *stanza.Config) error {
+func up(h *netlink.Handle, c *stanza.Config, old *registry.Link) error {
 	link, err := h.LinkByName(c.Iface)
 	if err != nil {
 		return fmt.Errorf("%s: no such tunnel (does the stanza say inet6 v4tunnel?)", c.Iface)
@@ -224,25 +226,51 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	}
 	// A re-run after the IPv4 address changed: the old prefix goes first.
 	// An unchanged one stays, so a re-run never blinks the LAN's address.
-	if old, ok := lan.Read(fileName(c)); ok && (old.Prefix != plan.Delegated || old.Address != plan.Address) {
-		if err := lan.Unpublish(h, c.Iface, fileName(c)); err != nil {
-			return err
+	var had *lan.Published
+	if old != nil && old.LANAddress != nil {
+		had = old.LANAddress
+		if had.Prefix != plan.Delegated || had.Address != plan.Address {
+			if err := lan.Remove(h, c.Iface, *had); err != nil {
+				return err
+			}
+			had = nil
 		}
 	}
 	if err := set6rd(sit, c.SixRD.Prefix, plan.RelayPrefix); err != nil {
 		return fmt.Errorf("%s: setting the 6rd parameters: %w", c.Iface, err)
 	}
-	if err := lan.Publish(h, c.Iface, fileName(c), lan.Published{Prefix: plan.Delegated, Address: plan.Address, Dev: plan.AddressDev(c)}); err != nil {
+	addr, err := lan.Claim(h, c.Iface, had, lan.Published{Prefix: plan.Delegated, Address: plan.Address, Dev: plan.AddressDev(c)})
+	if err != nil {
 		return err
-	}
-	if c.Table == 0 {
-		return mainDefault(h, plan.MainDefault(c, sit.Attrs().Index), c)
 	}
 	var lanNet *lan.Subnet
 	if plan.OnLAN() {
 		lanNet = &plan.LAN
 	}
 	l := plan.Link(c, sit.Attrs().Index)
+	rec := registry.Plan(l, old, lanNet, &addr)
+	// Watched like a native link (probed from the delegated address
+	// through the tunnel, its default withdrawn and its LAN prefix
+	// deprecated when the relay or the IPv4 underlay stops answering) only
+	// with isp-table and isp-check: the monitor's default target, the
+	// gateway, is the relay's ::IPV4, which a relay need not answer, and a
+	// link that never answers would be withdrawn a second after ifup.
+	rec.Unwatched = c.Table == 0 || len(c.Check) == 0
+	if c.Table == 0 {
+		rec.Routing = policy.Plan{} // its one route is the main table's
+	}
+	if err := registry.Write(rec); err != nil { // ahead of the changes
+		return err
+	}
+	if err := lan.Add(h, c.Iface, addr); err != nil {
+		return err
+	}
+	if c.Table == 0 {
+		if err := mainDefault(h, plan.MainDefault(c, sit.Attrs().Index), c); err != nil {
+			return err
+		}
+		return registry.Record(h, l.Index, rec)
+	}
 	others, err := registry.Others(c.Iface, c.Family)
 	if err != nil {
 		return err
@@ -250,26 +278,22 @@ func up(h *netlink.Handle, c *stanza.Config) error {
 	if err := policy.Up(h, l, registry.Plans(others)...); err != nil {
 		return err
 	}
-	// Watched like a native link: probed from the delegated address
-	// through the tunnel, its default withdrawn and its LAN prefix
-	// deprecated when the relay or the IPv4 underlay stops answering. Only
-	// with isp-check: the monitor's default target, the gateway, is the
-	// relay's ::IPV4, which a relay need not answer, and a link that never
-	// answers would be withdrawn a second after ifup.
-	if len(c.Check) == 0 {
-		return nil
-	}
-	return registry.Record(h, l.Index, registry.Plan(l, nil, lanNet, nil))
+	return registry.Record(h, l.Index, rec)
 }
 
-// Down removes what Up added: the routing (the tunnel itself ifupdown has
-// deleted by now) and the LAN address, found through the published file.
+// Down removes what the link's record says Up added: the routing (the
+// tunnel itself ifupdown has deleted by now) and the LAN address; then the
+// record.
 func Down(h *netlink.Handle, c *stanza.Config) error {
-	errs := []error{registry.Forget(c.Iface, c.Family)}
+	rec, err := registry.Read(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	var errs []error
 	if c.Table != 0 {
 		routed := c
-		if p, ok := lan.Read(fileName(c)); ok {
-			routed = withSource(c, p.Prefix)
+		if rec != nil && rec.LANAddress != nil {
+			routed = withSource(c, rec.LANAddress.Prefix)
 		}
 		l, err := policy.Resolve(h, routed)
 		var others []registry.Link
@@ -277,12 +301,21 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 			others, err = registry.Others(c.Iface, c.Family)
 		}
 		if err == nil {
-			err = policy.Down(h, l, l.Plan(), registry.Plans(others)...)
+			own := l.Plan()
+			if rec != nil && !rec.Routing.Empty() {
+				own = rec.Routing
+			}
+			err = policy.Down(h, l, own, registry.Plans(others)...)
 		}
 		errs = append(errs, err)
 	}
-	errs = append(errs, lan.Unpublish(h, c.Iface, fileName(c)))
-	return errors.Join(errs...)
+	if rec != nil && rec.LANAddress != nil {
+		errs = append(errs, lan.Remove(h, c.Iface, *rec.LANAddress))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return registry.Forget(c.Iface, c.Family)
 }
 
 // mainDefault adds Plan.MainDefault's route r, if any. The main table is
@@ -313,12 +346,6 @@ func mainDefault(h *netlink.Handle, r *netlink.Route, c *stanza.Config) error {
 	}
 	return nil
 }
-
-func fileName(c *stanza.Config) string { return "6rd." + c.Iface }
-
-// PublishedPath is the file in which Up publishes the stanza's delegated
-// prefix, its address and the address's interface.
-func PublishedPath(c *stanza.Config) string { return filepath.Join(rundir.Dir(), fileName(c)) }
 
 // set6rd sets the sit device's 6rd prefix and relay prefix over netlink
 // (vishvananda/netlink's Sittun has no 6rd fields). A changelink resets

@@ -233,6 +233,9 @@ func (d *daemon) scan(prev *Status) error {
 	seen := map[string]bool{}
 	var fresh []*link
 	for _, reg := range regs {
+		if reg.Unwatched {
+			continue // the hooks' and the repair's only
+		}
 		key := reg.Key()
 		seen[key] = true
 		l := d.links[key]
