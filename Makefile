@@ -32,12 +32,18 @@ VERSION := $(shell head -n1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 
-.PHONY: all build man check-man test test-deb test-vm bench soak demo install deb clean
+.PHONY: all build docs man check-man test test-deb test-vm bench soak demo install deb clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o bin/ ./cmd/...
+
+# What is generated from the stanza options table (pkg/stanza/options.go):
+# the option table of README.md and the defaults of
+# ifisp-interfaces(5). `go test ./internal/optdoc` fails when they differ.
+docs:
+	$(GO) generate ./pkg/stanza
 
 # Man pages, scdoc to roff, in bin/man.
 man: $(MANPAGES)

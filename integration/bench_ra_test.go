@@ -73,7 +73,7 @@ func BenchmarkRAFailover(b *testing.B) {
 			trials, stanza.DefaultCheckInterval, stanza.DefaultCheckDown)
 		fmt.Fprintf(tw, "B's upstream cut, carrier up: first new TCP connection answered via A's prefix\t%s\t%s\t≤ 1.3s: %s\n", ms(cut[trials/2]), ms(cut[trials-1]), verdict(cut[trials/2] <= 1300*time.Millisecond))
 		fmt.Fprintf(tw, "  of which until the host heard B's prefix deprecated\t%s\t%s\t%d rounds of %s: %s to %s\n", ms(cutRA[trials/2]), ms(cutRA[trials-1]),
-			stanza.DefaultCheckDown, stanza.DefaultCheckInterval, stanza.DefaultCheckDown*stanza.DefaultCheckInterval, (stanza.DefaultCheckDown+1)*stanza.DefaultCheckInterval)
+			stanza.DefaultCheckDown, stanza.DefaultCheckInterval, time.Duration(stanza.DefaultCheckDown)*stanza.DefaultCheckInterval, time.Duration(stanza.DefaultCheckDown+1)*stanza.DefaultCheckInterval)
 		fmt.Fprintf(tw, "ifdown wanb started: first new TCP connection answered via A's prefix\t%s\t%s\t≤ 0.3s: %s\n", ms(down[trials/2]), ms(down[trials-1]), verdict(down[trials/2] <= 300*time.Millisecond))
 		fmt.Fprintf(tw, "  of which until the host heard B's prefix deprecated\t%s\t%s\t\n", ms(downRA[trials/2]), ms(downRA[trials-1]))
 		tw.Flush()

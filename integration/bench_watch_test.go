@@ -98,9 +98,9 @@ func BenchmarkReroute(b *testing.B) {
 			trials, interval, stanza.DefaultCheckDown, stanza.DefaultCheckUp)
 		fmt.Fprintf(tw, "LAN ping (50 pps): longest reply gap\t%s\t%s\t≤ 1.5s: %s\n", ms(med), ms(worst), verdict(worst <= 1500*time.Millisecond))
 		fmt.Fprintf(tw, "wanb inet withdrawn in watch.json, after the kill\t%s\t%s\t%d rounds of %s: %s to %s\n", ms(withdrawn[trials/2]), ms(withdrawn[trials-1]),
-			stanza.DefaultCheckDown, interval, stanza.DefaultCheckDown*interval, (stanza.DefaultCheckDown+1)*interval)
+			stanza.DefaultCheckDown, interval, time.Duration(stanza.DefaultCheckDown)*interval, time.Duration(stanza.DefaultCheckDown+1)*interval)
 		fmt.Fprintf(tw, "wanb inet restored in watch.json, after the heal\t%s\t%s\t%d rounds of %s: %s to %s\n", ms(restored[trials/2]), ms(restored[trials-1]),
-			stanza.DefaultCheckUp, interval, stanza.DefaultCheckUp*interval, (stanza.DefaultCheckUp+1)*interval)
+			stanza.DefaultCheckUp, interval, time.Duration(stanza.DefaultCheckUp)*interval, time.Duration(stanza.DefaultCheckUp+1)*interval)
 		fmt.Fprintf(tw, "mwan3track defaults (interval %s, down %d): declared dead after\t≈ %s\t\t%d probes %s apart: %.0fx ifisp-watch's median gap\n",
 			mwan3Interval, mwan3Down, mwan3Detect, mwan3Down, mwan3Interval, float64(mwan3Detect)/float64(med))
 		tw.Flush()

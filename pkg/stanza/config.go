@@ -4,6 +4,9 @@
 //
 // The options ifisp understands are declared once, in the table in
 // options.go: name, address family, parser, default and a one-line doc.
+// A default is written there once, as the value text its parser reads (or
+// as what it is derived from), and the README's option table and
+// ifisp-interfaces(5) are generated from it (go generate ./pkg/stanza).
 // Parsing never touches the kernel: facts that only the kernel knows (the
 // address of an `inet dhcp` stanza, say) are resolved by the packages that
 // act on the Config.

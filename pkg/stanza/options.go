@@ -11,23 +11,30 @@ import (
 	"github.com/ifisp/ifisp/pkg/connmark"
 )
 
-// Defaults of the health check options: a dead upstream is withdrawn 1.0 to
-// 1.1 s after its last answer, and a link losing 10 % of packets each way
-// (19 % of rounds) has 6000 × 0.81 × 0.19^10 ≈ 0.0003 false failovers in ten
-// minutes. README "Health monitor" has the arithmetic.
-const (
-	DefaultCheckInterval = 100 * time.Millisecond
-	DefaultCheckDown     = 10
-	DefaultCheckUp       = 30
-)
-
 // Option describes one stanza option ifisp understands.
 type Option struct {
-	Name    string // as written in /etc/network/interfaces
-	Family  Family // the family of stanza it belongs on; "" for both
-	Default string // as documented; "" for none
-	Value   string // what the value is, as documented
-	Doc     string // one line
+	Name   string // as written in /etc/network/interfaces
+	Family Family // the family of stanza it belongs on; "" for both
+
+	// Default is the option's default written as its value would be in
+	// the stanza ("100ms", "yes"), the one place it is written: Parse runs
+	// it through the option's own parser whenever the stanza leaves the
+	// option out, so it means exactly what the same text given would mean,
+	// and the README's table and ifisp-interfaces(5) print it from here. A
+	// 6rd option's default applies on a 6rd stanza only. "" when the option
+	// has no default, or a Derived one.
+	Default string
+	// Default6 is the default on an inet6 stanza, where it differs from
+	// the inet one in Default.
+	Default6 string
+	// Derived says, for a default that depends on the rest of the stanza
+	// or on the kernel, what it is derived from ("the stanza's gateway"):
+	// code computes it, where the value is needed (Config.defaults for the
+	// stanza's own facts, the hooks and ifisp-watch for the kernel's).
+	Derived string
+
+	Value string // what the value is, as documented
+	Doc   string // one line
 
 	// parse sets the option's field of c from value, with the Config's
 	// ifupdown facts (Family, Method, Gateway, ...) already read; root is
@@ -38,6 +45,8 @@ type Option struct {
 	wrongFamily string
 }
 
+//go:generate go run ../../internal/optdoc
+
 // options is the single source of truth: every ifisp option, in the order
 // they are parsed and documented.
 var options = []Option{
@@ -47,29 +56,34 @@ var options = []Option{
 			c.TableName = v
 			return err
 		}},
-	{Name: "isp-gateway", Default: "the stanza's gateway", Value: "address", Doc: "the ISP table's gateway; for `inet dhcp` or a tunnel, the gateway of the default route the kernel has",
+	{Name: "isp-gateway", Derived: "the stanza's gateway", Value: "address", Doc: "the ISP table's gateway; for `inet dhcp` or a tunnel, the gateway of the default route the kernel has",
 		parse: func(c *Config, v, _ string) (err error) { c.ISPGateway, err = c.addr(v); return err }},
 	{Name: "isp-metric", Value: "number", Doc: "add a main-table default through this ISP at this metric (lower wins). Leave it out when the stanza's own `gateway` already adds one, or for a link that should carry only inbound and source-routed traffic",
 		parse: func(c *Config, v, _ string) (err error) { c.Metric, err = metric(v); return err }},
 	{Name: "isp-source", Value: "CIDR list", Doc: "more source prefixes of this ISP (extra static IPs, a delegated IPv6 prefix); each gets a `from` rule",
 		parse: func(c *Config, v, _ string) (err error) { c.Sources, err = c.prefixes(v); return err }},
-	{Name: "isp-throw", Default: "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 (inet), fc00::/7 (inet6)", Value: "CIDR list", Doc: "destinations sent back to the main table",
+	{Name: "isp-throw", Default: "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16", Default6: "fc00::/7", Value: "CIDR list", Doc: "destinations sent back to the main table",
 		parse: func(c *Config, v, _ string) (err error) { c.Throw, err = c.prefixes(v); return err }},
 	{Name: "snat-from", Value: "CIDR list", Doc: "inside ranges NATed to this link's address on the way out (IPv4); on an inet6 stanza, one ULA prefix (fc00::/7) mapped prefix for prefix to snat-to's (NPTv6, off unless given)",
 		parse: func(c *Config, v, _ string) (err error) { c.SNATFrom, err = c.prefixes(v); return err }},
-	{Name: "snat-to", Default: "the stanza's address (inet)", Value: "address (inet), prefix (inet6)", Doc: "the address to NAT to; on an inet6 stanza, the prefix of this ISP's that snat-from's maps to, of the same length",
+	{Name: "snat-to", Derived: "the stanza's address (inet)", Value: "address (inet), prefix (inet6)", Doc: "the address to NAT to; on an inet6 stanza, the prefix of this ISP's that snat-from's maps to, of the same length",
 		parse: func(c *Config, v, _ string) (err error) { return c.setSNATTo(v) }},
-	{Name: "isp-check", Default: "the gateway", Value: "address list", Doc: "targets the health monitor probes through this link",
+	{Name: "isp-check", Derived: "the gateway", Value: "address list", Doc: "targets the health monitor probes through this link",
 		parse: func(c *Config, v, _ string) (err error) { c.Check, err = c.addrs(v); return err }},
-	{Name: "isp-check-interval", Default: DefaultCheckInterval.String(), Value: "duration", Doc: "probe period",
+	// The health check's defaults: a dead upstream is withdrawn 1.0 to 1.1 s
+	// after its last answer, and a link losing 10 % of packets each way (19 %
+	// of rounds) has 6000 × 0.81 × 0.19^10 ≈ 0.0003 false failovers in ten
+	// minutes. README "The health monitor" has the arithmetic.
+	{Name: "isp-check-interval", Default: "100ms", Value: "duration", Doc: "probe period",
 		parse: func(c *Config, v, _ string) (err error) { c.CheckInterval, err = duration(v); return err }},
-	{Name: "isp-check-down", Default: strconv.Itoa(DefaultCheckDown), Value: "count", Doc: "rounds in a row without an answer before the link is withdrawn",
+	{Name: "isp-check-down", Default: "10", Value: "count", Doc: "rounds in a row without an answer before the link is withdrawn",
 		parse: func(c *Config, v, _ string) (err error) { c.CheckDown, err = count(v); return err }},
-	{Name: "isp-check-up", Default: strconv.Itoa(DefaultCheckUp), Value: "count", Doc: "answered rounds in a row before it is restored",
+	{Name: "isp-check-up", Default: "30", Value: "count", Doc: "answered rounds in a row before it is restored",
 		parse: func(c *Config, v, _ string) (err error) { c.CheckUp, err = count(v); return err }},
-	{Name: "isp-mark", Default: "the table's number", Value: "number", Doc: "this link's id in ifisp's connection marks (1 to 127 with the default isp-mark-mask); each ISP link needs its own. Set it when the table's number is larger",
+	{Name: "isp-mark", Derived: "derived from isp-table: its number, or, when that is larger than the mask's largest id, (number - 1) mod largest + 1 (tables 200 and 201 give 73 and 74 under the default mask)", Value: "number", Doc: "this link's id in ifisp's connection marks (1 to 127 with the default isp-mark-mask); each ISP link needs its own: set it when two tables fold to one id",
 		parse: func(c *Config, v, _ string) (err error) { c.Mark.ID, err = markID(v); return err }},
-	{Name: "isp-mark-mask", Default: "0xff000000", Value: "hex mask, one run of bits", Doc: "the bits of the connection mark that are ifisp's, the same on every ISP stanza; the administrator's bits outside it are never changed",
+	// The mask's reasons are connmark.DefaultMask's.
+	{Name: "isp-mark-mask", Default: connmark.Hex(connmark.DefaultMask), Value: "hex mask, one run of bits", Doc: "the bits of the connection mark that are ifisp's, the same on every ISP stanza; the administrator's bits outside it are never changed",
 		parse: func(c *Config, v, _ string) (err error) { c.Mark.Mask, err = markMask(v); return err }},
 	{Name: "isp-inbound", Default: "yes", Value: "yes or no", Doc: "connections that arrive by this link (port forwards included) are answered by it, whichever link is preferred: an `fwmark` rule on the inbound mark",
 		parse: func(c *Config, v, _ string) (err error) { c.Inbound, err = yesNo(v); return err }},
@@ -85,7 +99,7 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Relay, err = ipv4(v); return err }},
 	{Name: "6rd-ipv4-masklen", Family: Inet6, Default: "0", Value: "0..32", Doc: "leading bits of the IPv4 address shared by the 6rd domain",
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().IPv4MaskLen, err = maskLen(v); return err }},
-	{Name: "6rd-local", Family: Inet6, Default: "the tunnel's local", Value: "interface or IPv4 address", Doc: "whose IPv4 address is embedded in the delegated prefix",
+	{Name: "6rd-local", Family: Inet6, Derived: "the tunnel's local", Value: "interface or IPv4 address", Doc: "whose IPv4 address is embedded in the delegated prefix",
 		parse: func(c *Config, v, _ string) error { return c.sixrd().setLocal(v) }},
 	{Name: "6rd-lan", Family: Inet6, Value: "interface[:subnet-id]", Doc: "`isp-lan` of a 6rd stanza, numbered from the delegated prefix: the spelling kept from before `isp-lan`",
 		parse: func(c *Config, v, _ string) error { c.sixrd(); return c.setLAN("6rd-lan", v) }},
@@ -96,20 +110,72 @@ func Options() []Option {
 	return append([]Option(nil), options...)
 }
 
-// MarkdownTable renders the options as README.md's table: TestOptionsTable
-// keeps the two the same (go test ./pkg/stanza -update rewrites it).
+// DefaultFor returns o's Default on a stanza of family f: the text Parse
+// runs through o's parser when the stanza leaves o out ("" for none).
+func (o *Option) DefaultFor(f Family) string {
+	if f == Inet6 && o.Default6 != "" {
+		return o.Default6
+	}
+	return o.Default
+}
+
+// DefaultDoc is o's default as the documentation states it, with quote
+// around each literal value ("" when o has none): the value, its inet and
+// inet6 values, or what a derived default is derived from.
+func (o *Option) DefaultDoc(quote func(string) string) string {
+	switch {
+	case o.Default6 != "":
+		return quote(o.Default) + " (inet), " + quote(o.Default6) + " (inet6)"
+	case o.Default != "":
+		return quote(o.Default)
+	}
+	return o.Derived
+}
+
+// MarkdownTable renders the options as the table README.md and
+// docs/design.md show: internal/optdoc writes it there (go generate
+// ./pkg/stanza), and its test fails when a copy differs.
 func MarkdownTable() string {
 	var b strings.Builder
 	b.WriteString("| option | value | meaning |\n| --- | --- | --- |\n")
 	for _, o := range options {
 		doc := o.Doc
-		if o.Default != "" {
-			doc += "; default: " + o.Default
+		if d := o.DefaultDoc(func(v string) string { return "`" + v + "`" }); d != "" {
+			doc += "; default: " + d
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", o.Name, o.Value, doc)
 	}
 	return b.String()
 }
+
+// applyDefaults sets the Default of every option that set reports not set
+// (left out, or given with a value that was refused), through the option's
+// own parser, on a stanza of the option's family; a 6rd option's only on a
+// 6rd stanza, which its defaults would otherwise make one of. A default
+// that does not parse is ifisp's bug, reported as a problem of the option.
+func (c *Config) applyDefaults(set func(name string) bool, bad func(option, value, format string, args ...any)) {
+	for i := range options {
+		o := &options[i]
+		v := o.DefaultFor(c.Family)
+		switch {
+		case v == "" || set(o.Name):
+		case o.Family != "" && o.Family != c.Family:
+		case strings.HasPrefix(o.Name, "6rd-") && c.SixRD == nil:
+		default:
+			if err := o.parse(c, v, ""); err != nil {
+				bad(o.Name, "", "its default %q does not parse (a bug in ifisp): %v", v, err)
+			}
+		}
+	}
+}
+
+// The health check's defaults, from the options table, for the tests and
+// benchmarks that reason about them.
+var DefaultCheckInterval, DefaultCheckDown, DefaultCheckUp = func() (time.Duration, int, int) {
+	c := &Config{Family: Inet}
+	c.applyDefaults(func(string) bool { return false }, func(string, string, string, ...any) {})
+	return c.CheckInterval, c.CheckDown, c.CheckUp
+}()
 
 // optionPrefixes are the prefixes of the options that are ifisp's: any
 // unknown option with one of them is a typo.

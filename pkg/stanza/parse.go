@@ -87,10 +87,6 @@ func Parse(environ []string, root string) (*Config, error) {
 		Phase:         env["PHASE"],
 		Metric:        -1,
 		GatewayMetric: -1,
-		CheckInterval: DefaultCheckInterval,
-		CheckDown:     DefaultCheckDown,
-		CheckUp:       DefaultCheckUp,
-		Inbound:       true,
 	}
 	if c.Iface == "" || c.Iface == "--all" || (c.Family != Inet && c.Family != Inet6) {
 		return nil, ErrNotOptedIn
@@ -140,6 +136,7 @@ func Parse(environ []string, root string) (*Config, error) {
 			}
 		}
 	}
+	c.applyDefaults(func(name string) bool { _, ok := given[name]; return ok && !failed[name] }, bad)
 	c.defaults()
 	// From here on, "missing" means not given at all: a bad value has
 	// been reported already.
@@ -263,24 +260,14 @@ func maskBits(m string, addrBits int) (int, error) {
 	return ones, nil
 }
 
-// defaults fills in what the stanza left out and has a default.
+// defaults fills in the Derived defaults of the options table that follow
+// from the stanza itself, once its options and their Defaults are set.
 func (c *Config) defaults() {
 	if !c.ISPGateway.IsValid() {
 		c.ISPGateway = c.Gateway
 	}
-	if c.Mark.Mask == 0 {
-		c.Mark.Mask = connmark.DefaultMask
-	}
 	if c.Mark.ID == 0 {
 		c.Mark.ID = connmark.DefaultID(c.Table, c.Mark.Mask)
-	}
-	if c.Throw == nil {
-		if c.Family == Inet6 {
-			c.Throw = []netip.Prefix{netip.MustParsePrefix("fc00::/7")}
-		} else {
-			c.Throw = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"),
-				netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16")}
-		}
 	}
 }
 

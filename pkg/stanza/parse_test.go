@@ -2,10 +2,8 @@ package stanza
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -483,37 +481,57 @@ func TestErrorProblems(t *testing.T) {
 	}
 }
 
-var update = flag.Bool("update", false, "rewrite README.md's options table from the code")
-
-// TestOptionsTable: README.md's option table is the one MarkdownTable
-// renders from the options table in code, so the two cannot drift.
+// TestOptionsTable: every option says what its value is and does, and
+// has at most one kind of default.
 func TestOptionsTable(t *testing.T) {
-	const path = "../../README.md"
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(b)
-	start := strings.Index(readme, "| option | value | meaning |\n")
-	end := strings.Index(readme[max(start, 0):], "\n\n")
-	if start < 0 || end < 0 {
-		t.Fatalf("%s has no option table (a line \"| option | value | meaning |\")", path)
-	}
-	end += start + 1
-	want := MarkdownTable()
-	if *update {
-		if err := os.WriteFile(path, []byte(readme[:start]+want+readme[end:]), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	if d := cmp.Diff(want, readme[start:end]); d != "" {
-		t.Errorf("README.md's option table differs from the code's (-code +README); go test ./pkg/stanza -update rewrites it:\n%s", d)
-	}
 	for _, o := range Options() {
 		if o.Doc == "" || o.Value == "" {
 			t.Errorf("option %s has no doc or no value description", o.Name)
 		}
+		if o.Derived != "" && o.Default != "" || o.Default6 != "" && o.Default == "" {
+			t.Errorf("option %s: Default %q, Default6 %q, Derived %q: a literal default (for inet, and maybe another for inet6) or a derived one", o.Name, o.Default, o.Default6, o.Derived)
+		}
+	}
+}
+
+// TestDefaults: a stanza that leaves the options out parses to the same
+// Config as one that writes each literal default of the options table: the
+// defaults go through the options' own parsers, and mean what they say.
+func TestDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		iface, family, method string
+		base                  []string
+	}{
+		{"inet", "wana", "inet", "static", []string{"address 198.51.100.2/24", "gateway 198.51.100.1", "isp-table ispa"}},
+		{"inet6", "wana", "inet6", "static", []string{"address 2001:db8:a::2/64", "gateway 2001:db8:a::1", "isp-table ispa"}},
+		{"6rd", "sixrd", "inet6", "v4tunnel", []string{"isp-table ispb", "6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			implicit, err := Parse(env(tc.iface, tc.family, tc.method, tc.base...), root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			written := append([]string(nil), tc.base...)
+			for _, o := range Options() {
+				v := o.DefaultFor(Family(tc.family))
+				if v == "" || o.Family != "" && o.Family != Family(tc.family) || strings.HasPrefix(o.Name, "6rd-") && tc.method != "v4tunnel" {
+					continue
+				}
+				written = append(written, o.Name+" "+v)
+			}
+			explicit, err := Parse(env(tc.iface, tc.family, tc.method, written...), root)
+			if err != nil {
+				t.Fatalf("the defaults written out: %v", err)
+			}
+			if d := cmp.Diff(explicit, implicit, equate); d != "" {
+				t.Errorf("(-written +left out):\n%s", d)
+			}
+			if c := implicit; c.CheckInterval != DefaultCheckInterval || c.CheckDown != DefaultCheckDown || c.CheckUp != DefaultCheckUp {
+				t.Errorf("DefaultCheckInterval, DefaultCheckDown, DefaultCheckUp are %v, %d, %d, a stanza gets %v, %d, %d",
+					DefaultCheckInterval, DefaultCheckDown, DefaultCheckUp, c.CheckInterval, c.CheckDown, c.CheckUp)
+			}
+		})
 	}
 }
 
