@@ -202,7 +202,7 @@ func dynamic(t *testing.T, path string) bool {
 	return false
 }
 
-// TestLayoutOrder checks hooks/layout against what DESIGN.md's order needs,
+// TestLayoutOrder checks hooks/layout against what docs/design.md's order needs,
 // as run-parts will see it: valid names, and in every folder the route
 // before SNAT before the conntrack reconcile, which comes last of all.
 func TestLayoutOrder(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package lab builds DESIGN.md's test network in network namespaces of its
+// Package lab builds docs/design.md's test network in network namespaces of its
 // own and always removes it: a LAN host, the router, two ISPs whose spoof
 // filters drop and count packets with foreign source addresses, and an
 // "internet" host behind both.

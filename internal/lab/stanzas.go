@@ -84,7 +84,7 @@ iface wanb inet6 static
 `
 
 // Seed is the seed site's whole recipe: SeedRoutes plus SNAT and the
-// `conntrack -D --src-nat` lines DESIGN.md measured failing.
+// `conntrack -D --src-nat` lines docs/design.md measured failing.
 var Seed = strings.NewReplacer(
 	"\tup ip rule add from 198.51.100.2 lookup ispa pref 10000\n",
 	"\tup ip rule add from 198.51.100.2 lookup ispa pref 10000\n"+seedNAT("up", "wana", "198.51.100.2"),

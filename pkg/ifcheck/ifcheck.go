@@ -357,7 +357,7 @@ func value(l Link, option string) string {
 	return ""
 }
 
-// hints adds the advice DESIGN.md promises: a stanza whose main-table
+// hints adds the advice docs/design.md promises: a stanza whose main-table
 // default is ifupdown's own `gateway` route makes ifdown print
 // "RTNETLINK answers: No such process", harmlessly.
 func (r *Report) hints() {

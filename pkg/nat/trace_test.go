@@ -1,7 +1,7 @@
 package nat
 
 // Packet traces through the rules Up renders (the tracer is in
-// tracer_test.go): for the site of DESIGN.md's picture, what becomes of the
+// tracer_test.go): for the site of docs/design.md's picture, what becomes of the
 // packets its contract is about. The snat-from ranges are NATed to the
 // address of the link they leave by; the egress guard drops what would
 // leave a WAN with a source that is not that WAN's; a connection that
@@ -149,7 +149,7 @@ func runTraces(t *testing.T, tr *tracer, links []*Link, cases []traceCase) {
 	}
 }
 
-// Two IPv4 links, as in DESIGN.md's picture: wanb (preferred) takes
+// Two IPv4 links, as in docs/design.md's picture: wanb (preferred) takes
 // inbound connections (isp-inbound) and keeps its flows (isp-sticky); the
 // administrator MASQUERADEs whatever else leaves a WAN, after ifisp's
 // SNAT. newFake's administrator rules are there too: an ACCEPT of
