@@ -98,14 +98,14 @@ KEY=$( {
 	sed -n '1,/^# ---- 3\./p' "$0"
 	basename "$KDEB"; basename "$BBDEB"
 } | sha256sum | cut -c1-16)
-SD=$CACHE/systemd-$KEY
-if [ -f "$SD/done" ] && [ -z "$(find "$SD/done" -mtime +7)" ]; then
+SD=$CACHE/sdroot-$KEY
+if [ -f "$SD/sdroot.done" ] && [ -z "$(find "$SD/sdroot.done" -mtime +7)" ]; then
 	log "root: $SD (cached)"
 else
 	log "building $SD: mmdebstrap $SUITE minbase + $PACKAGES, kernel $KVER's modules, the boot initramfs"
 	mkdir -p "$CACHE"
 	B=$(mktemp -d "$CACHE/sdbuild.XXXXXX")
-	trap 'rm -rf "$B"' EXIT
+	trap 'rm -rf --one-file-system "$B"' EXIT
 	mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
 		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -175,9 +175,12 @@ EOF
 	nmods=$(wc -l <"$B/modlist")
 	mv "$B/root.tar" "$B/initrd.gz" "$B/out/"
 	echo "$KVER" >"$B/out/kver"
-	touch "$B/out/done"
-	for old in "$CACHE"/systemd-*; do
-		[ -d "$old" ] && [ "$old" != "$SD" ] && rm -rf "$old"
+	touch "$B/out/sdroot.done"
+	# Keep one root: older ones are dead weight. Only what this script
+	# made, finished (its marker inside): the cache folder is shared, with
+	# vm/run.sh and with other checkouts' runs, some of them under way.
+	for old in "$CACHE"/sdroot-*; do
+		[ -f "$old/sdroot.done" ] && [ "$old" != "$SD" ] && rm -rf "$old"
 	done
 	rm -rf "$SD"
 	mv "$B/out" "$SD"
@@ -189,7 +192,7 @@ fi
 # ---- 3. this run: the package installed, the lab and the tests, the disk ----------
 W=$(mktemp -d "$CACHE/sdrun.XXXXXX")
 stop_qemu() { [ ! -s "$W/qemu.pid" ] || kill "$(cat "$W/qemu.pid")" 2>/dev/null || true; }
-trap 'stop_qemu; wait; rm -rf "$W" || true' EXIT
+trap 'stop_qemu; wait; rm -rf --one-file-system "$W" || true' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 R=$W/root
