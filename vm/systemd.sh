@@ -25,6 +25,8 @@
 #   IFISP_VM_SMP, IFISP_VM_MEM      guest CPUs (2) and memory in MB (1024)
 #   IFISP_VM_TIMEOUT       seconds before the run is killed (600)
 #   IFISP_VM_TEST_TIMEOUT  -test.timeout of the test binary (8m)
+#   IFISP_VM_IPTABLES      nft (Debian's default) or legacy: the guest's iptables
+#                          alternatives, set with update-alternatives
 set -euo pipefail
 
 VM_DIR=$(dirname "$(readlink -f "$0")")
@@ -39,6 +41,8 @@ SMP=${IFISP_VM_SMP:-2}
 MEM=${IFISP_VM_MEM:-1024}
 TIMEOUT=${IFISP_VM_TIMEOUT:-600}
 TEST_TIMEOUT=${IFISP_VM_TEST_TIMEOUT:-8m}
+IPTABLES=${IFISP_VM_IPTABLES:-nft}
+case $IPTABLES in nft | legacy) ;; *) echo "vm/systemd: error: IFISP_VM_IPTABLES=$IPTABLES: want nft or legacy" >&2; exit 2 ;; esac
 GO=${GO:-go}
 command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
 SUITE=bookworm
@@ -207,7 +211,12 @@ cp "$DEB" "$R/tmp/ifisp.deb"
 unshare --net --fork chroot "$R" dpkg -i /tmp/ifisp.deb >"$W/dpkg.log" 2>&1 ||
 	{ cat "$W/dpkg.log" >&2; die "dpkg -i $(basename "$DEB") in the guest's root failed"; }
 rm "$R/tmp/ifisp.deb"
-log "package: $(dpkg-deb --show --showformat='${Package} ${Version}' "$DEB") installed with dpkg -i"
+if [ "$IPTABLES" = legacy ]; then
+	for t in iptables ip6tables; do
+		chroot "$R" update-alternatives --quiet --set $t /usr/sbin/$t-legacy || die "update-alternatives --set $t failed"
+	done
+fi
+log "package: $(dpkg-deb --show --showformat='${Package} ${Version}' "$DEB") installed with dpkg -i; iptables: $IPTABLES"
 
 # The guest's configuration, the lab's units and the runner.
 cp -a "$VM_DIR/systemd/guest/." "$R/"
@@ -264,19 +273,19 @@ log "boot: ${accel[*]}, $SMP CPU, $MEM MB, timeout ${TIMEOUT}s"
 wait $! || true
 rm -f "$W/qemu.pid"
 rc=$(cat "$W/qemu.rc" 2>/dev/null || echo none)
-cp "$LOG" "$CACHE/last-systemd-console.log"
+cp "$LOG" "$CACHE/last-systemd-$IPTABLES-console.log"
 
 verdict=$(grep -a '^IFISP-VM RESULT: ' "$LOG" | tail -1 || true)
 case "$rc:$verdict" in
 "1:IFISP-VM RESULT: PASS"*)
-	log "${verdict#IFISP-VM RESULT: } in $(elapsed)s (console: $CACHE/last-systemd-console.log)"
+	log "${verdict#IFISP-VM RESULT: } in $(elapsed)s (console: $CACHE/last-systemd-$IPTABLES-console.log)"
 	exit 0 ;;
 "3:IFISP-VM RESULT: FAIL"*)
-	log "${verdict#IFISP-VM RESULT: } (console: $CACHE/last-systemd-console.log)"
+	log "${verdict#IFISP-VM RESULT: } (console: $CACHE/last-systemd-$IPTABLES-console.log)"
 	exit 1 ;;
 124:* | 137:*)
-	log "FAIL: the guest did not finish within ${TIMEOUT}s (console: $CACHE/last-systemd-console.log)" ;;
+	log "FAIL: the guest did not finish within ${TIMEOUT}s (console: $CACHE/last-systemd-$IPTABLES-console.log)" ;;
 *)
-	log "FAIL: no verdict from the guest (qemu status $rc${verdict:+, last line: $verdict}) (console: $CACHE/last-systemd-console.log)" ;;
+	log "FAIL: no verdict from the guest (qemu status $rc${verdict:+, last line: $verdict}) (console: $CACHE/last-systemd-$IPTABLES-console.log)" ;;
 esac
 exit 2
