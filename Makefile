@@ -32,7 +32,7 @@ VERSION := $(shell head -n1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 
-.PHONY: all build docs man check-man test test-deb test-vm bench soak demo install deb clean
+.PHONY: all build docs man check-man test test-deb test-vm test-vm-systemd bench soak demo install deb clean
 
 all: build
 
@@ -143,6 +143,18 @@ test-vm:
 	vm/run.sh ./vm/selftest
 	IFISP_VM_DEB=bin/deb/ifisp_$(VERSION)_amd64.deb vm/run.sh ./integration -- \
 		-test.run='^(TestSixRD.*|TestVLANWAN|TestImpairedUplink|TestPackagedWAN)$$'
+
+# The VM tier's systemd scenario (vm/systemd.sh, see vm/README.md): a
+# Debian 12 root booted with systemd as PID 1, the amd64 package of `make
+# deb` installed with dpkg -i, ifisp-watch under its unit as shipped;
+# withdrawals, restores, router advertisements and repairs. Two boots,
+# with iptables' nft and legacy alternatives: the unit's sandbox does not
+# look the same to both. Root; the root image is cached.
+test-vm-systemd:
+	$(GO) vet -tags vmtest ./vm/systemd/
+	$(MAKE) deb DEB_ARCHES=amd64
+	IFISP_VM_DEB=bin/deb/ifisp_$(VERSION)_amd64.deb IFISP_VM_IPTABLES=nft vm/systemd.sh
+	IFISP_VM_DEB=bin/deb/ifisp_$(VERSION)_amd64.deb IFISP_VM_IPTABLES=legacy vm/systemd.sh
 
 # The flap soak alone, long: both links flapped SOAK_CYCLES times (ifdown
 # and ifup of each; every fifth cycle a pulled cable or a dead upstream)

@@ -283,6 +283,16 @@ func (l *Lab) CaptureRAs() *RACapture {
 	return c
 }
 
+// CaptureRAsIn is CaptureRAs for a host in namespace ns that no lab
+// built: the VM tier's systemd guest, where the router is the guest
+// itself and the LAN host a namespace beside it. The test binary must
+// call HelperMain first thing, as the lab's tests do; the capture ends
+// with t.
+func CaptureRAsIn(t T, ns string) *RACapture {
+	t.Helper()
+	return (&Lab{t: t, LAN: ns}).CaptureRAs()
+}
+
 // Since returns the advertisements received at or after t.
 func (c *RACapture) Since(t time.Time) []RA {
 	c.mu.Lock()
