@@ -40,7 +40,7 @@ build:
 	$(GO) build -trimpath -ldflags='$(GOLDFLAGS)' -o bin/ ./cmd/...
 
 # What is generated from the stanza options table (pkg/stanza/options.go):
-# the option table of README.md and the defaults of
+# the option tables of README.md and docs/design.md and the defaults of
 # ifisp-interfaces(5). `go test ./internal/optdoc` fails when they differ.
 docs:
 	$(GO) generate ./pkg/stanza

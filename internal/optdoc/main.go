@@ -31,6 +31,7 @@ type file struct {
 
 var files = []file{
 	{"README.md", markdown},
+	{"docs/design.md", markdown},
 	{"man/ifisp-interfaces.5.scd", manPage},
 }
 
