@@ -19,10 +19,10 @@ import (
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
-// TestBadInput is docs/design.md's promise for bad stanzas, a table of them: for
-// each, the real ifup exits non-zero, ifisp prints exactly one line about
-// it, and the router's kernel state (rules, routes, addresses, links,
-// tunnels, iptables) and ifisp's run dir are byte for byte as before.
+// TestBadInput is docs/design.md's promise for bad stanzas, a table of
+// them: for each, the real ifup exits non-zero, ifisp prints exactly one
+// line about it, and the router's kernel state (rules, routes, addresses,
+// links, tunnels, iptables) and ifisp's run dir are byte for byte as before.
 //
 // The expected line is
 //

@@ -202,8 +202,8 @@ func dynamic(t *testing.T, path string) bool {
 	return false
 }
 
-// TestLayoutOrder checks hooks/layout against what docs/design.md's order needs,
-// as run-parts will see it: valid names, and in every folder the route
+// TestLayoutOrder checks hooks/layout against what docs/design.md's order
+// needs, as run-parts will see it: valid names, and in every folder the route
 // before SNAT before the conntrack reconcile, which comes last of all.
 func TestLayoutOrder(t *testing.T) {
 	hooks, err := lab.Layout()

@@ -1,5 +1,5 @@
-// Package lab builds docs/design.md's test network in network namespaces of its
-// own and always removes it: a LAN host, the router, two ISPs whose spoof
+// Package lab builds docs/design.md's test network in network namespaces of
+// its own and always removes it: a LAN host, the router, two ISPs whose spoof
 // filters drop and count packets with foreign source addresses, and an
 // "internet" host behind both.
 //
