@@ -1,14 +1,15 @@
 // Binary ifisp-6rd is the ifupdown hook for an `inet6 v4tunnel` stanza with
-// 6rd options: in if-pre-up.d it checks what the tunnel will need (the
-// interfaces 6rd-lan and 6rd-local name, the ISP table); in if-up.d it
-// gives the sit tunnel ifupdown made its 6rd parameters, numbers the router
-// (tunnel or 6rd-lan interface) from the delegated prefix, routes it
-// through the ISP's table, publishes the prefix in /run/ifisp/6rd.IFACE and,
-// with isp-table and isp-check, registers the link for ifisp-watch; in if-post-down.d it
-// undoes all that (ifisp-route forgets the link in if-down.d first).
+// 6rd options: in if-up.d it gives the sit tunnel ifupdown made its 6rd
+// parameters, numbers the router (tunnel or 6rd-lan interface) from the
+// delegated prefix, routes it through the ISP's table, and records the
+// prefix and the address with the link's plan in the registry (ifisp-watch
+// watches the link with isp-table and isp-check); in if-post-down.d it
+// undoes all that (ifisp-route marks the link going down in if-down.d
+// first).
 //
-// As the first ifisp hook in if-pre-up.d it also refuses, before ifupdown
-// changes anything, any stanza that another ifisp hook would refuse later
+// What the tunnel will need (the interfaces 6rd-lan and 6rd-local name, the
+// ISP table) is checked before ifupdown changes anything by ifisp-snat, the
+// only ifisp hook in if-pre-up.d, which runs every check of the stanza
 // (package hook).
 package main
 
