@@ -183,6 +183,20 @@ func check(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
 		}
 		return stanza.Errorf(c.Iface, "isp-table", c.TableName, "table %d's %s routes are %s's already (its %s is there): each ISP link needs a table of its own", c.Table, c.Family, other.Attrs().Name, routeString(&r))
 	}
+	return checkMain(h, c, index, preUp)
+}
+
+// CheckMainDefault checks that the isp-metric default a stanza adds to the
+// main table through interface index (a 6rd tunnel without isp-table's)
+// collides with no other default at its metric, as Up's checks do.
+func CheckMainDefault(h *netlink.Handle, c *stanza.Config, index int) error {
+	return checkMain(h, c, index, false)
+}
+
+// checkMain finds main-table defaults of others at the metric the
+// stanza's defaults take: its isp-metric one, and before ifup (preUp) for
+// IPv4 ifupdown's `gateway` one.
+func checkMain(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
 	routes, err := Retry(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -325,21 +324,8 @@ func mainDefault(h *netlink.Handle, r *netlink.Route, c *stanza.Config) error {
 	if r == nil {
 		return nil
 	}
-	routes, err := policy.Retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return fmt.Errorf("%s: listing the main table: %w", c.Iface, err)
-	}
-	for _, o := range routes {
-		ones := 0
-		if o.Dst != nil {
-			ones, _ = o.Dst.Mask.Size()
-		}
-		mine := o.LinkIndex == r.LinkIndex && o.Protocol == policy.Protocol
-		if ones == 0 && o.Priority == stanza.KernelMetric(c.Family, c.Metric) && !mine {
-			return stanza.Errorf(c.Iface, "isp-metric", strconv.Itoa(c.Metric), "the main table already has a default via %s at this metric, not this tunnel's (pick another isp-metric)", o.Gw)
-		}
+	if err := policy.CheckMainDefault(h, c, r.LinkIndex); err != nil {
+		return err
 	}
 	if err := h.RouteReplace(r); err != nil {
 		return fmt.Errorf("%s: isp-metric %d: default via %s: %w", c.Iface, c.Metric, r.Gw, err)
