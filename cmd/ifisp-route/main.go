@@ -69,37 +69,33 @@ func up(h *netlink.Handle, l *policy.Link) error {
 	if err != nil {
 		return err
 	}
-	routed, rec := l, registry.Plan(l, old, nil, nil)
+	routed, lanNet, addr := l, (*lan.Subnet)(nil), (*lan.Published)(nil)
+	var had *lan.Published // the address an earlier run recorded
 	if hasLAN {
-		var had *lan.Published
 		if old != nil {
 			had = old.LANAddress
 		}
-		addr, err := lan.Claim(h, c.Iface, had, lan.Published{Prefix: s.Prefix, Address: s.Address(), Dev: s.Iface})
+		a, err := lan.Claim(h, c.Iface, had, lan.Published{Prefix: s.Prefix, Address: s.Address(), Dev: s.Iface})
 		if err != nil {
 			return err
 		}
 		routed = &policy.Link{Config: lan.Routed(c, s), Index: l.Index, Address: l.Address, Gateway: l.Gateway}
-		rec = registry.Plan(routed, old, &s, &addr)
-		if err := registry.Write(rec); err != nil {
+		lanNet, addr = &s, &a
+	}
+	rec := registry.Plan(routed, old, lanNet, addr)
+	if err := registry.Write(rec); err != nil {
+		return err
+	}
+	if addr != nil {
+		if err := lan.Add(h, c.Iface, *addr); err != nil {
 			return err
 		}
-		if err := lan.Add(h, c.Iface, addr); err != nil {
-			return err
+	}
+	if err := policy.Up(h, routed, registry.Plans(others)...); err != nil {
+		if addr != nil && had == nil {
+			err = errors.Join(err, lan.Remove(h, c.Iface, *addr))
 		}
-		if err := policy.Up(h, routed, registry.Plans(others)...); err != nil {
-			if had == nil {
-				err = errors.Join(err, lan.Remove(h, c.Iface, addr))
-			}
-			return err
-		}
-	} else {
-		if err := registry.Write(rec); err != nil {
-			return err
-		}
-		if err := policy.Up(h, routed, registry.Plans(others)...); err != nil {
-			return err
-		}
+		return err
 	}
 	return registry.Record(h, l.Index, rec)
 }
