@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -193,16 +192,13 @@ func TestIfispStatus(t *testing.T) {
 	l.Carrier(&l.B, true)
 }
 
-// ifispStatus runs `ifisp status --json` in the router.
+// ifispStatus runs `ifisp status --json` in the router, which must exit
+// 0: the kernel has every link's plan.
 func ifispStatus(t *testing.T, l *lab.Lab) status.Status {
 	t.Helper()
-	out, err := l.Exec(l.Router, binary("ifisp"), "status", "--json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s status.Status
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		t.Fatalf("%v:\n%s", err, out)
+	s, code, out := statusJSON(t, l)
+	if code != 0 {
+		t.Fatalf("ifisp status --json: exit %d:\n%s", code, out)
 	}
 	return s
 }

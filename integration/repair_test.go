@@ -2,7 +2,6 @@ package integration
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -146,7 +145,7 @@ func testRepair(t *testing.T, legacy bool) {
 			if code != 3 {
 				t.Errorf("ifisp status after %s: exit %d, want 3:\n%s", d.name, code, out)
 			}
-			lines := statusLines(l)
+			lines := statusLines(t, l)
 			for _, m := range d.missing {
 				if !containsLine(lines, m) {
 					t.Errorf("ifisp status --json does not list %q; it lists:\n%s", m, strings.Join(lines, "\n"))
@@ -271,26 +270,30 @@ func noFailedRepairs(t *testing.T, w *lab.Watch) {
 // statusCode runs `ifisp status` in the router and returns its exit code
 // and output.
 func statusCode(l *lab.Lab) (int, string) {
-	out, err := exec.Command("ip", "netns", "exec", l.Router, binary("ifisp"), "status", "--no-flows").CombinedOutput()
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		return exit.ExitCode(), string(out)
-	}
-	if err != nil {
-		return -1, err.Error()
-	}
-	return 0, string(out)
+	return ran(exec.Command("ip", "netns", "exec", l.Router, binary("ifisp"), "status", "--no-flows").CombinedOutput())
 }
+
+// statusJSON runs `ifisp status --json` in the router and returns what it
+// printed, parsed, its exit code and its output.
+func statusJSON(t *testing.T, l *lab.Lab) (status.Status, int, string) {
+	t.Helper()
+	code, out := ran(exec.Command("ip", "netns", "exec", l.Router, binary("ifisp"), "status", "--json").Output())
+	var s status.Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("ifisp status --json (exit %d): %v:\n%s", code, err, out)
+	}
+	return s, code, out
+}
+
+// ran is a command's exit status (exitCode) and its output.
+func ran(out []byte, err error) (int, string) { return exitCode(err), string(out) }
 
 // statusLines returns the differences `ifisp status --json` lists, one
 // "LINK: missing|foreign KIND WHAT" line each.
-func statusLines(l *lab.Lab) []string {
-	out, _ := exec.Command("ip", "netns", "exec", l.Router, binary("ifisp"), "status", "--json", "--no-flows").Output()
+func statusLines(t *testing.T, l *lab.Lab) []string {
+	t.Helper()
+	s, _, _ := statusJSON(t, l)
 	var lines []string
-	var s status.Status
-	if err := json.Unmarshal(out, &s); err != nil {
-		return []string{err.Error()}
-	}
 	for _, link := range s.Links {
 		for _, p := range link.Differences {
 			lines = append(lines, p.String())
