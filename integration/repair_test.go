@@ -200,6 +200,7 @@ func testRepair(t *testing.T, legacy bool) {
 			repaired := w.WaitRepaired(repairs, 10*time.Second)
 			first := waitDial(deleted, "after the deletion")
 			leakedBefore := l.Spoofed() - spoofed
+			atRepair := spoofedBy(l)
 			// Leaks after the repair: none, counted once 25 new
 			// connections made after it were answered.
 			settled := repaired
@@ -207,7 +208,7 @@ func testRepair(t *testing.T, legacy bool) {
 				settled = waitDial(settled, "after the repair").Start.Add(time.Nanosecond)
 			}
 			if n := l.Spoofed() - spoofed - leakedBefore; n != 0 {
-				t.Errorf("%d packets with a wrong source reached an ISP after the repair", n)
+				t.Errorf("%d packets with a wrong source reached an ISP after the repair (by ISP and family, at the repair %v, now %v)", n, atRepair, spoofedBy(l))
 			}
 			t.Logf("%s %s: repaired %v after the deletion, first new LAN connection answered %v after it (started %v after), %d leaked before the repair",
 				backend, d.name, repaired.Sub(deleted).Round(time.Millisecond), first.Done.Sub(deleted).Round(time.Millisecond),
@@ -300,6 +301,18 @@ func statusLines(t *testing.T, l *lab.Lab) []string {
 		}
 	}
 	return lines
+}
+
+// spoofedBy is what each ISP's spoof filter dropped, by family:
+// "ispa/4" and so on.
+func spoofedBy(l *lab.Lab) map[string]int {
+	m := map[string]int{}
+	for _, isp := range l.ISPs() {
+		for _, f := range []int{4, 6} {
+			m[fmt.Sprintf("%s/%d", isp.Name, f)] = l.Seen(isp, f).Spoofed
+		}
+	}
+	return m
 }
 
 func containsLine(lines []string, want string) bool {
