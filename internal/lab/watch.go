@@ -236,9 +236,12 @@ func (s *syncBuffer) String() string {
 
 // Repairs is the number of pieces of the links' plans the monitor has put
 // back, all links together, as its state file says now.
-func (w *Watch) Repairs() int {
+func (w *Watch) Repairs() int { return repairs(w.Status()) }
+
+// repairs is the pieces put back, all links together, as s says.
+func repairs(s *watch.Status) int {
 	n := 0
-	if s := w.Status(); s != nil {
+	if s != nil {
 		for _, l := range s.Links {
 			n += l.Repairs
 		}
@@ -248,11 +251,12 @@ func (w *Watch) Repairs() int {
 
 // WaitRepaired polls the state file until the monitor has repaired more
 // than after pieces, and returns when it wrote that (the end of the
-// repair), or fails the test after timeout.
+// repair), or fails the test after timeout. The count and the time come
+// from one read: a file read twice may be two files.
 func (w *Watch) WaitRepaired(after int, timeout time.Duration) time.Time {
 	w.l.t.Helper()
 	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
-		if s := w.Status(); s != nil && w.Repairs() > after {
+		if s := w.Status(); repairs(s) > after {
 			return s.Written
 		}
 		if time.Now().After(deadline) {

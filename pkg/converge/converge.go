@@ -74,7 +74,30 @@ func Diff(h *netlink.Handle, backends Backends, links []registry.Link) ([]Piece,
 // Repair adds what of each link's plan the kernel lacks, and returns what
 // it found missing. Each link is repaired on its own: one that fails (its
 // interface gone, say) does not keep the others from being repaired.
+//
+// A round that repaired anything is followed by another, up to
+// repairRounds in all: a reload that lands between one link's diff and
+// the next link's (nftables.service's `flush ruleset` takes every link's
+// chains at once) would otherwise leave the links diffed before it broken
+// until the next change is heard, with the repair already counted.
 func Repair(h *netlink.Handle, backends Backends, links []registry.Link) ([]Piece, error) {
+	var repaired []Piece
+	for range repairRounds {
+		got, err := repairRound(h, backends, links)
+		repaired = append(repaired, got...)
+		if err != nil || len(got) == 0 {
+			return repaired, err
+		}
+	}
+	return repaired, nil
+}
+
+// repairRounds bounds Repair's rounds: a tool deleting as fast as ifisp
+// adds is the monitor's back-off's to handle, not a loop's.
+const repairRounds = 3
+
+// repairRound is one diff and repair of every link.
+func repairRound(h *netlink.Handle, backends Backends, links []registry.Link) ([]Piece, error) {
 	var repaired []Piece
 	var errs []error
 	k := kernel{h: h, backends: backends, routing: map[stanza.Family]*policy.Kernel{}}
