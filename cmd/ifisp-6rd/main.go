@@ -14,26 +14,8 @@
 package main
 
 import (
-	"github.com/vishvananda/netlink"
-
 	"github.com/ifisp/ifisp/pkg/hook"
-	"github.com/ifisp/ifisp/pkg/sixrdlink"
-	"github.com/ifisp/ifisp/pkg/stanza"
+	"github.com/ifisp/ifisp/pkg/linkhook"
 )
 
-func main() {
-	hook.Main("ifisp-6rd", hook.Phases{
-		"post-up":   sixrd(sixrdlink.Up),
-		"post-down": sixrd(sixrdlink.Down),
-	})
-}
-
-// sixrd runs f for 6rd stanzas only.
-func sixrd(f hook.Action) hook.Action {
-	return func(h *netlink.Handle, c *stanza.Config) error {
-		if c.SixRD == nil {
-			return nil
-		}
-		return f(h, c)
-	}
-}
+func main() { hook.Main("ifisp-6rd", linkhook.SixRD) }

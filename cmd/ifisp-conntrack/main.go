@@ -13,78 +13,8 @@
 package main
 
 import (
-	"fmt"
-
-	"github.com/vishvananda/netlink"
-
 	"github.com/ifisp/ifisp/pkg/hook"
-	"github.com/ifisp/ifisp/pkg/reconcile"
-	"github.com/ifisp/ifisp/pkg/registry"
-	"github.com/ifisp/ifisp/pkg/stanza"
+	"github.com/ifisp/ifisp/pkg/linkhook"
 )
 
-func main() {
-	hook.Main("ifisp-conntrack", hook.Phases{
-		"post-up":  reconciled(took),
-		"pre-down": reconciled(left),
-	})
-}
-
-// reconciled runs f for the link of a stanza whose flows are NATed
-// (stanza.Config.Reconciled).
-func reconciled(f func(*netlink.Handle, *stanza.Config, *reconcile.Link) error) hook.Action {
-	return func(h *netlink.Handle, c *stanza.Config) error {
-		if !c.Reconciled() {
-			return nil
-		}
-		l := &reconcile.Link{Iface: c.Iface, Family: c.Family, Mark: c.Mark, Sticky: c.Sticky}
-		if nl, err := h.LinkByName(c.Iface); err == nil {
-			l.Index = nl.Attrs().Index
-		}
-		if err := f(h, c, l); err != nil {
-			return fmt.Errorf("%s: reconciling conntrack: %w", c.Iface, err)
-		}
-		return nil
-	}
-}
-
-// took deletes the flows that now route by l, and for a stanza whose
-// address the kernel learns (inet dhcp), those that left by it un-NATed.
-func took(h *netlink.Handle, c *stanza.Config, l *reconcile.Link) error {
-	if l.Index == 0 {
-		return nil // gone meanwhile: it took nothing
-	}
-	ct, err := reconcile.Dial()
-	if err != nil {
-		return err
-	}
-	defer ct.Close()
-	others, err := reconcile.Registered(h)
-	if err != nil {
-		return err
-	}
-	if err := reconcile.Took(h, ct, *l, others); err != nil {
-		return err
-	}
-	if !c.Address.IsValid() {
-		_, err = reconcile.UnNATed(h, ct, *l)
-	}
-	return err
-}
-
-func left(_ *netlink.Handle, c *stanza.Config, l *reconcile.Link) error {
-	// A link with no record never came up (a stanza refused at ifup, say,
-	// that names another link's table and so its mark): the flows under
-	// its mark are another link's.
-	rec, err := registry.Read(c.Iface, c.Family)
-	if err != nil || rec == nil {
-		return err
-	}
-	ct, err := reconcile.Dial()
-	if err != nil {
-		return err
-	}
-	defer ct.Close()
-	l.Mark = rec.Mark
-	return reconcile.Left(ct, *l)
-}
+func main() { hook.Main("ifisp-conntrack", linkhook.Conntrack) }

@@ -113,13 +113,16 @@ func outbound(l Link) conntrack.Filter {
 	return conntrack.NewFilter().Family(proto).Mark(l.Mark.Out()).MarkMask(l.Mark.Mask)
 }
 
-// UnNATed deletes l's un-NATed flows whose source is not one of l's (its
-// addresses, its `from` rules' prefixes), and returns how many. Only a link
-// whose address the kernel learns (inet dhcp) can have them: a flow that
-// left by it before if-up.d installed its SNAT rule carries no mapping
-// and never would. Any other link's SNAT rules are in from if-pre-up.d on,
-// and sparing it this call spares a walk of the whole conntrack table.
-func UnNATed(h *netlink.Handle, ct Conn, l Link) (int, error) {
+// Strays deletes l's flows whose source on the wire is not one of l's (its
+// addresses, its `from` rules' prefixes), and returns how many: un-NATed
+// flows from another source, and flows NATed to an address l no longer
+// has. Only a link whose address the kernel learns (inet dhcp, ppp) can
+// have them: a flow that left by it before if-up.d installed its SNAT rule
+// carries no mapping and never would, and one NATed to the address of the
+// lease before carries that forever, which the egress guard now drops.
+// Any other link's SNAT rules are in from if-pre-up.d on, and sparing it
+// this call spares a walk of the whole conntrack table.
+func Strays(h *netlink.Handle, ct Conn, l Link) (int, error) {
 	wans, err := policy.ReadWANs(h)
 	if err != nil {
 		return 0, err
@@ -131,7 +134,11 @@ func UnNATed(h *netlink.Handle, ct Conn, l Link) (int, error) {
 	n := 0
 	var errs []error
 	for _, f := range flows {
-		if f.Status.SrcNAT() || owns(wans[l.Index], f.TupleOrig.IP.SourceAddress) {
+		src := f.TupleOrig.IP.SourceAddress
+		if f.Status.SrcNAT() {
+			src = f.TupleReply.IP.DestinationAddress
+		}
+		if owns(wans[l.Index], src) {
 			continue
 		}
 		if err := ct.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -141,7 +148,7 @@ func UnNATed(h *netlink.Handle, ct Conn, l Link) (int, error) {
 		n++
 	}
 	if err := errors.Join(errs...); err != nil {
-		return n, fmt.Errorf("deleting un-NATed conntrack entries of %s: %w", l.Iface, err)
+		return n, fmt.Errorf("deleting conntrack entries of %s with another source: %w", l.Iface, err)
 	}
 	return n, nil
 }

@@ -63,6 +63,13 @@ type Link struct {
 	// Unwatched says the health monitor leaves the link alone (a 6rd
 	// tunnel without isp-table and isp-check); status and repair do not.
 	Unwatched bool `json:"unwatched,omitempty"`
+	// Stanza is the stanza as ifupdown exported it (stanza.Config.Env):
+	// what ifisp-lease runs the hooks with when the link's lease changes.
+	Stanza []string `json:"stanza,omitempty"`
+	// Lost says the link's DHCP lease or PPP session is gone: its pieces
+	// are removed, and the record (never Complete) keeps the stanza for
+	// the lease or session that brings it back. ifdown forgets it.
+	Lost bool `json:"lost,omitempty"`
 
 	// The link's plan: what of the kernel's state is the link's own.
 	// Status compares it with the kernel, ifisp-watch puts back what of it
@@ -116,7 +123,7 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 		Address: l.Address, Gateway: l.Gateway,
 		Check: c.Check, Interval: Duration(c.CheckInterval), Down: c.CheckDown, Up: c.CheckUp,
 		Mark: c.Mark, Sticky: c.Sticky, LAN: lanNet, RDNSS: c.RDNSS,
-		Routing: l.Plan(), LANAddress: lanAddr,
+		Routing: l.Plan(), LANAddress: lanAddr, Stanza: c.Env,
 	}
 	if old != nil {
 		r.Chains = old.Chains

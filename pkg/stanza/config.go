@@ -51,6 +51,15 @@ type Config struct {
 	Method  string // METHOD: static, dhcp, v4tunnel, ...
 	Mode    string // MODE: start or stop
 	Phase   string // PHASE: pre-up, post-up, pre-down or post-down
+	// Env is the stanza as ifupdown exported it (IFACE, LOGICAL, ADDRFAM,
+	// METHOD and the IF_* options), sorted: recorded with the link, so
+	// that ifisp-lease can run the hooks again when a lease changes,
+	// without ifupdown.
+	Env []string
+	// Session says the stanza is an `inet ppp` one run for its PPP
+	// session's interface (PPP_IFACE), by ifisp-lease from pppd's ip-up
+	// and ip-down, rather than by ifupdown (see AwaitsSession).
+	Session bool
 
 	// Address is the stanza's `address` with its prefix length (from
 	// `address A/N` or `address A` + `netmask`). Invalid for dynamic
@@ -108,6 +117,12 @@ type LAN struct {
 	Iface  string
 	Subnet uint64 // which /64 of the ISP's prefix (default 0)
 }
+
+// AwaitsSession reports whether the stanza's hooks run before its link
+// exists: ifupdown runs an `inet ppp` stanza's while pppd is still
+// dialling, with IFACE the stanza's name, not the session's interface.
+// They only record the stanza; pppd's ip-up brings the link up.
+func (c *Config) AwaitsSession() bool { return c.Method == "ppp" && !c.Session }
 
 // Reconciled reports whether ifisp-conntrack acts for the stanza: an
 // inet stanza's link, or an inet6 one's with NPTv6 (snat-from), NATs

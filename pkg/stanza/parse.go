@@ -67,6 +67,10 @@ func Owner(option string) string {
 	return "ifisp-route"
 }
 
+// stanzaVars are the variables of ifupdown's environment, besides the
+// IF_* options, that say which stanza a hook runs for (Config.Env).
+var stanzaVars = map[string]bool{"IFACE": true, "LOGICAL": true, "ADDRFAM": true, "METHOD": true}
+
 // Parse reads the stanza ifupdown describes in environ (os.Environ()'s
 // "KEY=value" form) and returns its Config, ErrNotOptedIn, or an *Error
 // listing every problem. Table names are resolved through the rt_tables
@@ -92,6 +96,12 @@ func Parse(environ []string, root string) (*Config, error) {
 		return nil, ErrNotOptedIn
 	}
 	iface := c.Iface
+	for _, kv := range environ {
+		if k, _, _ := strings.Cut(kv, "="); stanzaVars[k] || strings.HasPrefix(k, "IF_") {
+			c.Env = append(c.Env, kv)
+		}
+	}
+	slices.Sort(c.Env)
 
 	// The stanza's own options that are ifisp's, by their written name.
 	given := map[string]string{}

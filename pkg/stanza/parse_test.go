@@ -149,10 +149,24 @@ func TestParseGood(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff(tc.want, got, equate); d != "" {
+			if d := cmp.Diff(tc.want, got, equate, cmpopts.IgnoreFields(Config{}, "Env")); d != "" {
 				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// Env is the stanza and nothing else: not the phase, which ifisp-lease
+// sets, nor the rest of the hook's environment.
+func TestParseEnv(t *testing.T) {
+	got, err := Parse([]string{"PATH=/usr/sbin:/usr/bin", "IFACE=wanb", "LOGICAL=wanb", "ADDRFAM=inet", "METHOD=dhcp",
+		"MODE=start", "PHASE=post-up", "VERBOSITY=0", "IF_ISP_TABLE=200", "IF_SNAT_FROM=10.1.0.0/24"}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ADDRFAM=inet", "IFACE=wanb", "IF_ISP_TABLE=200", "IF_SNAT_FROM=10.1.0.0/24", "LOGICAL=wanb", "METHOD=dhcp"}
+	if d := cmp.Diff(want, got.Env); d != "" {
+		t.Errorf("Env (-want +got):\n%s", d)
 	}
 }
 
@@ -524,7 +538,7 @@ func TestDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the defaults written out: %v", err)
 			}
-			if d := cmp.Diff(explicit, implicit, equate); d != "" {
+			if d := cmp.Diff(explicit, implicit, equate, cmpopts.IgnoreFields(Config{}, "Env")); d != "" {
 				t.Errorf("(-written +left out):\n%s", d)
 			}
 			if c := implicit; c.CheckInterval != DefaultCheckInterval || c.CheckDown != DefaultCheckDown || c.CheckUp != DefaultCheckUp {

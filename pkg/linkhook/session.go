@@ -1,0 +1,85 @@
+package linkhook
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ifisp/ifisp/pkg/hook"
+	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+// awaiting returns phases for a stanza whose link comes later
+// (stanza.Config.AwaitsSession: `inet ppp`): such a stanza gets anchor's
+// action for the phase, or none, and any other stanza the normal one. The
+// action is looked up when it runs: sessionAnchor gets one in init.
+func awaiting(normal, anchor hook.Phases) hook.Phases {
+	p := hook.Phases{}
+	for _, phase := range []string{"pre-up", "post-up", "pre-down", "post-down"} {
+		if normal[phase] == nil && anchor[phase] == nil {
+			continue
+		}
+		p[phase] = func(h *netlink.Handle, c *stanza.Config) error {
+			act := normal[phase]
+			if c.AwaitsSession() {
+				act = anchor[phase]
+			}
+			if act == nil {
+				return nil
+			}
+			return act(h, c)
+		}
+	}
+	return p
+}
+
+// sessionAnchor is ifisp-route's for an `inet ppp` stanza: ifup records
+// the stanza (Lost, until pppd's ip-up brings the session's link up
+// through ifisp-lease), ifdown takes the session's link down first, then
+// forgets the stanza.
+var sessionAnchor = hook.Phases{
+	"post-up": func(_ *netlink.Handle, c *stanza.Config) error {
+		return registry.Write(&registry.Link{Iface: c.Iface, Family: c.Family, Stanza: c.Env, Lost: true})
+	},
+	"post-down": func(_ *netlink.Handle, c *stanza.Config) error {
+		return registry.Forget(c.Iface, c.Family)
+	},
+}
+
+// endSessions is sessionAnchor's pre-down. It runs Run, which reads
+// ByBinary, so no variable's initializer may name it.
+func init() { sessionAnchor["pre-down"] = endSessions }
+
+// endSessions takes the PPP session links of stanza c down.
+func endSessions(h *netlink.Handle, c *stanza.Config) error {
+	sessions, err := registry.All()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range sessions {
+		if s.Family != c.Family || s.Iface == c.Iface || !s.Complete() || !logical(s.Stanza, c.Logical) {
+			continue
+		}
+		sc, err := stanza.Parse(append(s.Stanza[:len(s.Stanza):len(s.Stanza)], "PHASE=pre-down", "MODE=stop"), "/")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sc.Session = true
+		errs = append(errs, Run(h, sc, "if-down.d"), Run(h, sc, "if-post-down.d"))
+	}
+	return errors.Join(errs...)
+}
+
+// logical says whether a recorded stanza env is the stanza named name.
+func logical(env []string, name string) bool {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "LOGICAL="); ok {
+			return v == name
+		}
+	}
+	return false
+}
