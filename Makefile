@@ -70,8 +70,9 @@ test:
 # Installs the binaries into SBINDIR, links them (or, with HOOKS=scripts,
 # scripts that run them) into the ifupdown hook folders under the run-parts
 # names hooks/layout gives, installs ifisp-watch's systemd unit with its
-# ExecStart in SBINDIR (enable it with systemctl), the man pages (plain
-# roff: a package's tools compress them), README and the examples.
+# ExecStart in SBINDIR (enable it with systemctl), dhclient's exit hook
+# and pppd's ip-up.d and ip-down.d scripts for ifisp-lease, the man pages
+# (plain roff: a package's tools compress them), README and the examples.
 install: build man
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(SBINDIR)/
@@ -84,6 +85,14 @@ install: build man
 	for page in $(MANPAGES); do install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/ || exit 1; done
 	for binary in $(HOOK_BINARIES); do ln -sfn ifisp-hooks.8 $(DESTDIR)$(MANDIR)/man8/$$binary.8 || exit 1; done
 	install -d $(DESTDIR)$(SYSCONFDIR)/ifisp/notify.d
+	install -d $(DESTDIR)$(SYSCONFDIR)/dhcp/dhclient-exit-hooks.d $(DESTDIR)$(SYSCONFDIR)/ppp/ip-up.d $(DESTDIR)$(SYSCONFDIR)/ppp/ip-down.d
+	sed "s|@SBINDIR@|$(SBINDIR)|g" hooks/dhclient-exit-hook >$(DESTDIR)$(SYSCONFDIR)/dhcp/dhclient-exit-hooks.d/ifisp
+	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/dhcp/dhclient-exit-hooks.d/ifisp
+	sed -e "s|@SBINDIR@|$(SBINDIR)|g" -e "s|@SCRIPT@|ip-up|g" -e "s|@WHAT@|up on the session's address|g" -e "s|@DIR@|up|g" \
+		hooks/ppp-hook.sh.in >$(DESTDIR)$(SYSCONFDIR)/ppp/ip-up.d/ifisp
+	sed -e "s|@SBINDIR@|$(SBINDIR)|g" -e "s|@SCRIPT@|ip-down|g" -e "s|@WHAT@|down|g" -e "s|@DIR@|down|g" \
+		hooks/ppp-hook.sh.in >$(DESTDIR)$(SYSCONFDIR)/ppp/ip-down.d/ifisp
+	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/ppp/ip-up.d/ifisp $(DESTDIR)$(SYSCONFDIR)/ppp/ip-down.d/ifisp
 	case "$(HOOKS)" in links|scripts) ;; *) echo "HOOKS=$(HOOKS): links or scripts" >&2; exit 1;; esac
 	grep -v '^#' hooks/layout | while read -r folder name binary; do \
 		[ -n "$$folder" ] || continue; \

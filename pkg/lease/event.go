@@ -1,0 +1,183 @@
+// Package lease makes a WAN follow its address when a DHCP client or pppd
+// learns it, long after ifup: a renewed lease with another address or
+// gateway, a lease lost, a PPP session that connects again with another
+// address. Each event becomes a new plan for the same link, through the
+// very hooks ifup runs (package linkhook), under the one lock.
+//
+// The clients hand their values over in the environment they give their
+// scripts; the values come from the network, so they are read here as
+// data, each checked for what it must be (an interface name, an address),
+// and never given to a shell.
+package lease
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+// Kind is what an event does to its link.
+type Kind int
+
+const (
+	// Ignored events change nothing (PREINIT, a DHCPv6 event, ...).
+	Ignored Kind = iota
+	// Bound: the link has an address (and a gateway): up, on it.
+	Bound
+	// Lost: the lease or session is gone: the link counts as down.
+	Lost
+)
+
+// Event is one lease event, read and checked.
+type Event struct {
+	Client string // "dhclient" or "ppp"
+	Reason string // dhclient's reason, or "ip-up", "ip-down"
+	Kind   Kind
+	Iface  string // the kernel's interface
+	Family stanza.Family
+	// Address and Gateway are the lease's (Bound): the router option,
+	// or the PPP peer.
+	Address, Gateway netip.Addr
+	// Stanza is the ifupdown interface of a PPP session's stanza (its
+	// ipparam, or the provider pppd was called with); "" for DHCP, whose
+	// interface is the stanza's.
+	Stanza string
+}
+
+// String names the event for a log line: "dhclient RENEW on wanb".
+func (e Event) String() string { return fmt.Sprintf("%s %s on %s", e.Client, e.Reason, e.Iface) }
+
+// dhclientKinds is what each of dhclient-script's reasons does to an IPv4
+// link. TIMEOUT is a lease from the lease file that dhclient found still
+// usable; the DHCPv6 reasons are ignored.
+var dhclientKinds = map[string]Kind{
+	"BOUND": Bound, "RENEW": Bound, "REBIND": Bound, "REBOOT": Bound, "TIMEOUT": Bound,
+	"EXPIRE": Lost, "FAIL": Lost, "RELEASE": Lost, "STOP": Lost,
+}
+
+// Dhclient reads the event dhclient-script was run for from its
+// environment (env's "KEY=value" form): reason, interface, new_ip_address,
+// new_routers. An error names the value that is wrong; the link is then
+// left as it is.
+func Dhclient(env []string) (Event, error) {
+	v := vars(env)
+	e := Event{Client: "dhclient", Family: stanza.Inet}
+	var err error
+	if e.Reason, err = word(v, "reason"); err != nil {
+		return e, err
+	}
+	if e.Iface, err = iface(v, "interface"); err != nil {
+		return e, err
+	}
+	e.Kind = dhclientKinds[e.Reason]
+	if e.Kind != Bound {
+		return e, nil
+	}
+	if e.Address, err = addr4(v, "new_ip_address"); err != nil {
+		return e, err
+	}
+	routers := v["new_routers"]
+	if strings.TrimSpace(routers) == "" {
+		return e, fmt.Errorf("the lease of %s has no router (option 3): no gateway to route %s by", e.Address, e.Iface)
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(routers), " ")
+	if e.Gateway, err = parse4("new_routers", first); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// PPP reads the event of pppd's ip-up (up) or ip-down script from its
+// environment: PPP_IFACE, PPP_LOCAL, PPP_REMOTE, and the stanza from
+// PPP_IPPARAM, else the provider's call file (CALL_FILE, which pon sets
+// to the provider's name).
+func PPP(env []string, up bool) (Event, error) {
+	v := vars(env)
+	e := Event{Client: "ppp", Reason: "ip-down", Kind: Lost, Family: stanza.Inet}
+	if up {
+		e.Reason, e.Kind = "ip-up", Bound
+	}
+	var err error
+	if e.Iface, err = iface(v, "PPP_IFACE"); err != nil {
+		return e, err
+	}
+	name := "PPP_IPPARAM"
+	if v[name] == "" {
+		name = "CALL_FILE"
+	}
+	if e.Stanza, err = iface(v, name); err != nil {
+		return e, fmt.Errorf("%w (name the stanza with `ipparam STANZA` in the peers file)", err)
+	}
+	if !up {
+		return e, nil
+	}
+	if e.Address, err = addr4(v, "PPP_LOCAL"); err != nil {
+		return e, err
+	}
+	if e.Gateway, err = addr4(v, "PPP_REMOTE"); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// vars maps env's variables.
+func vars(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// maxShown is how much of a bad value a message quotes.
+const maxShown = 64
+
+// shown quotes a value from the network for a log line: escaped, and cut
+// short.
+func shown(s string) string {
+	if len(s) > maxShown {
+		return fmt.Sprintf("%q... (%d bytes)", s[:maxShown], len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// word is v[name], which must be a word of capitals and digits.
+func word(v map[string]string, name string) (string, error) {
+	s := v[name]
+	if s == "" || len(s) > 16 || strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
+		return "", fmt.Errorf("%s %s is not a reason", name, shown(s))
+	}
+	return s, nil
+}
+
+// iface is v[name], which must be an interface name the kernel allows:
+// 1 to 15 bytes, none of them '/', ':', a blank or a control character,
+// and neither "." nor "..".
+func iface(v map[string]string, name string) (string, error) {
+	s := v[name]
+	ok := s != "" && len(s) <= 15 && s != "." && s != ".."
+	for _, r := range s {
+		if r <= ' ' || r >= 0x7f || r == '/' || r == ':' {
+			ok = false
+		}
+	}
+	if !ok {
+		return "", fmt.Errorf("%s %s is not an interface name", name, shown(s))
+	}
+	return s, nil
+}
+
+// addr4 is v[name], which must be a unicast IPv4 address.
+func addr4(v map[string]string, name string) (netip.Addr, error) { return parse4(name, v[name]) }
+
+func parse4(name, s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() || !a.IsGlobalUnicast() {
+		return netip.Addr{}, fmt.Errorf("%s %s is not a unicast IPv4 address", name, shown(s))
+	}
+	return a, nil
+}

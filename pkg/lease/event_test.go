@@ -1,0 +1,115 @@
+package lease
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+var equate = cmpopts.EquateComparable(netip.Addr{})
+
+func TestDhclient(t *testing.T) {
+	a := netip.MustParseAddr
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want Event
+	}{
+		{"renew to a new address", []string{"reason=RENEW", "interface=wanb", "new_ip_address=203.0.113.3", "new_routers=203.0.113.1", "old_ip_address=203.0.113.2"},
+			Event{Client: "dhclient", Reason: "RENEW", Kind: Bound, Iface: "wanb", Family: "inet", Address: a("203.0.113.3"), Gateway: a("203.0.113.1")}},
+		{"the first of two routers", []string{"reason=BOUND", "interface=eth0.4", "new_ip_address=192.0.2.9", "new_routers=192.0.2.1 192.0.2.2"},
+			Event{Client: "dhclient", Reason: "BOUND", Kind: Bound, Iface: "eth0.4", Family: "inet", Address: a("192.0.2.9"), Gateway: a("192.0.2.1")}},
+		{"expired", []string{"reason=EXPIRE", "interface=wanb", "old_ip_address=203.0.113.2"},
+			Event{Client: "dhclient", Reason: "EXPIRE", Kind: Lost, Iface: "wanb", Family: "inet"}},
+		{"DHCPv6 is not this", []string{"reason=BOUND6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56"},
+			Event{Client: "dhclient", Reason: "BOUND6", Kind: Ignored, Iface: "wanb", Family: "inet"}},
+		{"PREINIT", []string{"reason=PREINIT", "interface=wanb"},
+			Event{Client: "dhclient", Reason: "PREINIT", Kind: Ignored, Iface: "wanb", Family: "inet"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Dhclient(tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got, equate); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// Values from the network that are not what they must be are refused,
+// each with a message that quotes them escaped and cut short, on one line.
+func TestDhclientBadInput(t *testing.T) {
+	good := map[string]string{"reason": "RENEW", "interface": "wanb", "new_ip_address": "203.0.113.3", "new_routers": "203.0.113.1"}
+	long := strings.Repeat("A", 10000)
+	for _, tc := range []struct {
+		name, key, value, want string
+	}{
+		{"no router", "new_routers", "", "has no router"},
+		{"a router made of blanks", "new_routers", "   ", "has no router"},
+		{"command substitution", "new_ip_address", "$(touch /tmp/pwned)", `new_ip_address "$(touch /tmp/pwned)" is not a unicast IPv4 address`},
+		{"backquotes", "new_routers", "`reboot`", "new_routers \"`reboot`\" is not a unicast IPv4 address"},
+		{"a newline", "new_ip_address", "203.0.113.3\nreboot", `new_ip_address "203.0.113.3\nreboot" is not a unicast IPv4 address`},
+		{"10 000 bytes", "new_routers", long, "(10000 bytes)"},
+		{"an IPv6 router", "new_routers", "2001:db8::1", "is not a unicast IPv4 address"},
+		{"the broadcast address", "new_ip_address", "255.255.255.255", "is not a unicast IPv4 address"},
+		{"multicast", "new_routers", "224.0.0.1", "is not a unicast IPv4 address"},
+		{"a path for an interface", "interface", "../../etc", "is not an interface name"},
+		{"an interface name too long", "interface", "abcdefghijklmnop", "is not an interface name"},
+		{"an interface with a blank", "interface", "wan b", "is not an interface name"},
+		{"a reason that is not one", "reason", "RENEW;reboot", "is not a reason"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var env []string
+			for k, v := range good {
+				if k == tc.key {
+					v = tc.value
+				}
+				env = append(env, k+"="+v)
+			}
+			_, err := Dhclient(env)
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tc.key, tc.value)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("%s=%q: %s, want it to say %q", tc.key, tc.value, msg, tc.want)
+			}
+			if strings.Contains(msg, "\n") || len(msg) > 300 {
+				t.Errorf("%s=%q: the message is not one short line: %q", tc.key, tc.value, msg)
+			}
+		})
+	}
+}
+
+func TestPPP(t *testing.T) {
+	a := netip.MustParseAddr
+	env := []string{"PPP_IFACE=ppp0", "PPP_LOCAL=192.0.2.66", "PPP_REMOTE=192.0.2.65", "CALL_FILE=dsl-provider"}
+	got, err := PPP(env, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Event{Client: "ppp", Reason: "ip-up", Kind: Bound, Iface: "ppp0", Family: "inet", Address: a("192.0.2.66"), Gateway: a("192.0.2.65"), Stanza: "dsl-provider"}
+	if d := cmp.Diff(want, got, equate); d != "" {
+		t.Errorf("ip-up (-want +got):\n%s", d)
+	}
+	// ipparam names the stanza before the call file does.
+	got, err = PPP(append(env, "PPP_IPPARAM=wanc"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = Event{Client: "ppp", Reason: "ip-down", Kind: Lost, Iface: "ppp0", Family: "inet", Stanza: "wanc"}
+	if d := cmp.Diff(want, got, equate); d != "" {
+		t.Errorf("ip-down (-want +got):\n%s", d)
+	}
+	if _, err := PPP([]string{"PPP_IFACE=ppp0", "PPP_LOCAL=192.0.2.66", "PPP_REMOTE=192.0.2.65"}, true); err == nil || !strings.Contains(err.Error(), "ipparam") {
+		t.Errorf("no stanza named: %v, want an error that says to set ipparam", err)
+	}
+	if _, err := PPP([]string{"PPP_IFACE=ppp0", "PPP_LOCAL=$(id)", "PPP_REMOTE=192.0.2.65", "PPP_IPPARAM=wanc"}, true); err == nil {
+		t.Error("PPP_LOCAL=$(id) accepted")
+	}
+}

@@ -1,0 +1,137 @@
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ifisp/ifisp/pkg/hook"
+	"github.com/ifisp/ifisp/pkg/linkhook"
+	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/rundir"
+	"github.com/ifisp/ifisp/pkg/stanza"
+)
+
+// Apply brings e's link to what e says, holding the run directory's lock
+// (waiting at most timeout), and returns what it did, for the one log line
+// the client's hook writes. A link that is not ifisp's, or whose ifup or
+// ifdown is under way (its own hooks read the lease), is left alone.
+func Apply(e Event, root string, timeout time.Duration) (string, error) {
+	var did string
+	err := rundir.Locked("ifisp-lease "+e.String(), timeout, func() error {
+		h, err := policy.NewHandle()
+		if err != nil {
+			return fmt.Errorf("opening netlink: %w", err)
+		}
+		defer h.Close()
+		if e.Kind == Bound {
+			did, err = bound(h, e, root)
+		} else {
+			did, err = lost(h, e, root)
+		}
+		return err
+	})
+	return did, err
+}
+
+// bound brings the link up on e's address and gateway: the hooks of
+// if-up.d, as ifup runs them, move its plan to them, and the old
+// address's rules, routes, SNAT rules and conntrack entries go.
+func bound(h *netlink.Handle, e Event, root string) (string, error) {
+	rec, err := registry.Read(e.Iface, e.Family)
+	if err != nil {
+		return "", err
+	}
+	var env []string
+	was := "down"
+	switch {
+	case rec != nil && rec.Complete():
+		env, was = rec.Stanza, fmt.Sprintf("%s, gateway %s", rec.Address, rec.Gateway)
+	case rec != nil && rec.Lost:
+		env = rec.Stanza
+	case rec == nil && e.Stanza != "":
+		anchor, err := registry.Read(e.Stanza, e.Family)
+		if err != nil {
+			return "", err
+		}
+		if anchor == nil || !anchor.Lost {
+			return fmt.Sprintf("no ifisp stanza %s is up: nothing to do (ifup %s first, or name the stanza with `ipparam` in the peers file)", e.Stanza, e.Stanza), nil
+		}
+		env = withIface(anchor.Stanza, e.Iface)
+	case rec == nil:
+		return "not an ifisp link, or its ifup has not reached if-up.d: nothing to do", nil
+	default:
+		return "its ifup or ifdown is under way, and its hooks read the lease themselves", nil
+	}
+	c, err := config(env, root, "post-up", "start", e)
+	if err != nil {
+		return "", err
+	}
+	if !c.ISPGateway.IsValid() {
+		c.ISPGateway = e.Gateway
+	}
+	if rec != nil && rec.Complete() && rec.Address == e.Address && rec.Gateway == c.ISPGateway {
+		return fmt.Sprintf("unchanged (%s, gateway %s)", e.Address, c.ISPGateway), nil
+	}
+	if err := hook.Check(h, c); err != nil {
+		return "", err
+	}
+	if err := linkhook.Run(h, c, "if-up.d"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("up on %s, gateway %s (was %s)", e.Address, c.ISPGateway, was), nil
+}
+
+// lost takes the link down as ifdown would, by the hooks of if-down.d and
+// if-post-down.d; a DHCP link's record stays, Lost, for the next lease.
+func lost(h *netlink.Handle, e Event, root string) (string, error) {
+	rec, err := registry.Read(e.Iface, e.Family)
+	if err != nil {
+		return "", err
+	}
+	if rec == nil || !rec.Complete() {
+		return "not up (or its ifdown is under way): nothing to do", nil
+	}
+	c, err := config(rec.Stanza, root, "pre-down", "stop", e)
+	if err != nil {
+		return "", err
+	}
+	err = errors.Join(linkhook.Run(h, c, "if-down.d"), linkhook.Run(h, c, "if-post-down.d"))
+	if e.Stanza == "" {
+		err = errors.Join(err, registry.Write(&registry.Link{Iface: e.Iface, Family: e.Family, Stanza: rec.Stanza, Lost: true}))
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("down, its lease is gone (it was on %s)", rec.Address), nil
+}
+
+// config parses the recorded stanza env as ifupdown would export it in
+// phase.
+func config(env []string, root, phase, mode string, e Event) (*stanza.Config, error) {
+	if len(env) == 0 {
+		return nil, fmt.Errorf("%s: the link's record has no stanza (an older ifisp wrote it): ifdown and ifup it once", e.Iface)
+	}
+	c, err := stanza.Parse(append(env[:len(env):len(env)], "PHASE="+phase, "MODE="+mode), root)
+	if err != nil {
+		return nil, err
+	}
+	c.Session = e.Stanza != ""
+	return c, nil
+}
+
+// withIface is a PPP stanza's env with IFACE the session's interface.
+func withIface(env []string, iface string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "IFACE=") {
+			kv = "IFACE=" + iface
+		}
+		out = append(out, kv)
+	}
+	return out
+}
