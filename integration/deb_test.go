@@ -124,6 +124,9 @@ func wantedFiles(t *testing.T) map[string]fs.FileMode {
 		"/usr/share/doc/ifisp/changelog.gz":           0o644,
 		"/usr/share/doc/ifisp/README.md":              0o644,
 		"/etc/ifisp/notify.d":                         fs.ModeDir | 0o755,
+		"/etc/dhcp/dhclient-exit-hooks.d/ifisp":       0o644, // sourced, not run
+		"/etc/ppp/ip-up.d/ifisp":                      0o755,
+		"/etc/ppp/ip-down.d/ifisp":                    0o755,
 	}
 	for _, b := range binaries(t) {
 		want["/usr/sbin/"+b] = 0o755

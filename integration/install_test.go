@@ -53,6 +53,7 @@ func TestMakeInstall(t *testing.T) {
 		t.Errorf("rt_protos.d/ifisp.conf: %v", err)
 	}
 	unit(t, filepath.Join(dest, "usr/lib/systemd/system/ifisp-watch.service"), "/usr/sbin/ifisp-watch")
+	leaseHooks(t, dest, "/usr/sbin")
 	manPages(t, filepath.Join(dest, "usr/share/man"), hooks)
 	for _, f := range []string{"README.md", "examples/two-isp.interfaces", "examples/6rd.interfaces"} {
 		if _, err := os.Stat(filepath.Join(dest, "usr/share/doc/ifisp", f)); err != nil {
@@ -111,6 +112,39 @@ func manPages(t *testing.T, dir string, hooks []lab.Hook) {
 		link := filepath.Join(dir, "man8", h.Binary+".8")
 		if target, err := os.Readlink(link); err != nil || target != "ifisp-hooks.8" {
 			t.Errorf("%s -> %q (%v), want -> ifisp-hooks.8", link, target, err)
+		}
+	}
+}
+
+// leaseHooks checks the hooks of dhclient and pppd under dest: shell the
+// shell accepts, each running the installed ifisp-lease with its client's
+// verb, the ppp scripts executable (run-parts runs them) and the dhclient
+// fragment not (dhclient-script sources it).
+func leaseHooks(t *testing.T, dest, sbin string) {
+	t.Helper()
+	for _, h := range []struct {
+		path, verb string
+		exec       bool
+	}{
+		{"etc/dhcp/dhclient-exit-hooks.d/ifisp", "dhclient", false},
+		{"etc/ppp/ip-up.d/ifisp", "ppp-up", true},
+		{"etc/ppp/ip-down.d/ifisp", "ppp-down", true},
+	} {
+		path := filepath.Join(dest, h.path)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if got := fi.Mode()&0o111 != 0; got != h.exec {
+			t.Errorf("%s: mode %v, executable should be %v", path, fi.Mode(), h.exec)
+		}
+		b, _ := os.ReadFile(path)
+		if want := sbin + "/ifisp-lease " + h.verb; !strings.Contains(string(b), want) {
+			t.Errorf("%s does not run %q:\n%s", path, want, b)
+		}
+		if out, err := exec.Command("sh", "-n", path).CombinedOutput(); err != nil {
+			t.Errorf("%s: sh -n: %v\n%s", path, err, out)
 		}
 	}
 }
