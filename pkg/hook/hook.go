@@ -24,6 +24,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/lan"
 	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
 	"github.com/ifisp/ifisp/pkg/sixrdlink"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -89,6 +90,9 @@ func Run(name string, environ []string, root, phase string, timeout time.Duratio
 		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
 	defer lk.Release()
+	if err := registry.Lease(c); err != nil {
+		return fmt.Errorf("%s: %w", c.Iface, err)
+	}
 	h, err := policy.NewHandle()
 	if err != nil {
 		return fmt.Errorf("%s: opening netlink: %w", c.Iface, err)

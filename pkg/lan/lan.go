@@ -43,12 +43,16 @@ func Plan(c *stanza.Config, parent netip.Prefix) (Subnet, error) {
 }
 
 // Native returns the subnet of a native inet6 stanza's isp-lan, from its
-// first isp-source prefix of /64 or shorter; ok is false without isp-lan.
+// first isp-source prefix of /64 or shorter (its delegated prefix); ok is
+// false without isp-lan, or while no prefix is delegated.
 func Native(c *stanza.Config) (s Subnet, ok bool, err error) {
 	if c.LAN == nil || c.SixRD != nil {
 		return Subnet{}, false, nil
 	}
 	parent, found := c.LANParent()
+	if !found && c.Delegation {
+		return Subnet{}, false, nil // no prefix delegated yet: no LAN to number
+	}
 	if !found { // stanza.Parse refuses this: a Config made by hand
 		return Subnet{}, false, stanza.Errorf(c.Iface, c.LAN.Option, c.LAN.Value, "no IPv6 isp-source prefix of /64 or shorter to number the LAN from")
 	}

@@ -28,6 +28,11 @@ const (
 	Bound
 	// Lost: the lease or session is gone: the link counts as down.
 	Lost
+	// Delegated: the DHCPv6 server delegated Prefix (again, or anew).
+	Delegated
+	// Undelegated: Prefix is no longer delegated (its lifetime 0, the
+	// binding expired or was released).
+	Undelegated
 )
 
 // Event is one lease event, read and checked.
@@ -38,8 +43,11 @@ type Event struct {
 	Iface  string // the kernel's interface
 	Family stanza.Family
 	// Address and Gateway are the lease's (Bound): the router option,
-	// or the PPP peer.
+	// or the PPP peer; a DHCPv6 lease has no gateway (it comes by router
+	// advertisement).
 	Address, Gateway netip.Addr
+	// Prefix is the delegated prefix (Delegated, Undelegated).
+	Prefix netip.Prefix
 	// Stanza is the ifupdown interface of a PPP session's stanza (its
 	// ipparam, or the provider pppd was called with); "" for DHCP, whose
 	// interface is the stanza's.
@@ -57,10 +65,19 @@ var dhclientKinds = map[string]Kind{
 	"EXPIRE": Lost, "FAIL": Lost, "RELEASE": Lost, "STOP": Lost,
 }
 
+// dhclient6Kinds is what each DHCPv6 reason does: the bindings of
+// `dhclient -6`, one script run each, an address (IA_NA) or a delegated
+// prefix (IA_PD). DEPREF6 only deprecates what stays bound.
+var dhclient6Kinds = map[string]Kind{
+	"BOUND6": Bound, "RENEW6": Bound, "REBIND6": Bound,
+	"EXPIRE6": Undelegated, "RELEASE6": Undelegated, "STOP6": Undelegated,
+}
+
 // Dhclient reads the event dhclient-script was run for from its
 // environment (env's "KEY=value" form): reason, interface, new_ip_address,
-// new_routers. An error names the value that is wrong; the link is then
-// left as it is.
+// new_routers; for DHCPv6, new_ip6_address or new_ip6_prefix with
+// new_max_life, old_ip6_prefix. An error names the value that is wrong;
+// the link is then left as it is.
 func Dhclient(env []string) (Event, error) {
 	v := vars(env)
 	e := Event{Client: "dhclient", Family: stanza.Inet}
@@ -70,6 +87,10 @@ func Dhclient(env []string) (Event, error) {
 	}
 	if e.Iface, err = iface(v, "interface"); err != nil {
 		return e, err
+	}
+	if kind, ok := dhclient6Kinds[e.Reason]; ok {
+		e.Family = stanza.Inet6
+		return dhclient6(v, e, kind)
 	}
 	e.Kind = dhclientKinds[e.Reason]
 	if e.Kind != Bound {
@@ -87,6 +108,57 @@ func Dhclient(env []string) (Event, error) {
 		return e, err
 	}
 	return e, nil
+}
+
+// dhclient6 reads a DHCPv6 binding: a delegated prefix (new_ip6_prefix;
+// new_max_life 0 takes it back) or, for an end of the bindings, the prefix
+// that ends (old_ip6_prefix), else an address (new_ip6_address).
+func dhclient6(v map[string]string, e Event, kind Kind) (Event, error) {
+	var err error
+	switch {
+	case kind == Undelegated:
+		if v["old_ip6_prefix"] == "" {
+			return e, nil // an address binding ends: the link keeps what the kernel has
+		}
+		e.Kind = Undelegated
+		e.Prefix, err = prefix6(v, "old_ip6_prefix")
+	case v["new_ip6_prefix"] != "":
+		e.Kind = Delegated
+		if e.Prefix, err = prefix6(v, "new_ip6_prefix"); err != nil {
+			return e, err
+		}
+		life := v["new_max_life"]
+		if life != "" && strings.Trim(life, "0123456789") != "" || len(life) > 10 {
+			return e, fmt.Errorf("new_max_life %s is not a number of seconds", shown(life))
+		}
+		if life != "" && strings.Trim(life, "0") == "" {
+			e.Kind = Undelegated
+		}
+	case v["new_ip6_address"] != "":
+		e.Kind = Bound
+		a, perr := netip.ParseAddr(v["new_ip6_address"])
+		if perr != nil || !a.Is6() || a.Is4In6() || !a.IsGlobalUnicast() {
+			return e, fmt.Errorf("new_ip6_address %s is not a unicast IPv6 address", shown(v["new_ip6_address"]))
+		}
+		e.Address = a
+	}
+	return e, err
+}
+
+// prefix6 is v[name], which must be a global IPv6 prefix of /64 or
+// shorter (isp-lan numbers /64s from it), written with its host bits zero.
+func prefix6(v map[string]string, name string) (netip.Prefix, error) {
+	s := v[name]
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || !p.Addr().IsGlobalUnicast() || p.Addr().Zone() != "":
+		return netip.Prefix{}, fmt.Errorf("%s %s is not an IPv6 prefix", name, shown(s))
+	case p.Bits() > 64:
+		return netip.Prefix{}, fmt.Errorf("%s %s is longer than /64: no /64 of it can number a LAN", name, shown(s))
+	case p.Masked() != p:
+		return netip.Prefix{}, fmt.Errorf("%s %s has bits set past its length", name, shown(s))
+	}
+	return p, nil
 }
 
 // PPP reads the event of pppd's ip-up (up) or ip-down script from its

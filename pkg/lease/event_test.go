@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-var equate = cmpopts.EquateComparable(netip.Addr{})
+var equate = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
 func TestDhclient(t *testing.T) {
 	a := netip.MustParseAddr
@@ -24,8 +24,18 @@ func TestDhclient(t *testing.T) {
 			Event{Client: "dhclient", Reason: "BOUND", Kind: Bound, Iface: "eth0.4", Family: "inet", Address: a("192.0.2.9"), Gateway: a("192.0.2.1")}},
 		{"expired", []string{"reason=EXPIRE", "interface=wanb", "old_ip_address=203.0.113.2"},
 			Event{Client: "dhclient", Reason: "EXPIRE", Kind: Lost, Iface: "wanb", Family: "inet"}},
-		{"DHCPv6 is not this", []string{"reason=BOUND6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56"},
-			Event{Client: "dhclient", Reason: "BOUND6", Kind: Ignored, Iface: "wanb", Family: "inet"}},
+		{"a delegated prefix", []string{"reason=BOUND6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=3600", "new_preferred_life=1800"},
+			Event{Client: "dhclient", Reason: "BOUND6", Kind: Delegated, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56")}},
+		// A REBIND6 for another prefix first re-sends the old one with no
+		// lifetime left.
+		{"the old prefix taken back", []string{"reason=REBIND6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=0"},
+			Event{Client: "dhclient", Reason: "REBIND6", Kind: Undelegated, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56")}},
+		{"the binding expired", []string{"reason=EXPIRE6", "interface=wanb", "old_ip6_prefix=2001:db8:b0::/56"},
+			Event{Client: "dhclient", Reason: "EXPIRE6", Kind: Undelegated, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56")}},
+		{"an IA_NA address", []string{"reason=BOUND6", "interface=wanb", "new_ip6_address=2001:db8:b::99", "new_ip6_prefixlen=128"},
+			Event{Client: "dhclient", Reason: "BOUND6", Kind: Bound, Iface: "wanb", Family: "inet6", Address: a("2001:db8:b::99")}},
+		{"DEPREF6 changes nothing", []string{"reason=DEPREF6", "interface=wanb", "cur_ip6_prefix=2001:db8:b0::/56"},
+			Event{Client: "dhclient", Reason: "DEPREF6", Kind: Ignored, Iface: "wanb", Family: "inet"}},
 		{"PREINIT", []string{"reason=PREINIT", "interface=wanb"},
 			Event{Client: "dhclient", Reason: "PREINIT", Kind: Ignored, Iface: "wanb", Family: "inet"}},
 	} {
@@ -83,6 +93,28 @@ func TestDhclientBadInput(t *testing.T) {
 				t.Errorf("%s=%q: the message is not one short line: %q", tc.key, tc.value, msg)
 			}
 		})
+	}
+}
+
+// Delegated prefixes that cannot number a LAN, or are not prefixes.
+func TestDhclient6BadInput(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"2001:db8:b0::/72", "longer than /64"},
+		{"2001:db8:b0::1/56", "bits set past its length"},
+		{"fe80::/64", "is not an IPv6 prefix"},
+		{"ff02::/16", "is not an IPv6 prefix"},
+		{"::ffff:192.0.2.0/120", "is not an IPv6 prefix"},
+		{"192.0.2.0/24", "is not an IPv6 prefix"},
+		{"$(reboot)", "is not an IPv6 prefix"},
+		{strings.Repeat("f", 10000), "(10000 bytes)"},
+	} {
+		_, err := Dhclient([]string{"reason=BOUND6", "interface=wanb", "new_ip6_prefix=" + tc.value, "new_max_life=3600"})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("new_ip6_prefix=%.40q: %v, want one line that says %q", tc.value, err, tc.want)
+		}
+	}
+	if _, err := Dhclient([]string{"reason=RENEW6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=1;reboot"}); err == nil {
+		t.Error("new_max_life=1;reboot accepted")
 	}
 }
 

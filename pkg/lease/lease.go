@@ -3,6 +3,7 @@ package lease
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -28,10 +29,13 @@ func Apply(e Event, root string, timeout time.Duration) (string, error) {
 			return fmt.Errorf("opening netlink: %w", err)
 		}
 		defer h.Close()
-		if e.Kind == Bound {
+		switch e.Kind {
+		case Bound:
 			did, err = bound(h, e, root)
-		} else {
+		case Lost:
 			did, err = lost(h, e, root)
+		default:
+			did, err = delegated(h, e, root)
 		}
 		return err
 	})
@@ -74,7 +78,7 @@ func bound(h *netlink.Handle, e Event, root string) (string, error) {
 	if !c.ISPGateway.IsValid() {
 		c.ISPGateway = e.Gateway
 	}
-	if rec != nil && rec.Complete() && rec.Address == e.Address && rec.Gateway == c.ISPGateway {
+	if rec != nil && rec.Complete() && rec.Address == e.Address && (rec.Gateway == c.ISPGateway || !e.Gateway.IsValid()) {
 		return fmt.Sprintf("unchanged (%s, gateway %s)", e.Address, c.ISPGateway), nil
 	}
 	if err := hook.Check(h, c); err != nil {
@@ -84,6 +88,53 @@ func bound(h *netlink.Handle, e Event, root string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("up on %s, gateway %s (was %s)", e.Address, c.ISPGateway, was), nil
+}
+
+// delegated records the prefix e delegates (or takes back) with the link,
+// and when the link is up, brings it to the new prefix through if-up.d:
+// its `from` rule, its LAN address and throw route, and the router
+// advertisements (the old prefix announced deprecated). A link whose
+// ifup has not reached if-up.d finds the prefix in its record there.
+func delegated(h *netlink.Handle, e Event, root string) (string, error) {
+	rec, err := registry.Read(e.Iface, e.Family)
+	if err != nil {
+		return "", err
+	}
+	if rec == nil {
+		if e.Kind == Undelegated {
+			return "no prefix recorded: nothing to do", nil
+		}
+		return fmt.Sprintf("recorded %s for the link's ifup", e.Prefix), registry.Write(&registry.Link{Iface: e.Iface, Family: e.Family, Delegated: e.Prefix})
+	}
+	was := rec.Delegated
+	now := e.Prefix
+	if e.Kind == Undelegated {
+		if was != e.Prefix {
+			return fmt.Sprintf("%s is not the link's prefix (%v): nothing to do", e.Prefix, was), nil
+		}
+		now = netip.Prefix{}
+	}
+	if was == now {
+		return fmt.Sprintf("unchanged (%s)", now), nil
+	}
+	rec.Delegated = now
+	if err := registry.Write(rec); err != nil {
+		return "", err
+	}
+	if !rec.Complete() {
+		return fmt.Sprintf("recorded %v (was %v); the link is not up", now, was), nil
+	}
+	c, err := config(rec.Stanza, root, "post-up", "start", e)
+	if err != nil {
+		return "", err
+	}
+	if !c.Delegation {
+		return "the stanza asks for no prefix (request_prefix 1): nothing to do", nil
+	}
+	if err := linkhook.Run(h, c, "if-up.d"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("the link's prefix is %v (was %v)", now, was), nil
 }
 
 // lost takes the link down as ifdown would, by the hooks of if-down.d and
@@ -121,7 +172,7 @@ func config(env []string, root, phase, mode string, e Event) (*stanza.Config, er
 		return nil, err
 	}
 	c.Session = e.Stanza != ""
-	return c, nil
+	return c, registry.Lease(c)
 }
 
 // withIface is a PPP stanza's env with IFACE the session's interface.

@@ -6,6 +6,7 @@
 package linkhook
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/ifisp/ifisp/hooks"
 	"github.com/ifisp/ifisp/pkg/hook"
+	"github.com/ifisp/ifisp/pkg/policy"
+	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -60,4 +63,41 @@ func Run(h *netlink.Handle, c *stanza.Config, folder string) error {
 		}
 	}
 	return nil
+}
+
+// Awake brings up the links that wait for their default (an `inet6 dhcp`
+// stanza's ifup found no router advertisement yet; stanza.Config.WaitsForRA)
+// and have one now, as their ifup would have, and returns what it did,
+// one line per link. The caller holds the lock.
+func Awake(h *netlink.Handle) ([]string, error) {
+	all, err := registry.All()
+	if err != nil {
+		return nil, err
+	}
+	var did []string
+	var errs []error
+	for _, r := range all {
+		if !r.Lost || len(r.Stanza) == 0 {
+			continue
+		}
+		c, err := stanza.Parse(append(slices.Clip(r.Stanza), "PHASE=post-up", "MODE=start"), "/")
+		if err != nil || !c.WaitsForRA() {
+			continue // a lost lease or PPP session waits for its client
+		}
+		if err := registry.Lease(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		l, err := policy.Resolve(h, c)
+		if err != nil || !l.Gateway.IsValid() {
+			errs = append(errs, err)
+			continue
+		}
+		if err := Run(h, c, "if-up.d"); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: bringing it up on its router advertisement's default via %s: %w", c.Iface, c.Family, l.Gateway, err))
+			continue
+		}
+		did = append(did, fmt.Sprintf("%s %s: up, its router advertisement came (default via %s)", c.Iface, c.Family, l.Gateway))
+	}
+	return did, errors.Join(errs...)
 }

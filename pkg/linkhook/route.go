@@ -46,6 +46,16 @@ func routeUp(h *netlink.Handle, l *policy.Link) error {
 	if err != nil {
 		return err
 	}
+	if c.WaitsForRA() && !l.Gateway.IsValid() && l.Index != 0 && (old == nil || !old.Complete()) {
+		// DHCPv6 has no route: the ISP's first router advertisement may
+		// come minutes after dhclient returned. ifisp-watch brings the
+		// link up when its default comes.
+		wait := &registry.Link{Iface: c.Iface, Family: c.Family, Stanza: c.Env, Lost: true, Delegated: c.Delegated}
+		if old != nil {
+			wait.Chains = old.Chains
+		}
+		return registry.Write(wait)
+	}
 	others, err := registry.Others(c.Iface, c.Family)
 	if err != nil {
 		return err
@@ -81,6 +91,12 @@ func routeUp(h *netlink.Handle, l *policy.Link) error {
 			err = errors.Join(err, lan.Remove(h, c.Iface, *addr))
 		}
 		return err
+	}
+	if old != nil && old.LANAddress != nil && (addr == nil || *old.LANAddress != *addr) {
+		// Renumbered (another delegated prefix), or no prefix any more.
+		if err := lan.Remove(h, c.Iface, *old.LANAddress); err != nil {
+			return err
+		}
 	}
 	return registry.Record(h, l.Index, rec)
 }

@@ -36,6 +36,11 @@ const (
 	ValidLifetime     = 24 * time.Hour
 	PreferredLifetime = 4 * time.Hour
 	RDNSSLifetime     = 3 * MaxInterval
+	// GoneLifetime is the valid lifetime a prefix that left (ifdown, a
+	// DHCPv6 server that delegated another) is announced with, counting
+	// down: RFC 7084 L-13's "the lower of the current Valid Lifetime and
+	// two hours", the shortest hosts accept (RFC 4862 5.5.3 e).
+	GoneLifetime = 2 * time.Hour
 )
 
 // Prefix is one ISP's /64 on a LAN interface.
@@ -99,7 +104,7 @@ type entry struct {
 func (e *entry) lifetimes(now time.Time) (valid, preferred time.Duration, ok bool) {
 	valid, preferred = ValidLifetime, PreferredLifetime
 	if !e.gone.IsZero() {
-		valid -= now.Sub(e.gone).Truncate(time.Second)
+		valid = GoneLifetime - now.Sub(e.gone).Truncate(time.Second)
 	}
 	if e.Deprecated || !e.gone.IsZero() {
 		preferred = 0

@@ -44,10 +44,10 @@ func TestMessage(t *testing.T) {
 				&ndp.RecursiveDNSServer{Lifetime: 0, Servers: []netip.Addr{dnsB}}, lla}}},
 		{"B gone an hour ago: deprecated, valid lifetime running out", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}, {Prefix: Prefix{Prefix: pa}}}, t0.Add(time.Hour + 500*time.Millisecond),
 			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{
-				pio(pb, ValidLifetime-time.Hour, 0), pio(pa, ValidLifetime, PreferredLifetime), lla}}},
+				pio(pb, GoneLifetime-time.Hour, 0), pio(pa, ValidLifetime, PreferredLifetime), lla}}},
 		{"all gone: no default router any more", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}}, t0.Add(time.Second),
-			&ndp.RouterAdvertisement{CurrentHopLimit: 64, Options: []ndp.Option{pio(pb, ValidLifetime-time.Second, 0), lla}}},
-		{"gone longer than its valid lifetime: left out", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}, {Prefix: Prefix{Prefix: pa}}}, t0.Add(ValidLifetime),
+			&ndp.RouterAdvertisement{CurrentHopLimit: 64, Options: []ndp.Option{pio(pb, GoneLifetime-time.Second, 0), lla}}},
+		{"gone longer than its valid lifetime: left out", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}, {Prefix: Prefix{Prefix: pa}}}, t0.Add(GoneLifetime),
 			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{pio(pa, ValidLifetime, PreferredLifetime), lla}}},
 	} {
 		got := message(tc.entries, mac, tc.at)
@@ -90,7 +90,7 @@ func TestMerge(t *testing.T) {
 	if back, changed := merge(gone, up, t0.Add(time.Minute)); !changed || !back[1].gone.IsZero() {
 		t.Errorf("B back: changed %v, entries %+v", changed, back)
 	}
-	if left, _ := merge(gone, []Prefix{{Prefix: pa}}, t0.Add(ValidLifetime)); len(left) != 1 {
+	if left, _ := merge(gone, []Prefix{{Prefix: pa}}, t0.Add(GoneLifetime)); len(left) != 1 {
 		t.Errorf("B gone for its valid lifetime: still %d entries", len(left))
 	}
 }

@@ -70,6 +70,10 @@ type Link struct {
 	// are removed, and the record (never Complete) keeps the stanza for
 	// the lease or session that brings it back. ifdown forgets it.
 	Lost bool `json:"lost,omitempty"`
+	// Delegated is the prefix the link's DHCPv6 server delegated
+	// (stanza.Config.Delegation), as dhclient last told ifisp-lease: a
+	// record may hold it before the link's ifup reaches if-up.d.
+	Delegated netip.Prefix `json:"delegated,omitzero"`
 
 	// The link's plan: what of the kernel's state is the link's own.
 	// Status compares it with the kernel, ifisp-watch puts back what of it
@@ -123,12 +127,28 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 		Address: l.Address, Gateway: l.Gateway,
 		Check: c.Check, Interval: Duration(c.CheckInterval), Down: c.CheckDown, Up: c.CheckUp,
 		Mark: c.Mark, Sticky: c.Sticky, LAN: lanNet, RDNSS: c.RDNSS,
-		Routing: l.Plan(), LANAddress: lanAddr, Stanza: c.Env,
+		Routing: l.Plan(), LANAddress: lanAddr, Stanza: c.Env, Delegated: c.Delegated,
 	}
 	if old != nil {
 		r.Chains = old.Chains
 	}
 	return r
+}
+
+// Lease fills in what of c the link's record knows and the stanza cannot:
+// the prefix delegated to a stanza that asks for one.
+func Lease(c *stanza.Config) error {
+	if !c.Delegation {
+		return nil
+	}
+	r, err := Read(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	if r != nil && r.Delegated.IsValid() {
+		c.Delegate(r.Delegated)
+	}
+	return nil
 }
 
 // Record writes r, the link of a stanza whose ifup has made its changes,

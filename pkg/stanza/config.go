@@ -14,6 +14,7 @@ package stanza
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/ifisp/ifisp/pkg/connmark"
@@ -107,6 +108,29 @@ type Config struct {
 
 	// SixRD is set when the stanza carries 6rd-prefix.
 	SixRD *SixRD
+
+	// Delegation says the stanza asks its DHCPv6 server for a prefix:
+	// `inet6 dhcp` with `request_prefix 1`. The prefix is the link's
+	// first isp-source and the one isp-lan numbers the LAN from.
+	Delegation bool
+	// Delegated is that prefix, once dhclient has it (Delegate): the
+	// hooks find it in the link's record, not in the stanza.
+	Delegated netip.Prefix
+}
+
+// Delegate makes p, the prefix the DHCPv6 server delegated, the link's
+// first isp-source.
+func (c *Config) Delegate(p netip.Prefix) {
+	c.Delegated = p
+	c.Sources = append([]netip.Prefix{p}, slices.DeleteFunc(slices.Clone(c.Sources), func(q netip.Prefix) bool { return q == p })...)
+}
+
+// WaitsForRA reports whether the stanza's gateway comes by router
+// advertisement, which may come long after ifup: an `inet6 dhcp` stanza
+// without isp-gateway (DHCPv6 gives no route). Its link is brought up
+// when the default arrives, by ifisp-watch, not refused at ifup.
+func (c *Config) WaitsForRA() bool {
+	return c.Family == Inet6 && c.Method == "dhcp" && !c.ISPGateway.IsValid()
 }
 
 // LAN is the LAN interface an ISP's prefix numbers a /64 of: isp-lan, or

@@ -96,6 +96,7 @@ func Parse(environ []string, root string) (*Config, error) {
 		return nil, ErrNotOptedIn
 	}
 	iface := c.Iface
+	c.Delegation = c.Family == Inet6 && c.Method == "dhcp" && env["IF_REQUEST_PREFIX"] == "1"
 	for _, kv := range environ {
 		if k, _, _ := strings.Cut(kv, "="); stanzaVars[k] || strings.HasPrefix(k, "IF_") {
 			c.Env = append(c.Env, kv)
@@ -309,6 +310,9 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 			return
 		}
 		parent, ok := c.LANParent()
+		if !ok && c.Delegation {
+			return // the delegated prefix's subnets are checked when it comes
+		}
 		if !ok {
 			bad(c.LAN.Option, c.LAN.Value, "needs an IPv6 isp-source prefix of /64 or shorter to number the LAN from (add the prefix the ISP delegated to isp-source)")
 			return
@@ -350,8 +354,12 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 }
 
 // LANParent returns the prefix a native stanza's isp-lan numbers its /64
-// from: the first isp-source prefix of /64 or shorter.
+// from: the first isp-source prefix of /64 or shorter, or for a stanza
+// that asks for a delegated prefix (Delegation) that prefix, once it came.
 func (c *Config) LANParent() (netip.Prefix, bool) {
+	if c.Delegation {
+		return c.Delegated, c.Delegated.IsValid()
+	}
 	for _, p := range c.Sources {
 		if p.Addr().Is6() && p.Bits() <= 64 {
 			return p, true

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ifisp/ifisp/pkg/converge"
+	"github.com/ifisp/ifisp/pkg/linkhook"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
 )
@@ -73,7 +74,13 @@ func (d *daemon) check() {
 	r := d.repair
 	r.pending = false
 	var repaired []converge.Piece
+	var woke []string
 	err := rundir.Locked("ifisp-watch repair", rundir.DefaultLockTimeout, func() error {
+		var err error
+		woke, err = linkhook.Awake(d.h)
+		if err != nil {
+			d.opt.Log.Printf("bringing up links whose default came: %v", err)
+		}
 		links, err := registry.List()
 		if err != nil {
 			return err
@@ -84,6 +91,9 @@ func (d *daemon) check() {
 		}
 		return err
 	})
+	for _, w := range woke {
+		d.opt.Log.Printf("%s", w)
+	}
 	now := time.Now()
 	if len(repaired) == 0 {
 		if now.Sub(r.last) > 2*r.delay {
