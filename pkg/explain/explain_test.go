@@ -190,7 +190,7 @@ ip -6 route replace default via ::203.0.113.1 dev sixrd metric 3 proto 71
 	}
 	for _, tc := range []struct{ name, stanza, want string }{
 		{"no IPv4 address", strings.Replace(sixrdStanza, "\tlocal 203.0.113.2\n", "", 1),
-			"ifup would fail in if-up.d: sixrd: 6rd-local: missing (set 6rd-local, or local on the stanza)"},
+			"ifup would stop in if-pre-up.d: sixrd: local: missing: ifupdown's v4tunnel cannot create a sit tunnel without it (it would be sit0's twin); with 6rd-local IFACE any unicast IPv4 address will do, the tunnel's local address follows IFACE's"},
 		{"6rd-local interface without the kernel", strings.Replace(sixrdStanza, "6rd-lan lan0", "6rd-local wanb", 1),
 			"sixrd: 6rd-local wanb: explaining needs the kernel, which knows the interface's address"},
 	} {

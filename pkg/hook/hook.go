@@ -90,8 +90,9 @@ func Run(name string, environ []string, root, phase string, timeout time.Duratio
 		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
 	defer lk.Release()
-	if err := registry.Lease(c); err != nil {
-		return fmt.Errorf("%s: %w", c.Iface, err)
+	// What a lease gave the link; going down needs none of it.
+	if err := registry.Lease(c); err != nil && c.Mode != "stop" {
+		return err
 	}
 	h, err := policy.NewHandle()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -48,6 +49,8 @@ type Event struct {
 	Address, Gateway netip.Addr
 	// Prefix is the delegated prefix (Delegated, Undelegated).
 	Prefix netip.Prefix
+	// SixRD is the lease's option 212 (new_option_6rd), nil for none.
+	SixRD *sixrd.Option
 	// Stanza is the ifupdown interface of a PPP session's stanza (its
 	// ipparam, or the provider pppd was called with); "" for DHCP, whose
 	// interface is the stanza's.
@@ -106,6 +109,13 @@ func Dhclient(env []string) (Event, error) {
 	first, _, _ := strings.Cut(strings.TrimSpace(routers), " ")
 	if e.Gateway, err = parse4("new_routers", first); err != nil {
 		return e, err
+	}
+	if o := v["new_option_6rd"]; o != "" {
+		opt, err := sixrd.ParseOption(o)
+		if err != nil {
+			return e, fmt.Errorf("new_option_6rd: %w", err)
+		}
+		e.SixRD = &opt
 	}
 	return e, nil
 }

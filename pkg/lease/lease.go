@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
+	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -44,12 +46,37 @@ func Apply(e Event, root string, timeout time.Duration) (string, error) {
 
 // bound brings the link up on e's address and gateway: the hooks of
 // if-up.d, as ifup runs them, move its plan to them, and the old
-// address's rules, routes, SNAT rules and conntrack entries go.
+// address's rules, routes, SNAT rules and conntrack entries go. The 6rd
+// stanzas whose 6rd-local is the link follow it (dependents), and a
+// lease's option 212 is recorded for their `6rd-prefix dhcp`.
 func bound(h *netlink.Handle, e Event, root string) (string, error) {
 	rec, err := registry.Read(e.Iface, e.Family)
 	if err != nil {
 		return "", err
 	}
+	optChanged := e.Family == stanza.Inet && !sameOption(rec, e.SixRD)
+	if optChanged {
+		if rec == nil {
+			rec = &registry.Link{Iface: e.Iface, Family: e.Family} // the link's ifup is under way
+		}
+		rec.Option6RD = e.SixRD
+		if err := registry.Write(rec); err != nil {
+			return "", err
+		}
+	}
+	did, moved, err := boundLink(h, e, rec, root)
+	if err != nil || !moved && !optChanged {
+		return did, err
+	}
+	deps, err := dependents(h, e.Iface, root)
+	if deps != "" {
+		did += "; " + deps
+	}
+	return did, err
+}
+
+// boundLink is bound's for the link itself; moved says its plan moved.
+func boundLink(h *netlink.Handle, e Event, rec *registry.Link, root string) (did string, moved bool, err error) {
 	var env []string
 	was := "down"
 	switch {
@@ -60,34 +87,71 @@ func bound(h *netlink.Handle, e Event, root string) (string, error) {
 	case rec == nil && e.Stanza != "":
 		anchor, err := registry.Read(e.Stanza, e.Family)
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
 		if anchor == nil || !anchor.Lost {
-			return fmt.Sprintf("no ifisp stanza %s is up: nothing to do (ifup %s first, or name the stanza with `ipparam` in the peers file)", e.Stanza, e.Stanza), nil
+			return fmt.Sprintf("no ifisp stanza %s is up: nothing to do (ifup %s first, or name the stanza with `ipparam` in the peers file)", e.Stanza, e.Stanza), false, nil
 		}
 		env = withIface(anchor.Stanza, e.Iface)
-	case rec == nil:
-		return "not an ifisp link, or its ifup has not reached if-up.d: nothing to do", nil
+	case rec == nil || len(rec.Stanza) == 0:
+		return "not an ifisp link, or its ifup has not reached if-up.d: nothing to do", false, nil
 	default:
-		return "its ifup or ifdown is under way, and its hooks read the lease themselves", nil
+		return "its ifup or ifdown is under way, and its hooks read the lease themselves", false, nil
 	}
 	c, err := config(env, root, "post-up", "start", e)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if !c.ISPGateway.IsValid() {
 		c.ISPGateway = e.Gateway
 	}
 	if rec != nil && rec.Complete() && rec.Address == e.Address && (rec.Gateway == c.ISPGateway || !e.Gateway.IsValid()) {
-		return fmt.Sprintf("unchanged (%s, gateway %s)", e.Address, c.ISPGateway), nil
+		return fmt.Sprintf("unchanged (%s, gateway %s)", e.Address, c.ISPGateway), false, nil
 	}
 	if err := hook.Check(h, c); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if err := linkhook.Run(h, c, "if-up.d"); err != nil {
+		return "", false, err
+	}
+	return fmt.Sprintf("up on %s, gateway %s (was %s)", e.Address, c.ISPGateway, was), true, nil
+}
+
+// sameOption says whether the record already holds option 212 o.
+func sameOption(rec *registry.Link, o *sixrd.Option) bool {
+	var had *sixrd.Option
+	if rec != nil {
+		had = rec.Option6RD
+	}
+	return had == nil && o == nil || had != nil && o != nil && *had == *o
+}
+
+// dependents brings up again, through if-up.d, the 6rd stanzas whose
+// 6rd-local is iface, up or waiting for iface's lease: their tunnel's
+// local address, delegated prefix, LAN address, rules and router
+// advertisements follow iface's new address (and option 212).
+func dependents(h *netlink.Handle, iface, root string) (string, error) {
+	all, err := registry.All()
+	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("up on %s, gateway %s (was %s)", e.Address, c.ISPGateway, was), nil
+	var did []string
+	var errs []error
+	for _, r := range all {
+		if r.Family != stanza.Inet6 || !(r.Complete() || r.Lost) || r.StanzaValue("IF_6RD_LOCAL") != iface {
+			continue
+		}
+		c, err := config(r.Stanza, root, "post-up", "start", Event{Iface: r.Iface})
+		if err == nil {
+			err = linkhook.Run(h, c, "if-up.d")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s, whose 6rd-local is %s: %w", r.Iface, iface, err))
+			continue
+		}
+		did = append(did, r.Iface+" follows it")
+	}
+	return strings.Join(did, ", "), errors.Join(errs...)
 }
 
 // delegated records the prefix e delegates (or takes back) with the link,
@@ -147,18 +211,40 @@ func lost(h *netlink.Handle, e Event, root string) (string, error) {
 	if rec == nil || !rec.Complete() {
 		return "not up (or its ifdown is under way): nothing to do", nil
 	}
+	// A PPP session's stanza stays recorded as its anchor (package
+	// linkhook); a DHCP link keeps its record, Lost.
+	if err := takeDown(h, rec, root, e, e.Stanza == ""); err != nil {
+		return "", err
+	}
+	did := fmt.Sprintf("down, its lease is gone (it was on %s)", rec.Address)
+	// The 6rd tunnels over it have no IPv4 address to number from.
+	all, err := registry.All()
+	if err != nil {
+		return did, err
+	}
+	var errs []error
+	for _, r := range all {
+		if r.Family == stanza.Inet6 && r.Complete() && r.StanzaValue("IF_6RD_LOCAL") == e.Iface {
+			errs = append(errs, takeDown(h, &r, root, Event{Iface: r.Iface}, true))
+			did += "; " + r.Iface + " down with it"
+		}
+	}
+	return did, errors.Join(errs...)
+}
+
+// takeDown runs rec's if-down.d and if-post-down.d steps, as ifdown
+// would; with keep, its record stays, Lost, for the lease that brings it
+// back.
+func takeDown(h *netlink.Handle, rec *registry.Link, root string, e Event, keep bool) error {
 	c, err := config(rec.Stanza, root, "pre-down", "stop", e)
 	if err != nil {
-		return "", err
+		return err
 	}
 	err = errors.Join(linkhook.Run(h, c, "if-down.d"), linkhook.Run(h, c, "if-post-down.d"))
-	if e.Stanza == "" {
-		err = errors.Join(err, registry.Write(&registry.Link{Iface: e.Iface, Family: e.Family, Stanza: rec.Stanza, Lost: true}))
+	if keep {
+		err = errors.Join(err, registry.Write(&registry.Link{Iface: rec.Iface, Family: rec.Family, Stanza: rec.Stanza, Lost: true}))
 	}
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("down, its lease is gone (it was on %s)", rec.Address), nil
+	return err
 }
 
 // config parses the recorded stanza env as ifupdown would export it in
@@ -167,12 +253,15 @@ func config(env []string, root, phase, mode string, e Event) (*stanza.Config, er
 	if len(env) == 0 {
 		return nil, fmt.Errorf("%s: the link's record has no stanza (an older ifisp wrote it): ifdown and ifup it once", e.Iface)
 	}
-	c, err := stanza.Parse(append(env[:len(env):len(env)], "PHASE="+phase, "MODE="+mode), root)
+	c, err := stanza.Parse(append(slices.Clip(env), "PHASE="+phase, "MODE="+mode), root)
 	if err != nil {
 		return nil, err
 	}
 	c.Session = e.Stanza != ""
-	return c, registry.Lease(c)
+	if err := registry.Lease(c); err != nil && mode != "stop" {
+		return nil, err
+	}
+	return c, nil
 }
 
 // withIface is a PPP stanza's env with IFACE the session's interface.

@@ -2,7 +2,7 @@ package linkhook
 
 import (
 	"errors"
-	"strings"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 
@@ -60,10 +60,10 @@ func endSessions(h *netlink.Handle, c *stanza.Config) error {
 	}
 	var errs []error
 	for _, s := range sessions {
-		if s.Family != c.Family || s.Iface == c.Iface || !s.Complete() || !logical(s.Stanza, c.Logical) {
+		if s.Family != c.Family || s.Iface == c.Iface || !s.Complete() || s.StanzaValue("LOGICAL") != c.Logical {
 			continue
 		}
-		sc, err := stanza.Parse(append(s.Stanza[:len(s.Stanza):len(s.Stanza)], "PHASE=pre-down", "MODE=stop"), "/")
+		sc, err := stanza.Parse(append(slices.Clip(s.Stanza), "PHASE=pre-down", "MODE=stop"), "/")
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -72,14 +72,4 @@ func endSessions(h *netlink.Handle, c *stanza.Config) error {
 		errs = append(errs, Run(h, sc, "if-down.d"), Run(h, sc, "if-post-down.d"))
 	}
 	return errors.Join(errs...)
-}
-
-// logical says whether a recorded stanza env is the stanza named name.
-func logical(env []string, name string) bool {
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "LOGICAL="); ok {
-			return v == name
-		}
-	}
-	return false
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/rundir"
+	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
@@ -74,6 +75,9 @@ type Link struct {
 	// (stanza.Config.Delegation), as dhclient last told ifisp-lease: a
 	// record may hold it before the link's ifup reaches if-up.d.
 	Delegated netip.Prefix `json:"delegated,omitzero"`
+	// Option6RD is DHCP option 212 of an inet link's lease, for the 6rd
+	// stanzas whose `6rd-prefix dhcp` and `6rd-local` name the link.
+	Option6RD *sixrd.Option `json:"option_6rd,omitempty"`
 
 	// The link's plan: what of the kernel's state is the link's own.
 	// Status compares it with the kernel, ifisp-watch puts back what of it
@@ -92,6 +96,17 @@ type Link struct {
 // killed), or one whose ifdown has begun; the health monitor and status
 // leave it alone, ifdown still removes what it says.
 func (l *Link) Complete() bool { return !l.Since.IsZero() }
+
+// StanzaValue is the value of the variable name (IFACE, IF_6RD_LOCAL,
+// ...) in the recorded stanza, "" when it has none.
+func (l *Link) StanzaValue(name string) string {
+	for _, kv := range l.Stanza {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
 
 // Key names the link: interface and family, e.g. "wana inet".
 func (l *Link) Key() string { return l.Iface + " " + string(l.Family) }
@@ -130,23 +145,33 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 		Routing: l.Plan(), LANAddress: lanAddr, Stanza: c.Env, Delegated: c.Delegated,
 	}
 	if old != nil {
-		r.Chains = old.Chains
+		r.Chains, r.Option6RD = old.Chains, old.Option6RD
 	}
 	return r
 }
 
-// Lease fills in what of c the link's record knows and the stanza cannot:
-// the prefix delegated to a stanza that asks for one.
+// Lease fills in what of c the records know and the stanza cannot: the
+// prefix delegated to a stanza that asks for one, and for `6rd-prefix
+// dhcp` the 6rd domain of option 212 in the lease of 6rd-local's link.
 func Lease(c *stanza.Config) error {
-	if !c.Delegation {
-		return nil
+	if c.Delegation {
+		r, err := Read(c.Iface, c.Family)
+		if err != nil {
+			return err
+		}
+		if r != nil && r.Delegated.IsValid() {
+			c.Delegate(r.Delegated)
+		}
 	}
-	r, err := Read(c.Iface, c.Family)
-	if err != nil {
-		return err
-	}
-	if r != nil && r.Delegated.IsValid() {
-		c.Delegate(r.Delegated)
+	if s := c.SixRD; s != nil && s.FromDHCP {
+		r, err := Read(s.LocalIface, stanza.Inet)
+		if err != nil {
+			return err
+		}
+		if r == nil || r.Option6RD == nil {
+			return stanza.Errorf(c.Iface, "6rd-prefix", "dhcp", "%s's DHCP lease has no option 212 (yet): is `also request option-6rd;` in dhclient.conf, and is %s up?", s.LocalIface, s.LocalIface)
+		}
+		s.Fill(*r.Option6RD)
 	}
 	return nil
 }

@@ -140,14 +140,22 @@ func localIPv4(h *netlink.Handle, c *stanza.Config, tunnelLocal netip.Addr) (net
 }
 
 // Check makes, in if-pre-up.d, the checks of Up that can be made before
-// ifupdown creates the tunnel: the interface 6rd-local names exists (the
-// LAN's is lan.Check's), the tunnel's name is free, and the ISP table and
+// ifupdown creates the tunnel: the interface 6rd-local names exists and
+// has an IPv4 address, from which the 6rd domain numbers a delegated
+// prefix (and isp-lan's /64 in it; the LAN interface is lan.Check's), the
+// tunnel's name is free, and the ISP table and
 // metric are free (policy.Check). A sit tunnel of the stanza's name (left
 // by an ifup that was killed before it could fail cleanly) passes: Clear
 // removes it. Check changes nothing, so `ifisp check --kernel` runs it.
 func Check(h *netlink.Handle, c *stanza.Config) error {
-	if c.SixRD.LocalIface != "" {
-		if _, err := localIPv4(h, c, netip.Addr{}); err != nil {
+	if c.SixRD.LocalIface != "" || c.SixRD.LocalAddr.IsValid() {
+		v4, err := localIPv4(h, c, netip.Addr{})
+		if err != nil {
+			return err
+		}
+		// The whole plan, so that a domain no address can number (option
+		// 212's, say) is refused before ifupdown makes the tunnel.
+		if _, err := NewPlan(c, v4); err != nil {
 			return err
 		}
 	}
@@ -192,7 +200,9 @@ func Up(h *netlink.Handle, c *stanza.Config) error {
 	if err != nil {
 		return err
 	}
-	rerun := old != nil && old.LANAddress != nil
+	// A re-run (another IPv4 address, a lease come back) never deletes
+	// the tunnel: ifupdown's ifup of it succeeded long ago.
+	rerun := old != nil && (old.LANAddress != nil || old.Lost)
 	err = up(h, c, old)
 	if err == nil || rerun {
 		return err
@@ -235,7 +245,7 @@ func up(h *netlink.Handle, c *stanza.Config, old *registry.Link) error {
 			had = nil
 		}
 	}
-	if err := set6rd(sit, c.SixRD.Prefix, plan.RelayPrefix); err != nil {
+	if err := set6rd(sit, plan.Local, c.SixRD.Prefix, plan.RelayPrefix); err != nil {
 		return fmt.Errorf("%s: setting the 6rd parameters: %w", c.Iface, err)
 	}
 	addr, err := lan.Claim(h, c.Iface, had, lan.Published{Prefix: plan.Delegated, Address: plan.Address, Dev: plan.AddressDev(c)})
@@ -333,10 +343,13 @@ func mainDefault(h *netlink.Handle, r *netlink.Route, c *stanza.Config) error {
 	return nil
 }
 
-// set6rd sets the sit device's 6rd prefix and relay prefix over netlink
-// (vishvananda/netlink's Sittun has no 6rd fields). A changelink resets
-// what it is not given, so the tunnel's own parameters go along.
-func set6rd(sit *netlink.Sittun, prefix, relayPrefix netip.Prefix) error {
+// set6rd sets the sit device's local address (the one embedded in the
+// delegated prefix: 6rd-local's, which may have changed since ifupdown
+// made the tunnel with the stanza's `local`), 6rd prefix and relay prefix
+// over netlink (vishvananda/netlink's Sittun has no 6rd fields). A
+// changelink resets what it is not given, so the tunnel's other
+// parameters go along.
+func set6rd(sit *netlink.Sittun, local netip.Addr, prefix, relayPrefix netip.Prefix) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(sit.Attrs().Index)
@@ -345,9 +358,8 @@ func set6rd(sit *netlink.Sittun, prefix, relayPrefix netip.Prefix) error {
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("sit"))
 	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
 	data.AddRtAttr(nl.IFLA_IPTUN_LINK, nl.Uint32Attr(sit.Link))
-	if ip := sit.Local.To4(); ip != nil {
-		data.AddRtAttr(nl.IFLA_IPTUN_LOCAL, []byte(ip))
-	}
+	l4 := local.As4()
+	data.AddRtAttr(nl.IFLA_IPTUN_LOCAL, l4[:])
 	if ip := sit.Remote.To4(); ip != nil {
 		data.AddRtAttr(nl.IFLA_IPTUN_REMOTE, []byte(ip))
 	}

@@ -13,6 +13,7 @@
 package stanza
 
 import (
+	"github.com/ifisp/ifisp/pkg/sixrd"
 	"net/netip"
 	"slices"
 	"time"
@@ -165,4 +166,12 @@ type SixRD struct {
 	// own `local`.
 	LocalIface string
 	LocalAddr  netip.Addr
+	// FromDHCP is `6rd-prefix dhcp`: Prefix, Relay and IPv4MaskLen come
+	// from option 212 of LocalIface's lease (Fill), not the stanza.
+	FromDHCP bool
+}
+
+// Fill takes a `6rd-prefix dhcp` stanza's domain from option 212.
+func (s *SixRD) Fill(o sixrd.Option) {
+	s.Prefix, s.Relay, s.IPv4MaskLen = o.Prefix, o.Relay, o.IPv4MaskLen
 }

@@ -93,8 +93,15 @@ var options = []Option{
 		parse: func(c *Config, v, _ string) error { return c.setLAN("isp-lan", v) }},
 	{Name: "isp-rdnss", Family: Inet6, Value: "address list", Doc: "DNS servers announced (RDNSS, RFC 8106) in the router advertisements on the `isp-lan` interface, withdrawn with this ISP's prefix",
 		parse: func(c *Config, v, _ string) (err error) { c.RDNSS, err = c.addrs(v); return err }},
-	{Name: "6rd-prefix", Family: Inet6, Value: "IPv6 prefix", Doc: "the ISP's 6rd prefix (RFC 5969), on an `inet6 v4tunnel` stanza",
-		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Prefix, err = sixrdPrefix(v); return err }},
+	{Name: "6rd-prefix", Family: Inet6, Value: "IPv6 prefix, or dhcp", Doc: "the ISP's 6rd prefix (RFC 5969), on an `inet6 v4tunnel` stanza; `dhcp`: the prefix, relay and IPv4 mask length of DHCP option 212 in the lease of the interface 6rd-local names",
+		parse: func(c *Config, v, _ string) (err error) {
+			if v == "dhcp" {
+				c.sixrd().FromDHCP = true
+				return nil
+			}
+			c.sixrd().Prefix, err = sixrdPrefix(v)
+			return err
+		}},
 	{Name: "6rd-relay", Family: Inet6, Value: "IPv4 address", Doc: "the ISP's 6rd border relay",
 		parse: func(c *Config, v, _ string) (err error) { c.sixrd().Relay, err = ipv4(v); return err }},
 	{Name: "6rd-ipv4-masklen", Family: Inet6, Default: "0", Value: "0..32", Doc: "leading bits of the IPv4 address shared by the 6rd domain",

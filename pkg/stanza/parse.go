@@ -151,7 +151,7 @@ func Parse(environ []string, root string) (*Config, error) {
 	c.defaults()
 	// From here on, "missing" means not given at all: a bad value has
 	// been reported already.
-	for _, o := range []string{"address", "gateway", "pointopoint"} {
+	for _, o := range []string{"address", "gateway", "pointopoint", "local"} {
 		if v := env["IF_"+strings.ToUpper(o)]; v != "" {
 			given[o] = v
 		}
@@ -335,6 +335,23 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 	if !has("6rd-prefix") {
 		bad("6rd-prefix", "", "missing (the other 6rd options need it)")
 		return
+	}
+	if !has("local") {
+		// ifupdown's `ip tunnel add ... remote any` without a local
+		// address clashes with the fallback device sit0 ("No buffer space
+		// available").
+		bad("local", "", "missing: ifupdown's v4tunnel cannot create a sit tunnel without it (it would be sit0's twin); with 6rd-local IFACE any unicast IPv4 address will do, the tunnel's local address follows IFACE's")
+	}
+	if s.FromDHCP {
+		for _, o := range []string{"6rd-relay", "6rd-ipv4-masklen"} {
+			if has(o) {
+				bad(o, given[o], "comes from DHCP option 212 with 6rd-prefix dhcp (drop it, or give 6rd-prefix itself)")
+			}
+		}
+		if s.LocalIface == "" && !failed["6rd-local"] {
+			bad("6rd-local", given["6rd-local"], "6rd-prefix dhcp needs 6rd-local IFACE, the interface whose dhclient lease carries option 212")
+		}
+		return // the rest is checked when the option comes (sixrd.ParseOption)
 	}
 	if !has("6rd-relay") {
 		bad("6rd-relay", "", "missing (the ISP's border relay, an IPv4 address)")

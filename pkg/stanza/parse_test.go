@@ -107,7 +107,7 @@ func TestParseGood(t *testing.T) {
 				CheckInterval: DefaultCheckInterval, CheckDown: DefaultCheckDown, CheckUp: DefaultCheckUp,
 				Mark: connmark.Mark{ID: 102, Mask: connmark.DefaultMask}, Inbound: true,
 			}},
-		{"inet6 v4tunnel with 6rd, opted in by 6rd-prefix", env("sixrd", "inet6", "v4tunnel",
+		{"inet6 v4tunnel with 6rd, opted in by 6rd-prefix", env("sixrd", "inet6", "v4tunnel", "local 203.0.113.2",
 			"6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254", "6rd-ipv4-masklen 8", "6rd-local wana",
 			"6rd-lan lan0:ff"),
 			&Config{
@@ -120,7 +120,7 @@ func TestParseGood(t *testing.T) {
 					LocalIface: "wana"},
 				LAN: &LAN{Option: "6rd-lan", Value: "lan0:ff", Iface: "lan0", Subnet: 0xff},
 			}},
-		{"6rd-local as an address, a /64 delegated", env("sixrd", "inet6", "v4tunnel",
+		{"6rd-local as an address, a /64 delegated", env("sixrd", "inet6", "v4tunnel", "local 203.0.113.2",
 			"6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254", "6rd-local 198.51.100.2", "6rd-lan lan0"),
 			&Config{
 				Iface: "sixrd", Logical: "sixrd", Family: Inet6, Method: "v4tunnel", Mode: "start", Phase: "post-up",
@@ -237,7 +237,9 @@ func TestParseErrors(t *testing.T) {
 	table := func(v string) []string {
 		return env("wana", "inet", "static", "address 198.51.100.2/24", "gateway 198.51.100.1", "isp-table "+v)
 	}
-	tunnel := func(o ...string) []string { return env("sixrd", "inet6", "v4tunnel", o...) }
+	tunnel := func(o ...string) []string {
+		return env("sixrd", "inet6", "v4tunnel", append([]string{"local 203.0.113.2"}, o...)...)
+	}
 	const reserved = `reserved table (0, 253, 254, 255 are refused)`
 	for _, tc := range []struct {
 		env  []string
@@ -362,7 +364,7 @@ func TestParseErrors(t *testing.T) {
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 2001:db8::1"), `sixrd: 6rd-relay "2001:db8::1": not an IPv4 address`},
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay relay.example.net"), `sixrd: 6rd-relay "relay.example.net": not an IPv4 address`},
 		{tunnel("6rd-prefix 2001:db8::/32"), `sixrd: 6rd-relay: missing (the ISP's border relay, an IPv4 address)`},
-		{env("sixrd", "inet6", "v4tunnel", "isp-table ispb", "6rd-relay 192.0.2.1"),
+		{env("sixrd", "inet6", "v4tunnel", "local 203.0.113.2", "isp-table ispb", "6rd-relay 192.0.2.1"),
 			`sixrd: 6rd-prefix: missing (the other 6rd options need it)`},
 		{tunnel("6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-local eth0;ls"),
 			`sixrd: 6rd-local "eth0;ls": neither an interface name nor an IPv4 address`},
@@ -455,7 +457,7 @@ wana: isp-gateway: missing (set isp-gateway, or gateway, on a static stanza)`},
 			`wana: snat-form "10.1.0.0/24": unknown option (did you mean snat-from?)
 wana: isp-table: missing: snat-from does nothing without it (add isp-table to the stanza)`},
 		// A bad masklen is reported once, not again as a too long prefix.
-		{env("sixrd", "inet6", "v4tunnel", "6rd-prefix 2001:db8::/40", "6rd-ipv4-masklen 40", "6rd-lan lan0:zz"),
+		{env("sixrd", "inet6", "v4tunnel", "local 203.0.113.2", "6rd-prefix 2001:db8::/40", "6rd-ipv4-masklen 40", "6rd-lan lan0:zz"),
 			`sixrd: 6rd-ipv4-masklen "40": not a length from 0 to 32
 sixrd: 6rd-lan "lan0:zz": subnet id "zz" is not a hex number
 sixrd: 6rd-relay: missing (the ISP's border relay, an IPv4 address)`},
@@ -519,7 +521,7 @@ func TestDefaults(t *testing.T) {
 	}{
 		{"inet", "wana", "inet", "static", []string{"address 198.51.100.2/24", "gateway 198.51.100.1", "isp-table ispa"}},
 		{"inet6", "wana", "inet6", "static", []string{"address 2001:db8:a::2/64", "gateway 2001:db8:a::1", "isp-table ispa"}},
-		{"6rd", "sixrd", "inet6", "v4tunnel", []string{"isp-table ispb", "6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254"}},
+		{"6rd", "sixrd", "inet6", "v4tunnel", []string{"local 203.0.113.2", "isp-table ispb", "6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.254"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			implicit, err := Parse(env(tc.iface, tc.family, tc.method, tc.base...), root)
@@ -579,6 +581,36 @@ func TestNameChecks(t *testing.T) {
 	} {
 		if got := isIfname(s); got != want {
 			t.Errorf("isIfname(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+// 6rd-prefix dhcp takes the domain from option 212 of 6rd-local's lease:
+// the options that option gives are refused beside it, 6rd-local must be
+// an interface, and a v4tunnel stanza needs `local` for ifupdown to create
+// the tunnel at all.
+func TestParse6rdFromDHCP(t *testing.T) {
+	c, err := Parse(env("sixrd", "inet6", "v4tunnel", "local 192.0.2.2", "isp-table ispb", "6rd-prefix dhcp", "6rd-local wanb", "6rd-lan lan0"), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.SixRD; !s.FromDHCP || s.LocalIface != "wanb" || s.Prefix.IsValid() {
+		t.Errorf("6rd-prefix dhcp: %+v", s)
+	}
+	for _, tc := range []struct {
+		options []string
+		want    string
+	}{
+		{[]string{"local 192.0.2.2", "6rd-prefix dhcp", "6rd-local wanb", "6rd-relay 192.0.2.1"},
+			`sixrd: 6rd-relay "192.0.2.1": comes from DHCP option 212 with 6rd-prefix dhcp (drop it, or give 6rd-prefix itself)`},
+		{[]string{"local 192.0.2.2", "6rd-prefix dhcp", "6rd-local 192.0.2.2"},
+			`sixrd: 6rd-local "192.0.2.2": 6rd-prefix dhcp needs 6rd-local IFACE, the interface whose dhclient lease carries option 212`},
+		{[]string{"6rd-prefix 2001:db8::/32", "6rd-relay 192.0.2.1", "6rd-local wanb"},
+			"sixrd: local: missing: ifupdown's v4tunnel cannot create a sit tunnel without it (it would be sit0's twin); with 6rd-local IFACE any unicast IPv4 address will do, the tunnel's local address follows IFACE's"},
+	} {
+		_, err := Parse(env("sixrd", "inet6", "v4tunnel", tc.options...), root)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%v:\n got %v\nwant %s", tc.options, err, tc.want)
 		}
 	}
 }
