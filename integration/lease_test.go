@@ -1,0 +1,408 @@
+package integration
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ifisp/ifisp/internal/lab"
+)
+
+// The addresses of these tests: ISP B's DHCP server reserves oldB for the
+// router, then newB; wana keeps wanaAddr.
+const (
+	oldB     = "203.0.113.2"
+	newB     = "203.0.113.3"
+	wanaAddr = "198.51.100.2"
+)
+
+// dhcpLab builds a lab whose wanb gets its IPv4 address from a real DHCP
+// server at ISP B (dnsmasq, reserving oldB for the router), by the real
+// ifupdown and dhclient, with ifisp's hooks and its dhclient exit hook
+// installed (and the lab's recorder of dhclient's events after it), and
+// brings wana and wanb up. clientConf are lines for the router's
+// dhclient.conf. It returns with wanb bound to oldB.
+func dhcpLab(t *testing.T, clientConf ...string) (*lab.Lab, *lab.DHCPServer, *lab.AddrWatch) {
+	t.Helper()
+	l := lab.New(t)
+	l.Install(bin)
+	l.InstallDHCPHook(bin)
+	if len(clientConf) > 0 {
+		l.DHCPClientConfig(clientConf...)
+	}
+	l.RecordDHCPEnv()
+	srv := l.StartDHCP(&l.B)
+	l.Interfaces(lab.DHCPTwoISPs)
+	l.Whoami()
+	addrs := l.WatchAddrs()
+	up := time.Now()
+	l.MustIfup("wana", "wanb")
+	if _, ok := addrs.Wait(up, "wanb", oldB+"/24", true, 2*time.Second); !ok {
+		t.Fatalf("ifup wanb: wanb has not %s/24:\n%s\n%s\ndnsmasq:\n%s", oldB, l.Must(l.Router, "ip", "-4", "addr", "show", "dev", "wanb"), addrs, srv.Log())
+	}
+	l.WaitDHCPEvent(up, 2*time.Second, "BOUND to "+oldB, bound(oldB))
+	return l, srv, addrs
+}
+
+// bound matches dhclient's event that binds the lease of addr, after
+// which the exit hooks of that run, ifisp's first, have returned.
+func bound(addr string) func(lab.DHCPEvent) bool {
+	return func(e lab.DHCPEvent) bool {
+		switch e.Reason() {
+		case "BOUND", "RENEW", "REBIND", "REBOOT":
+			return e.Env["new_ip_address"] == addr
+		}
+		return false
+	}
+}
+
+// waitNATed waits until a LAN connection started at or after from is
+// answered from addr, as the internet host saw it.
+func waitNATed(t *testing.T, d *lab.Dialer, from time.Time, addr string, timeout time.Duration, what string) lab.Dial {
+	t.Helper()
+	p := netip.PrefixFrom(netip.MustParseAddr(addr), 32)
+	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
+		if dl, ok := d.FirstFrom(from, p); ok {
+			return dl
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new LAN connection answered from %s within %s %s", addr, timeout, what)
+		}
+	}
+}
+
+// settle waits until n more LAN connections, started one after another
+// from from on, are answered from addr, and returns when the last one
+// started.
+func settle(t *testing.T, d *lab.Dialer, from time.Time, addr string, n int) time.Time {
+	t.Helper()
+	for range n {
+		from = waitNATed(t, d, from, addr, 5*time.Second, "while settling").Start.Add(time.Nanosecond)
+	}
+	return from
+}
+
+// namesAddr matches a line that names addr (not a longer address that
+// begins with it).
+func namesAddr(addr string) *regexp.Regexp {
+	return regexp.MustCompile(`(^|[^0-9.])` + regexp.QuoteMeta(addr) + `([^0-9]|$)`)
+}
+
+// leftovers returns what in the router still names addr: IPv4 policy
+// rules, routes in any table, iptables-save lines, registry files of the
+// lab's run directory, and conntrack entries NATed to it (whose reply
+// goes to addr although their original source is another).
+func leftovers(t *testing.T, l *lab.Lab, addr string) []string {
+	t.Helper()
+	re := namesAddr(addr)
+	var found []string
+	add := func(what, out string) {
+		for _, line := range strings.Split(out, "\n") {
+			if re.MatchString(line) {
+				found = append(found, what+": "+strings.TrimSpace(line))
+			}
+		}
+	}
+	add("ip rule", l.Must(l.Router, "ip", "-4", "rule"))
+	add("ip route", l.Must(l.Router, "ip", "-4", "route", "show", "table", "all"))
+	add("iptables-save", l.Must(l.Router, "iptables-save"))
+	files, _ := filepath.Glob(filepath.Join(l.RunDir, "links", "*.json"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add("registry "+filepath.Base(f), string(b))
+	}
+	for _, e := range natedTo(l.Must(l.Router, "conntrack", "-L", "-f", "ipv4"), addr) {
+		found = append(found, "conntrack: "+e)
+	}
+	return found
+}
+
+// natedTo returns the lines of `conntrack -L` output whose flow is NATed
+// to addr: the reply tuple's destination is addr, the original source is
+// not (the router's own flows from addr, dhclient's renewals, are not
+// NATed).
+func natedTo(out, addr string) []string {
+	var nated []string
+	for _, line := range strings.Split(out, "\n") {
+		var src, dst []string
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "src="); ok {
+				src = append(src, v)
+			}
+			if v, ok := strings.CutPrefix(f, "dst="); ok {
+				dst = append(dst, v)
+			}
+		}
+		if len(src) >= 2 && len(dst) >= 2 && dst[1] == addr && src[0] != addr {
+			nated = append(nated, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return nated
+}
+
+// wanaPart is the part of the router's state that is wana's (ISP A's):
+// every line naming wana, its addresses, or its table.
+func wanaPart(s lab.State) lab.State {
+	keep := func(lines []string) []string {
+		var kept []string
+		for _, l := range lines {
+			if strings.Contains(l, "wana") || strings.Contains(l, "198.51.100.") || strings.Contains(l, "2001:db8:a:") || strings.Contains(l, "ispa") {
+				kept = append(kept, l)
+			}
+		}
+		return kept
+	}
+	return lab.State{
+		Rules4: keep(s.Rules4), Rules6: keep(s.Rules6), Routes4: keep(s.Routes4), Routes6: keep(s.Routes6),
+		IPTables: keep(s.IPTables), IP6Tables: keep(s.IP6Tables), Links: keep(s.Links), Registry: keep(s.Registry),
+	}
+}
+
+// present fails the test unless out has a line matching each of want.
+func present(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !regexp.MustCompile("(?m)" + w).MatchString(out) {
+			t.Errorf("%s has no line matching %q:\n%s", what, w, out)
+		}
+	}
+}
+
+// events lists dhclient's events at or after from, one a line.
+func events(l *lab.Lab, from time.Time) string {
+	var lines []string
+	for _, e := range l.DHCPEvents() {
+		if !e.At.Before(from) {
+			lines = append(lines, e.String())
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// renewals checks the lab's premise: dhclient renews oldB every few
+// seconds, and a renewal that keeps the address leaves the router's state
+// as it was (ifisp's hook runs at each one). It returns the renewal
+// periods dnsmasq's ACKs show.
+func renewals(t *testing.T, l *lab.Lab, srv *lab.DHCPServer) []time.Duration {
+	t.Helper()
+	renewed := func(from time.Time) lab.DHCPEvent {
+		t.Helper()
+		return l.WaitDHCPEvent(from, 3*lab.DHCPRenew, "RENEW of "+oldB, func(e lab.DHCPEvent) bool {
+			return e.Reason() == "RENEW" && e.Env["new_ip_address"] == oldB && e.Env["old_ip_address"] == oldB
+		})
+	}
+	first := renewed(time.Now())
+	l.WaitLinkWatch(5 * time.Second)
+	before := l.State()
+	renewed(first.At.Add(time.Nanosecond))
+	if diff := lab.StateDiff(before, l.State()); diff != "" {
+		t.Errorf("a renewal of the same address changed the router's state (-before +after):\n%s", diff)
+	}
+	var acks []time.Time
+	for _, r := range srv.Replies() {
+		if r.Kind == "DHCPACK" && r.Addr == oldB {
+			acks = append(acks, r.At)
+		}
+	}
+	var periods []time.Duration
+	for i := 1; i < len(acks); i++ {
+		p := acks[i].Sub(acks[i-1])
+		periods = append(periods, p.Round(10*time.Millisecond))
+		if p > 2*lab.DHCPRenew {
+			t.Errorf("dhclient renewed %v after the previous ACK, want at most %v (T1 is %v)", p, 2*lab.DHCPRenew, lab.DHCPRenew)
+		}
+	}
+	return periods
+}
+
+// TestDHCPv4AddressChange moves the DHCP server's reservation for the
+// router from oldB to newB while a LAN host opens a new IPv4 connection
+// every 20 ms: at its next renewal the router gets a DHCPNAK, drops oldB
+// (dhclient's EXPIRE), starts over and is bound to newB (BOUND), and
+// ifisp-lease, run by the exit hook each time, must move wanb's `from`
+// rule, ISP table routes, SNAT and egress guard, and registry record to
+// newB and delete the flows NATed to oldB. The LAN must be NATed to newB
+// within a second of the router having it, no ISP may see a spoofed
+// packet, and nothing of ISP A's may change.
+func TestDHCPv4AddressChange(t *testing.T) {
+	l, srv, addrs := dhcpLab(t)
+	dialer := l.StartDialerTo(lab.Internet, 3000) // 60 s at most
+	defer dialer.Stop()
+	waitNATed(t, dialer, time.Now(), oldB, 10*time.Second, "after ifup")
+	periods := renewals(t, l, srv)
+	t.Logf("dhclient renews every %v (dnsmasq's ACKs; T1 %v)", periods, lab.DHCPRenew)
+	if code, out := statusCode(l); code != 0 {
+		t.Errorf("ifisp status before the change: exit %d, want 0:\n%s", code, out)
+	}
+
+	wanaBefore := wanaPart(l.State())
+	spoofed, spoofedBefore := l.Spoofed(), spoofedBy(l)
+	fromOld := l.CountFrom(&l.B, oldB)
+	changed := time.Now()
+	srv.Reserve(newB)
+	moved, ok := addrs.Wait(changed, "wanb", newB+"/24", true, 3*lab.DHCPRenew)
+	if !ok {
+		t.Fatalf("wanb has not %s/24 %v after the reservation moved; dhclient ran:\n%s\naddresses:\n%s\ndnsmasq:\n%s",
+			newB, 3*lab.DHCPRenew, events(l, changed), addrs, srv.Log())
+	}
+	atAddr := spoofedBy(l)
+	first := waitNATed(t, dialer, moved.At, newB, 10*time.Second, "after the router got it")
+	atFirst := spoofedBy(l)
+	done := l.WaitDHCPEvent(changed, 10*time.Second, "BOUND to "+newB, bound(newB))
+
+	var nak time.Time
+	for _, r := range srv.Replies() {
+		if r.Kind == "DHCPNAK" && r.Addr == oldB && !r.At.Before(changed) {
+			nak = r.At
+			break
+		}
+	}
+	gone, _ := addrs.Wait(changed, "wanb", oldB+"/24", false, 0) // before moved: recorded
+	natDelay := first.Done.Sub(moved.At)
+	t.Logf("LAN NATed to %s %v after wanb got it (that connection started %v after); ifisp's hook done %v after; "+
+		"DHCPNAK %v after the reservation moved, %s gone %v before %s came",
+		newB, natDelay.Round(time.Millisecond), first.Start.Sub(moved.At).Round(time.Millisecond), done.At.Sub(moved.At).Round(time.Millisecond),
+		nak.Sub(changed).Round(time.Millisecond), oldB, moved.At.Sub(gone.At).Round(time.Millisecond), newB)
+	t.Logf("dhclient's events after the move:\n%s", events(l, changed))
+	if natDelay > time.Second {
+		t.Errorf("the LAN was NATed to %s %v after wanb got it, want within 1s", newB, natDelay)
+	}
+
+	// The hooks of the BOUND run have returned: nothing may name oldB.
+	if left := leftovers(t, l, oldB); len(left) > 0 {
+		t.Errorf("after the BOUND to %s, the router still names %s:\n%s", newB, oldB, strings.Join(left, "\n"))
+	}
+	present(t, "ip -4 rule", l.Must(l.Router, "ip", "-4", "rule"), `from `+regexp.QuoteMeta(newB)+` lookup ispb`)
+	present(t, "ip route show table ispb", l.Must(l.Router, "ip", "-4", "route", "show", "table", "ispb"), `^default via 203\.0\.113\.1 dev wanb`)
+	present(t, "iptables-save", l.Must(l.Router, "iptables-save"), `-j SNAT --to-source `+regexp.QuoteMeta(newB)+`\b`)
+	if b, err := os.ReadFile(filepath.Join(l.RunDir, "links", "wanb.inet.json")); err != nil || !namesAddr(newB).Match(b) {
+		t.Errorf("the registry's wanb.inet.json does not name %s (%v):\n%s", newB, err, b)
+	}
+	if code, out := statusCode(l); code != 0 {
+		t.Errorf("ifisp status after the change: exit %d, want 0:\n%s", code, out)
+	}
+
+	// No packet from oldB reaches ISP B once the hook has returned,
+	// counted until 25 new connections after it were answered from newB,
+	// and every connection started after it is NATed to newB.
+	oldAtDone := fromOld()
+	settled := settle(t, dialer, done.At, newB, 25)
+	if n := fromOld() - oldAtDone; n != 0 {
+		t.Errorf("%d packets from %s reached ISP B after ifisp's hook for the BOUND to %s returned (%d between the reservation's move and then)", n, oldB, newB, oldAtDone)
+	}
+	for _, d := range dialer.Answered(done.At, settled) {
+		if d.Src.String() != newB {
+			t.Errorf("a LAN connection started %v after the hook returned was answered from %s, want %s", d.Start.Sub(done.At), d.Src, newB)
+		}
+	}
+	if n := l.Spoofed() - spoofed; n != 0 {
+		t.Errorf("the ISPs dropped %d spoofed packets after the reservation moved (by ISP and family: before %v, when wanb got %s %v, at the first connection from it %v, now %v)",
+			n, spoofedBefore, newB, atAddr, atFirst, spoofedBy(l))
+	}
+	if diff := lab.StateDiff(wanaBefore, wanaPart(l.State())); diff != "" {
+		t.Errorf("wana's rules, routes, chains or record changed with wanb's lease (-before +after):\n%s", diff)
+	}
+}
+
+// leaseTime is the lease TestDHCPv4LeaseLost's dhclient believes it has:
+// dnsmasq gives none shorter than 2 minutes, and dhclient applies a
+// `supersede dhcp-lease-time` of its dhclient.conf to every lease it
+// receives, its timers included (and the environment of its script, and
+// the address's valid_lft that dhclient-script gives the kernel). The
+// server's T1 and T2, shorter, stay the server's.
+const leaseTime = 20 * time.Second
+
+// TestDHCPv4LeaseLost kills ISP B's DHCP server while the LAN host opens
+// a new IPv4 connection every 20 ms: dhclient's renewals and rebinds go
+// unanswered, and when the lease runs out (leaseTime) dhclient-script
+// drops oldB (EXPIRE; the kernel drops it too, at the end of its
+// valid_lft, whichever comes first). The LAN must be NATed to wana within
+// a second of oldB going, nothing may name oldB after ifisp's hook for the
+// EXPIRE returned, `ifisp status` must find the kernel as the plans say,
+// no ISP may see a spoofed packet, and nothing of ISP A's may change. When
+// the server comes back, dhclient (which keeps asking) is bound to oldB
+// again, and the LAN must be NATed to it within a second.
+func TestDHCPv4LeaseLost(t *testing.T) {
+	l, srv, addrs := dhcpLab(t, fmt.Sprintf("supersede dhcp-lease-time %d;", int(leaseTime.Seconds())))
+	dialer := l.StartDialerTo(lab.Internet, 5000) // 100 s at most
+	defer dialer.Stop()
+	waitNATed(t, dialer, time.Now(), oldB, 10*time.Second, "after ifup")
+	if code, out := statusCode(l); code != 0 {
+		t.Errorf("ifisp status before the server stops: exit %d, want 0:\n%s", code, out)
+	}
+	wanaBefore := wanaPart(l.State())
+	spoofed, spoofedBefore := l.Spoofed(), spoofedBy(l)
+	fromOld := l.CountFrom(&l.B, oldB)
+
+	stopped := time.Now()
+	srv.Stop()
+	gone, ok := addrs.Wait(stopped, "wanb", oldB+"/24", false, leaseTime+10*time.Second)
+	if !ok {
+		t.Fatalf("wanb still has %s %v after the server stopped; dhclient ran:\n%s\naddresses:\n%s", oldB, leaseTime+10*time.Second, events(l, stopped), addrs)
+	}
+	first := waitNATed(t, dialer, gone.At, wanaAddr, 10*time.Second, "after the lease ran out")
+	expired := l.WaitDHCPEvent(stopped, 10*time.Second, "EXPIRE of "+oldB, func(e lab.DHCPEvent) bool {
+		return e.Reason() == "EXPIRE" && e.Env["old_ip_address"] == oldB
+	})
+	delay := first.Done.Sub(gone.At)
+	t.Logf("%s gone %v after the server stopped, dhclient's EXPIRE hooks done %v after that; LAN NATed to wana %v after %s went (that connection started %v after)",
+		oldB, gone.At.Sub(stopped).Round(time.Millisecond), expired.At.Sub(gone.At).Round(time.Millisecond), delay.Round(time.Millisecond), oldB, first.Start.Sub(gone.At).Round(time.Millisecond))
+	t.Logf("dhclient's events after the server stopped:\n%s", events(l, stopped))
+	if delay > time.Second {
+		t.Errorf("the LAN was NATed to wana %v after the lease ran out, want within 1s", delay)
+	}
+	if left := leftovers(t, l, oldB); len(left) > 0 {
+		t.Errorf("after the EXPIRE, the router still names %s:\n%s", oldB, strings.Join(left, "\n"))
+	}
+	// A plan the kernel does not match is one ifisp-watch would repair:
+	// it would put oldB's rules back.
+	if code, out := statusCode(l); code != 0 {
+		t.Errorf("ifisp status after the lease ran out: exit %d, want 0:\n%s", code, out)
+	}
+	oldAtExpired := fromOld()
+	settled := settle(t, dialer, expired.At, wanaAddr, 25)
+	if n := fromOld() - oldAtExpired; n != 0 {
+		t.Errorf("%d packets from %s reached ISP B after ifisp's hook for the EXPIRE returned", n, oldB)
+	}
+	atExpired := spoofedBy(l)
+	if diff := lab.StateDiff(wanaBefore, wanaPart(l.State())); diff != "" {
+		t.Errorf("wana's rules, routes, chains or record changed when wanb's lease ran out (-before +after):\n%s", diff)
+	}
+
+	// The server comes back; dhclient, in INIT since the EXPIRE, sends
+	// a DISCOVER at least every 15 s (backoff-cutoff) for 60 s (timeout)
+	// before it would give up for 5 minutes (retry): this is well
+	// within.
+	restarted := time.Now()
+	srv.Start()
+	back, ok := addrs.Wait(restarted, "wanb", oldB+"/24", true, 30*time.Second)
+	if !ok {
+		t.Fatalf("wanb has not %s again 30s after the server came back; dhclient ran:\n%s\ndnsmasq:\n%s", oldB, events(l, settled), srv.Log())
+	}
+	again := waitNATed(t, dialer, back.At, oldB, 10*time.Second, "after the server came back")
+	done := l.WaitDHCPEvent(restarted, 10*time.Second, "BOUND to "+oldB, bound(oldB))
+	delay = again.Done.Sub(back.At)
+	t.Logf("%s back %v after the server came back; LAN NATed to it %v after (ifisp's hook done %v after)",
+		oldB, back.At.Sub(restarted).Round(time.Millisecond), delay.Round(time.Millisecond), done.At.Sub(back.At).Round(time.Millisecond))
+	if delay > time.Second {
+		t.Errorf("the LAN was NATed to %s %v after wanb had it again, want within 1s", oldB, delay)
+	}
+	settle(t, dialer, done.At, oldB, 25)
+	if code, out := statusCode(l); code != 0 {
+		t.Errorf("ifisp status after the lease came back: exit %d, want 0:\n%s", code, out)
+	}
+	if n := l.Spoofed() - spoofed; n != 0 {
+		t.Errorf("the ISPs dropped %d spoofed packets after the server stopped (by ISP and family: before %v, after the EXPIRE %v, now %v)", n, spoofedBefore, atExpired, spoofedBy(l))
+	}
+	if diff := lab.StateDiff(wanaBefore, wanaPart(l.State())); diff != "" {
+		t.Errorf("wana's rules, routes, chains or record changed when wanb's lease came back (-before +after):\n%s", diff)
+	}
+}
