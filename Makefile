@@ -81,7 +81,7 @@ install: build man
 	install -m 0644 bin/ifisp-watch.service $(DESTDIR)$(SYSTEMDUNITDIR)/
 	install -d $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
-	install -m 0644 examples/*.interfaces $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 examples/*.interfaces examples/*.conf $(DESTDIR)$(DOCDIR)/examples/
 	for page in $(MANPAGES); do install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/ || exit 1; done
 	for binary in $(HOOK_BINARIES); do ln -sfn ifisp-hooks.8 $(DESTDIR)$(MANDIR)/man8/$$binary.8 || exit 1; done
 	install -d $(DESTDIR)$(SYSCONFDIR)/ifisp/notify.d
@@ -151,7 +151,7 @@ test-vm:
 	$(MAKE) deb DEB_ARCHES=amd64
 	vm/run.sh ./vm/selftest
 	IFISP_VM_DEB=bin/deb/ifisp_$(VERSION)_amd64.deb vm/run.sh ./integration -- \
-		-test.run='^(TestSixRD.*|TestVLANWAN|TestImpairedUplink|TestPackagedWAN)$$'
+		-test.run='^(TestSixRD.*|TestVLANWAN|TestImpairedUplink|TestPackagedWAN|TestPPPoE)$$'
 
 # The VM tier's systemd scenario (vm/systemd.sh, see vm/README.md): a
 # Debian 12 root booted with systemd as PID 1, the amd64 package of `make

@@ -144,7 +144,7 @@ func wantedFiles(t *testing.T) map[string]fs.FileMode {
 			want["/usr/share/man/man8/"+b+".8.gz"] = 0o644
 		}
 	}
-	examples, _ := filepath.Glob(filepath.Join(lab.Root(), "examples/*.interfaces"))
+	examples, _ := filepath.Glob(filepath.Join(lab.Root(), "examples/*"))
 	for _, e := range examples {
 		want["/usr/share/doc/ifisp/examples/"+filepath.Base(e)] = 0o644
 	}
