@@ -12,6 +12,7 @@ import (
 
 	"github.com/ifisp/ifisp/pkg/hook"
 	"github.com/ifisp/ifisp/pkg/linkhook"
+	"github.com/ifisp/ifisp/pkg/nat"
 	"github.com/ifisp/ifisp/pkg/policy"
 	"github.com/ifisp/ifisp/pkg/registry"
 	"github.com/ifisp/ifisp/pkg/rundir"
@@ -241,10 +242,23 @@ func takeDown(h *netlink.Handle, rec *registry.Link, root string, e Event, keep 
 		return err
 	}
 	err = errors.Join(linkhook.Run(h, c, "if-down.d"), linkhook.Run(h, c, "if-post-down.d"))
-	if keep {
-		err = errors.Join(err, registry.Write(&registry.Link{Iface: rec.Iface, Family: rec.Family, Stanza: rec.Stanza, Lost: true}))
+	if !keep {
+		return err
 	}
-	return err
+	lost := &registry.Link{Iface: rec.Iface, Family: rec.Family, Stanza: rec.Stanza, Lost: true}
+	if rec.Chains != nil {
+		// dhclient-script puts the next lease's address and default
+		// route in before it runs this hook: until the link is up on
+		// them, nothing may leave by it.
+		closed := (&nat.Link{Config: c}).Closed()
+		b, berr := nat.NewExec(c.Family)
+		if berr == nil {
+			berr = nat.Apply(b, closed)
+		}
+		err = errors.Join(err, berr)
+		lost.Chains = &closed
+	}
+	return errors.Join(err, registry.Write(lost))
 }
 
 // config parses the recorded stanza env as ifupdown would export it in

@@ -245,6 +245,18 @@ func (l *Link) Chains() Chains {
 	}}
 }
 
+// Closed renders the chains of a link whose lease is lost: an egress
+// guard that drops every packet leaving by it, and nothing else. The
+// next lease's address and default route come before its hook can put
+// the SNAT rules back (dhclient-script adds them, then runs its hooks):
+// until then, a new LAN flow would leave un-NATed. The link's next up
+// replaces them.
+func (l *Link) Closed() Chains {
+	return Chains{Iface: l.Config.Iface, Mask: l.Config.Mark.Mask, Rules: map[string][]string{
+		GuardChain: {l.comment("no lease: egress guard") + " -j DROP"},
+	}}
+}
+
 // Apply brings the tables to ch as Up does, without Up's checks: it puts
 // back what another tool deleted.
 func Apply(b Backend, ch Chains) error { return apply(b, ch.Iface, ch.steps(), nil) }
