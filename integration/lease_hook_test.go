@@ -193,8 +193,12 @@ func TestLeaseHook(t *testing.T) {
 		if !contains(down.Registry, `"lost":true`) {
 			t.Errorf("wanb's record does not say its lease is lost:\n%s", strings.Join(down.Registry, "\n"))
 		}
-		if code, out := statusCode(l); code != 0 {
+		st, code, out := statusJSON(t, l)
+		if code != 0 {
 			t.Errorf("ifisp status with wanb's lease lost: exit %d:\n%s", code, out)
+		}
+		if len(st.Waiting) != 1 || st.Waiting[0].Iface != "wanb" || st.Waiting[0].Family != "inet" {
+			t.Errorf("ifisp status does not show wanb waiting for its lease: %+v", st.Waiting)
 		}
 		l.Must(l.Router, "sh", "-c", "ip addr add 203.0.113.3/24 dev wanb && ip route add default via 203.0.113.1 dev wanb")
 		if out, ok := leaseHook(t, l, hook, "reason=BOUND", "interface=wanb", "new_ip_address=203.0.113.3", "new_routers=203.0.113.1"); !ok {

@@ -51,6 +51,33 @@ type Status struct {
 	// Links are the links in the registry (every ISP stanza whose ifup
 	// went through), sorted by interface, then family. Empty, never null.
 	Links []Link `json:"links"`
+	// Waiting are the stanzas that are up as far as ifupdown knows but
+	// whose link is not: a lost DHCP lease, a PPP stanza between
+	// sessions, an inet6 dhcp stanza before its router advertisement.
+	// Empty, never null.
+	Waiting []Waiting `json:"waiting"`
+}
+
+// Waiting is a stanza whose link waits for its lease, session or default.
+type Waiting struct {
+	Iface  string        `json:"iface"`
+	Family stanza.Family `json:"family"`
+	// For is what brings the link up: "a DHCP lease", "a PPP session",
+	// "a router advertisement".
+	For string `json:"for"`
+}
+
+// waitingFor says what a Lost record waits for, from its stanza.
+func waitingFor(r registry.Link) string {
+	switch {
+	case r.StanzaValue("METHOD") == "ppp":
+		return "a PPP session (pppd's ip-up)"
+	case r.Family == stanza.Inet6 && r.StanzaValue("METHOD") == "dhcp":
+		return "a router advertisement (its default)"
+	case r.StanzaValue("IF_6RD_LOCAL") != "":
+		return "an IPv4 lease on " + r.StanzaValue("IF_6RD_LOCAL")
+	}
+	return "a DHCP lease"
 }
 
 // Monitor is the health monitor, ifisp-watch.
@@ -249,7 +276,16 @@ func Gather(h *netlink.Handle, opt Options) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading ifisp-watch's state: %w", err)
 	}
-	s := &Status{RunDir: rundir.Dir(), Links: []Link{}}
+	s := &Status{RunDir: rundir.Dir(), Links: []Link{}, Waiting: []Waiting{}}
+	all, err := registry.All()
+	if err != nil {
+		return nil, fmt.Errorf("reading the registry: %w", err)
+	}
+	for _, r := range all {
+		if r.Lost && len(r.Stanza) > 0 {
+			s.Waiting = append(s.Waiting, Waiting{Iface: r.Iface, Family: r.Family, For: waitingFor(r)})
+		}
+	}
 	if ws != nil {
 		s.Monitor = &Monitor{PID: ws.PID, Running: alive(ws.PID), Written: ws.Written}
 	}

@@ -64,6 +64,7 @@ func fixed() *Status {
 			},
 			Problems: []string{"no carrier"},
 		}},
+		Waiting: []Waiting{{Iface: "wanc", Family: "inet", For: "a DHCP lease"}},
 	}
 }
 

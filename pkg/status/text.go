@@ -25,6 +25,9 @@ func Write(w io.Writer, s *Status) error {
 	if len(s.Links) == 0 {
 		fmt.Fprintf(tw, "\nno ISP link is up (%s/links is empty)\n", s.RunDir)
 	}
+	for _, wl := range s.Waiting {
+		fmt.Fprintf(tw, "\n%s %s: down, waiting for %s\n", wl.Iface, wl.Family, wl.For)
+	}
 	for _, l := range s.Links {
 		fmt.Fprintf(tw, "\n%s %s: table %s, %s via %s, ifup at %s\n", l.Iface, l.Family, table(l), l.Address, l.Gateway, l.Registered.Local().Format(timeFormat))
 		row := func(name, format string, args ...any) {
