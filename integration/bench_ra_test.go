@@ -31,7 +31,7 @@ func BenchmarkRAFailover(b *testing.B) {
 		// an ifdown trial about a second: 4000 connections (80 s) cover
 		// both series with room to spare.
 		d := l.StartDialer(4000)
-		firstVia(b, d, time.Now(), pb, 5*time.Second, "before the first trial")
+		answered(b, d, time.Now(), pb, 5*time.Second, "before the first trial")
 
 		// heard is when the LAN host heard B's prefix deprecated after at.
 		heard := func(at time.Time, what string) time.Duration {
@@ -45,19 +45,19 @@ func BenchmarkRAFailover(b *testing.B) {
 		for trial := range trials {
 			at := time.Now()
 			l.Upstream(&l.B, 6, 1)
-			cut = append(cut, firstVia(b, d, at, pa, 5*time.Second, fmt.Sprintf("cut %d", trial+1)).Sub(at))
+			cut = append(cut, answered(b, d, at, pa, 5*time.Second, fmt.Sprintf("cut %d", trial+1)).Done.Sub(at))
 			cutRA = append(cutRA, heard(at, fmt.Sprintf("cut %d", trial+1)))
 			l.Upstream(&l.B, 6, 0)
 			w.WaitFor("wanb", "inet6", watch.Up, false, 10*time.Second)
-			firstVia(b, d, time.Now(), pb, 5*time.Second, fmt.Sprintf("after cut %d", trial+1))
+			answered(b, d, time.Now(), pb, 5*time.Second, fmt.Sprintf("after cut %d", trial+1))
 		}
 		for trial := range trials {
 			at := time.Now()
 			l.MustIfdown("wanb")
-			down = append(down, firstVia(b, d, at, pa, 5*time.Second, fmt.Sprintf("ifdown %d", trial+1)).Sub(at))
+			down = append(down, answered(b, d, at, pa, 5*time.Second, fmt.Sprintf("ifdown %d", trial+1)).Done.Sub(at))
 			downRA = append(downRA, heard(at, fmt.Sprintf("ifdown %d", trial+1)))
 			l.MustIfup("wanb")
-			firstVia(b, d, time.Now(), pb, 5*time.Second, fmt.Sprintf("after ifdown %d", trial+1))
+			answered(b, d, time.Now(), pb, 5*time.Second, fmt.Sprintf("after ifdown %d", trial+1))
 		}
 		d.Stop()
 		if n := l.Spoofed(); n != 0 {

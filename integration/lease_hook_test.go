@@ -61,14 +61,7 @@ func TestLeaseHook(t *testing.T) {
 	old, moved := netip.MustParsePrefix("203.0.113.2/32"), netip.MustParsePrefix("203.0.113.3/32")
 	first := func(from time.Time, p netip.Prefix, what string) lab.Dial {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if d, ok := dialer.FirstFrom(from, p); ok {
-				return d
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no new LAN connection from %s answered %s", p, what)
-			}
-		}
+		return answered(t, dialer, from, p, 10*time.Second, what)
 	}
 	first(time.Now(), old, "before the move")
 	before := l.State()

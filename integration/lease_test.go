@@ -65,15 +65,7 @@ func bound(addr string) func(lab.DHCPEvent) bool {
 // answered from addr, as the internet host saw it.
 func waitNATed(t *testing.T, d *lab.Dialer, from time.Time, addr string, timeout time.Duration, what string) lab.Dial {
 	t.Helper()
-	p := netip.PrefixFrom(netip.MustParseAddr(addr), 32)
-	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
-		if dl, ok := d.FirstFrom(from, p); ok {
-			return dl
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new LAN connection answered from %s within %s %s", addr, timeout, what)
-		}
-	}
+	return answered(t, d, from, netip.PrefixFrom(netip.MustParseAddr(addr), 32), timeout, what)
 }
 
 // settle waits until n more LAN connections, started one after another

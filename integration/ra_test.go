@@ -99,21 +99,6 @@ func is(s string) func(string) bool { return func(got string) bool { return got 
 // run down since it left the registry.
 func deprecatedNow(got string) bool { return strings.HasSuffix(got, "/0") && got != "-" }
 
-// firstVia waits (timeout at most) for the LAN host's first new TCP
-// connection, started at or after from, that the internet host saw coming
-// from prefix p, and returns when its answer came.
-func firstVia(t testing.TB, d *lab.Dialer, from time.Time, p netip.Prefix, timeout time.Duration, what string) time.Time {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
-		if dl, ok := d.FirstFrom(from, p); ok {
-			return dl.Done
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no new connection from %s answered within %s; answered since: %+v", what, p, timeout, d.Answered(from, time.Now()))
-		}
-	}
-}
-
 // TestRAFailover is the IPv6 story end to end: a SLAAC host on
 // the LAN numbered from both ISPs, B preferred. B's upstream dies (carrier
 // up): B's prefix is deprecated in the very next advertisement, and new
@@ -151,7 +136,7 @@ func TestRAFailover(t *testing.T) {
 	d := l.StartDialer(4000) // 80 s of new connections at most
 	defer d.Stop()
 	start := time.Now()
-	firstVia(t, d, start, pb, 5*time.Second, "both up")
+	answered(t, d, start, pb, 5*time.Second, "both up")
 
 	// B's upstream dies behind a modem that keeps carrier.
 	l.Upstream(&l.B, 6, 0)
@@ -159,7 +144,7 @@ func TestRAFailover(t *testing.T) {
 	l.Upstream(&l.B, 6, 1)
 	w.WaitFor("wanb", "inet6", watch.Down, true, 10*time.Second)
 	waitRA(t, w, cap, cut, 3*time.Second, "B's upstream cut", pa, pb, is(full), is(deprecated))
-	viaA := firstVia(t, d, cut, pa, 5*time.Second, "B's upstream cut")
+	viaA := answered(t, d, cut, pa, 5*time.Second, "B's upstream cut").Done
 	t.Logf("B's upstream cut: first new connection via A answered %s after the cut", viaA.Sub(cut).Round(time.Millisecond))
 	if addrs := l.HostAddrs6(); !addrs[hostAddr(addrs, pb)] || addrs[hostAddr(addrs, pa)] {
 		t.Errorf("after the cut the LAN host's addresses are (address: deprecated) %v, want B's deprecated and A's not", addrs)
@@ -169,19 +154,19 @@ func TestRAFailover(t *testing.T) {
 	l.Upstream(&l.B, 6, 0)
 	w.WaitFor("wanb", "inet6", watch.Up, false, 10*time.Second)
 	back := waitRA(t, w, cap, healed, 3*time.Second, "B healed", pa, pb, is(full), is(full))
-	firstVia(t, d, back.At, pb, 5*time.Second, "B healed")
+	answered(t, d, back.At, pb, 5*time.Second, "B healed")
 
 	// ifdown of B: its stanzas leave the registry, its prefix is announced
 	// deprecated at once, and A carries the new connections.
 	down := time.Now()
 	l.MustIfdown("wanb")
 	waitRA(t, w, cap, down, 3*time.Second, "ifdown wanb", pa, pb, is(full), deprecatedNow)
-	firstVia(t, d, down, pa, 5*time.Second, "ifdown wanb")
+	answered(t, d, down, pa, 5*time.Second, "ifdown wanb")
 
 	up := time.Now()
 	l.MustIfup("wanb")
 	back = waitRA(t, w, cap, up, 3*time.Second, "ifup wanb", pa, pb, is(full), is(full))
-	firstVia(t, d, back.At, pb, 5*time.Second, "ifup wanb")
+	answered(t, d, back.At, pb, 5*time.Second, "ifup wanb")
 
 	// Both upstreams dead: the last resort deprecates neither.
 	l.Upstream(&l.A, 6, 0)

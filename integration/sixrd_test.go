@@ -304,7 +304,7 @@ func TestSixRDWatched(t *testing.T) {
 	waitRA(t, w, cap, time.Time{}, 5*time.Second, "both up", pa, p6rd, is(full), is(full))
 	d := l.StartDialer(1500) // 30 s at most
 	defer d.Stop()
-	firstVia(t, d, time.Now(), p6rd, 5*time.Second, "both up")
+	answered(t, d, time.Now(), p6rd, 5*time.Second, "both up")
 
 	cut := time.Now()
 	// The relay stops taking 6in4 (protocol 41); B's IPv4 stays up.
@@ -314,14 +314,14 @@ func TestSixRDWatched(t *testing.T) {
 		t.Errorf("the relay is dead, yet the main table still has the tunnel's default:\n%s", out)
 	}
 	waitRA(t, w, cap, cut, 3*time.Second, "relay dead", pa, p6rd, is(full), is(deprecated))
-	viaA := firstVia(t, d, cut, pa, 5*time.Second, "relay dead")
+	viaA := answered(t, d, cut, pa, 5*time.Second, "relay dead").Done
 	t.Logf("relay dead: first new connection via A answered %s after", viaA.Sub(cut).Round(time.Millisecond))
 
 	healed := time.Now()
 	l.Must(l.B.NS, "iptables", "-w", "-D", "INPUT", "-p", "41", "-j", "DROP")
 	w.WaitFor("sixrd", "inet6", watch.Up, false, 10*time.Second)
 	back := waitRA(t, w, cap, healed, 3*time.Second, "relay back", pa, p6rd, is(full), is(full))
-	firstVia(t, d, back.At, p6rd, 5*time.Second, "relay back")
+	answered(t, d, back.At, p6rd, 5*time.Second, "relay back")
 	noSpoofing(t, l)
 
 	// ifdown lets the monitor go of the tunnel before it goes.
