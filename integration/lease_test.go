@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/ifisp/ifisp/internal/lab"
+	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/sixrd"
 )
 
 // The addresses of these tests: ISP B's DHCP server reserves oldB for the
@@ -396,5 +399,71 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	}
 	if diff := lab.StateDiff(wanaBefore, wanaPart(l.State())); diff != "" {
 		t.Errorf("wana's rules, routes, chains or record changed when wanb's lease came back (-before +after):\n%s", diff)
+	}
+}
+
+// TestDHCPv4Option6RD: option 212 from a real server, with the shipped
+// dhclient.conf lines, is recorded with wanb's link for `6rd-prefix dhcp`;
+// an option 212 no 6rd domain can be, and a lease without a router, are
+// refused: the record and the kernel keep what they had, and dhclient
+// keeps renewing its lease.
+func TestDHCPv4Option6RD(t *testing.T) {
+	conf, err := os.ReadFile(filepath.Join(lab.Root(), "examples/dhclient-6rd.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, srv, _ := dhcpLab(t, string(conf))
+	record := func() string {
+		b, err := os.ReadFile(filepath.Join(l.RunDir, "links/wanb.inet.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// MASKLEN 8, PREFIXLEN 40, 2001:db8:6000::, relay 203.0.113.1.
+	good := "212,08:28:20:01:0d:b8:60:00:00:00:00:00:00:00:00:00:00:00:cb:00:71:01"
+	renewedWith := func(from time.Time, what string, ok func(lab.DHCPEvent) bool) lab.DHCPEvent {
+		t.Helper()
+		return l.WaitDHCPEvent(from, 4*lab.DHCPRenew, what, ok)
+	}
+	at := time.Now()
+	srv.SetOptions(lab.DHCPOptions{Forced: []string{good}})
+	renewedWith(at, "a renewal with option 212", func(e lab.DHCPEvent) bool { return e.Env["new_option_6rd"] == "8 40 2001:db8:6000:: 203.0.113.1" })
+	var rec registry.Link
+	if err := json.Unmarshal([]byte(record()), &rec); err != nil {
+		t.Fatal(err)
+	}
+	want := sixrd.Option{IPv4MaskLen: 8, Prefix: netip.MustParsePrefix("2001:db8:6000::/40"), Relay: netip.MustParseAddr("203.0.113.1")}
+	if rec.Option6RD == nil || *rec.Option6RD != want {
+		t.Fatalf("wanb's record holds option 212 %+v, want %+v:\n%s", rec.Option6RD, want, record())
+	}
+	before, recBefore := l.State(), record()
+
+	for _, tc := range []struct {
+		name string
+		opts lab.DHCPOptions
+		ok   func(lab.DHCPEvent) bool
+	}{
+		{"option 212 giving a /84", lab.DHCPOptions{Forced: []string{"212,08:3c:20:01:0d:b8:60:00:00:00:00:00:00:00:00:00:00:00:cb:00:71:01"}},
+			func(e lab.DHCPEvent) bool { return e.Env["new_option_6rd"] == "8 60 2001:db8:6000:: 203.0.113.1" }},
+		{"option 212 with a mask length of 40", lab.DHCPOptions{Forced: []string{"212,28:28:20:01:0d:b8:60:00:00:00:00:00:00:00:00:00:00:00:cb:00:71:01"}},
+			func(e lab.DHCPEvent) bool { return strings.HasPrefix(e.Env["new_option_6rd"], "40 ") }},
+		{"no router", lab.DHCPOptions{NoRouter: true, Forced: []string{good}},
+			func(e lab.DHCPEvent) bool { _, has := e.Env["new_routers"]; return e.Reason() == "RENEW" && !has }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			at := time.Now()
+			srv.SetOptions(tc.opts)
+			renewedWith(at, tc.name, tc.ok)
+			if rec := record(); rec != recBefore {
+				t.Errorf("wanb's record changed:\n%s\nwas:\n%s", rec, recBefore)
+			}
+			if diff := lab.StateDiff(before, l.State()); diff != "" {
+				t.Errorf("the state changed (-before +after):\n%s", diff)
+			}
+			// dhclient goes on: its next renewal of the same lease.
+			next := time.Now()
+			renewedWith(next, "the next renewal", bound(oldB))
+		})
 	}
 }
