@@ -151,7 +151,7 @@ func Parse(environ []string, root string) (*Config, error) {
 	c.defaults()
 	// From here on, "missing" means not given at all: a bad value has
 	// been reported already.
-	for _, o := range []string{"address", "gateway", "pointopoint", "local"} {
+	for _, o := range []string{"address", "gateway", "pointopoint", "local", "accept_ra"} {
 		if v := env["IF_"+strings.ToUpper(o)]; v != "" {
 			given[o] = v
 		}
@@ -295,6 +295,9 @@ func (c *Config) check(given map[string]string, failed map[string]bool, bad func
 		}
 	}
 	c.checkGateway(has, failed, bad)
+	if c.WaitsForRA() && has("isp-table") && given["accept_ra"] != "2" {
+		bad("accept_ra", given["accept_ra"], "the default of an inet6 dhcp stanza comes by router advertisement, which a router (forwarding on) ignores unless accept_ra is 2 (set accept_ra 2, or give isp-gateway)")
+	}
 	if c.Family == Inet6 && has("snat-from") && !failed["snat-from"] && !failed["snat-to"] {
 		c.checkNPT(given, has, bad)
 	}

@@ -614,3 +614,23 @@ func TestParse6rdFromDHCP(t *testing.T) {
 		}
 	}
 }
+
+// An inet6 dhcp stanza's default comes by router advertisement: on a
+// router, only with accept_ra 2.
+func TestParseDHCPv6AcceptRA(t *testing.T) {
+	base := []string{"isp-table ispb", "request_prefix 1", "isp-lan lan0"}
+	c, err := Parse(env("wanb", "inet6", "dhcp", append(base, "accept_ra 2")...), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Delegation || !c.WaitsForRA() || c.LAN == nil {
+		t.Errorf("inet6 dhcp with request_prefix 1: Delegation %v, WaitsForRA %v, LAN %+v", c.Delegation, c.WaitsForRA(), c.LAN)
+	}
+	want := `wanb: accept_ra "1": the default of an inet6 dhcp stanza comes by router advertisement, which a router (forwarding on) ignores unless accept_ra is 2 (set accept_ra 2, or give isp-gateway)`
+	if _, err := Parse(env("wanb", "inet6", "dhcp", append(base, "accept_ra 1")...), root); err == nil || err.Error() != want {
+		t.Errorf("accept_ra 1:\n got %v\nwant %s", err, want)
+	}
+	if _, err := Parse(env("wanb", "inet6", "dhcp", append(base, "accept_ra 1", "isp-gateway fe80::1")...), root); err != nil {
+		t.Errorf("accept_ra 1 with isp-gateway: %v", err)
+	}
+}
