@@ -28,31 +28,10 @@ import (
 // dhclient-script adds the address and the main table's default route
 // through the router option (metric 0, as TwoISPs' `gateway` line makes
 // it). wana and both inet6 stanzas are TwoISPs' own.
-const DHCPTwoISPs = `
-iface wana inet static
-	address 198.51.100.2/24
-	isp-table ispa
-	isp-gateway 198.51.100.1
-	isp-metric 1
-	isp-source 198.51.100.64/28
-	snat-from 10.1.0.0/24
-
-iface wana inet6 static
-	address 2001:db8:a::2/64
-	isp-table ispa
-	isp-gateway 2001:db8:a::1
-	isp-metric 2
-
-iface wanb inet dhcp
+var DHCPTwoISPs = Replace(TwoISPs, "wanb", "inet", `iface wanb inet dhcp
 	isp-table ispb
 	snat-from 10.1.0.0/24
-
-iface wanb inet6 static
-	address 2001:db8:b::2/64
-	gateway 2001:db8:b::1
-	metric 1
-	isp-table ispb
-`
+`)
 
 // The DHCP server's timers. dnsmasq gives no lease shorter than two
 // minutes, DHCPLease; the renewal (T1, option 58) and rebinding (T2,

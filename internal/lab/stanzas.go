@@ -1,6 +1,9 @@
 package lab
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // TwoISPs is the lab's interfaces file: ISP B preferred, ISP A backup. The
 // two styles of main-table default are both used: wanb's comes from
@@ -103,4 +106,23 @@ func seedNAT(phase, iface, addr string) string {
 	}
 	return "\t" + phase + " iptables -t nat " + op + " POSTROUTING -o " + iface + " -s 10.1.0.0/24 -j SNAT --to-source " + addr + "\n" +
 		"\t" + phase + " conntrack -D --src-nat || true\n"
+}
+
+// Replace returns the interfaces file file with the stanza of iface and
+// family (its lines up to the next blank line) replaced by stanza, which
+// starts with its own `iface` line. It panics when file has no such
+// stanza: the lab's files are constants, and a test built on a stanza
+// that is not there would test something else.
+func Replace(file, iface, family, stanza string) string {
+	blocks := strings.Split(file, "\n\n")
+	for i, b := range blocks {
+		if strings.HasPrefix(strings.TrimLeft(b, "\n"), "iface "+iface+" "+family+" ") {
+			blocks[i] = strings.TrimRight(stanza, "\n")
+			if strings.HasPrefix(b, "\n") {
+				blocks[i] = "\n" + blocks[i]
+			}
+			return strings.Join(blocks, "\n\n")
+		}
+	}
+	panic(fmt.Sprintf("lab.Replace: no stanza %s %s", iface, family))
 }
