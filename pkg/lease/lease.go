@@ -112,6 +112,15 @@ func boundLink(h *netlink.Handle, e Event, rec *registry.Link, root string) (did
 	if err := hook.Check(h, c); err != nil {
 		return "", false, err
 	}
+	// The link's SNAT rules and guard first, as ifup puts them in
+	// if-pre-up.d: if-up.d's ifisp-route adds the main-table default
+	// (isp-metric) before its ifisp-snat, and a PPP session has no chains
+	// at all until then, so new LAN flows would leave by it un-NATed and
+	// flows NATed to another link would leave by it with that link's
+	// address.
+	if err := linkhook.Run(h, c, "if-pre-up.d"); err != nil {
+		return "", false, err
+	}
 	if err := linkhook.Run(h, c, "if-up.d"); err != nil {
 		return "", false, err
 	}
