@@ -52,6 +52,8 @@ func HelperMain() {
 		err = raCapture()
 	case "ra-send":
 		err = raSend(args[1], args[2])
+	case "ra-router":
+		err = raRouter(args[1], args[2])
 	default:
 		err = fmt.Errorf("unknown helper %q", args[0])
 	}

@@ -1,0 +1,895 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/ndp"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ifisp/ifisp/pkg/registry"
+)
+
+// DHCPv6 prefix delegation in the lab: ISP B runs isc-dhcp-server's
+// `dhcpd -6` on its edge (StartDHCPv6), which gives the router's WAN an
+// address (IA_NA, from range6) and delegates it a /56 (IA_PD, from a
+// prefix6 pool); the router's default comes by router advertisement, which
+// the test sends when it wants (AdvertiseDefault), as an ISP's router
+// would, perhaps minutes after the DHCPv6 exchange.
+
+// PDTwoISPs is TwoISPs with ISP B's IPv6 from DHCPv6: `iface wanb inet6
+// dhcp` asks for a prefix (request_prefix 1, dhclient -6 -P -N under
+// ifupdown 0.8), takes its default from ISP B's router advertisements
+// (accept_ra 2: the router forwards), and numbers lan0 from the delegated
+// prefix (isp-lan lan0). wana, and wanb's IPv4, are TwoISPs' own; lan0
+// has only ISP B's prefix.
+const PDTwoISPs = `
+iface wana inet static
+	address 198.51.100.2/24
+	isp-table ispa
+	isp-gateway 198.51.100.1
+	isp-metric 1
+	isp-source 198.51.100.64/28
+	snat-from 10.1.0.0/24
+
+iface wana inet6 static
+	address 2001:db8:a::2/64
+	isp-table ispa
+	isp-gateway 2001:db8:a::1
+	isp-metric 2
+
+iface wanb inet static
+	address 203.0.113.2/24
+	gateway 203.0.113.1
+	isp-table ispb
+	snat-from 10.1.0.0/24
+
+iface wanb inet6 dhcp
+	request_prefix 1
+	accept_ra 2
+	isp-table ispb
+	isp-lan lan0
+`
+
+// The DHCPv6 server's lifetimes and timers, short so that dhclient renews
+// every few seconds: it sends a Renew T1 after each Reply (to the server
+// that sent it), and a Rebind to any server once T2 has passed without a
+// Reply (see Restart). dhcpd's own
+// lease reuse (cache-threshold, 25% of the valid lifetime) answers a renewal
+// within 15 s of the last with the lifetimes left, so new_max_life counts
+// down 60, 57, 54, ... between fresh leases.
+const (
+	DHCP6Valid     = 60 * time.Second // default-lease-time: the valid lifetime of the address and the prefix
+	DHCP6Preferred = 30 * time.Second // preferred-lifetime
+	DHCP6Renew     = 3 * time.Second  // option dhcp-renewal-time (T1)
+	DHCP6Rebind    = 6 * time.Second  // option dhcp-rebinding-time (T2)
+	// DelegatedBits is the length of the prefixes the server delegates.
+	DelegatedBits = 56
+)
+
+// ISP B's prefix delegation pools: /56s out of a /40 each, outside its
+// customer range (2001:db8:b::/48, Net6), so that the spoof filter passes
+// them only because StartDHCPv6 and Restart say so.
+var (
+	PDPoolB1 = netip.MustParsePrefix("2001:db8:b100::/40")
+	PDPoolB2 = netip.MustParsePrefix("2001:db8:b200::/40")
+)
+
+// DHCP6Server is isc-dhcp-server's dhcpd in DHCPv6 mode on one ISP's edge
+// (its "cpe" interface), in the foreground, logging to standard error
+// (kept, with the time of each line: Log, Replies); its configuration,
+// lease file and pid file are in a folder of its own. It runs until Stop
+// or the lab's removal.
+type DHCP6Server struct {
+	l   *Lab
+	ISP *ISP
+
+	dir    string
+	log    *lineLog
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	pool   netip.Prefix
+}
+
+// StartDHCPv6 starts dhcpd -6 as isp's DHCPv6 server on its edge facing
+// the router: one subnet6, the ISP's link (its Gate6's /64), addresses
+// from its ::100 to ::1ff, and /56s (DelegatedBits) from pool, with the
+// lifetimes and timers above; it waits until the server runs. The ISP
+// routes pool to the router's WAN (its link-local address) and passes it
+// through its spoof filter; the internet host routes it back through the
+// ISP (RouteDelegations).
+//
+// At ifup, dhclient -6 -P -N runs dhclient-script once per binding of the
+// server's Reply, the address first (isc-dhcp-client 4.4.3, measured):
+//
+//	PREINIT6
+//	BOUND6 new_ip6_address=ADDRESS new_max_life=60 new_preferred_life=30
+//	BOUND6 new_ip6_prefix=PREFIX new_max_life=60 new_preferred_life=30
+//
+// and the same pair as RENEW6 (with old_ip6_address, old_ip6_prefix, and
+// the lifetimes left) every T1.
+func (l *Lab) StartDHCPv6(isp *ISP, pool netip.Prefix) *DHCP6Server {
+	l.t.Helper()
+	dir, err := os.MkdirTemp("", "ifisp-dhcp6-")
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &DHCP6Server{l: l, ISP: isp, dir: dir, log: &lineLog{}}
+	s.setPool(pool)
+	s.freshLeases()
+	s.start()
+	return s
+}
+
+func (s *DHCP6Server) path(name string) string { return filepath.Join(s.dir, name) }
+
+// setPool makes pool the one the next start delegates from, and lets it
+// through the ISP.
+func (s *DHCP6Server) setPool(pool netip.Prefix) {
+	s.l.t.Helper()
+	if !pool.Addr().Is6() || pool.Bits() > DelegatedBits || pool.Masked() != pool {
+		s.l.t.Fatalf("DHCPv6 pool %s: not an IPv6 prefix of /%d or shorter", pool, DelegatedBits)
+	}
+	s.l.RouteDelegations(s.ISP, pool)
+	s.pool = pool
+	subnet := netip.PrefixFrom(netip.MustParseAddr(s.ISP.Gate6), 64).Masked()
+	first, last := subnet.Addr().As16(), subnet.Addr().As16()
+	first[14], first[15] = 1, 0x00
+	last[14], last[15] = 1, 0xff
+	s.l.WriteFile(s.path("dhcpd6.conf"), fmt.Sprintf(`# The lab's: %s's DHCPv6 server.
+default-lease-time %d;
+preferred-lifetime %d;
+max-lease-time %d;
+option dhcp-renewal-time %d;
+option dhcp-rebinding-time %d;
+subnet6 %s {
+	range6 %s %s;
+	prefix6 %s %s /%d;
+}
+`, s.ISP.Name, int(DHCP6Valid.Seconds()), int(DHCP6Preferred.Seconds()), int(DHCP6Valid.Seconds()),
+		int(DHCP6Renew.Seconds()), int(DHCP6Rebind.Seconds()),
+		subnet, netip.AddrFrom16(first), netip.AddrFrom16(last),
+		pool.Addr(), lastPrefix(pool, DelegatedBits).Addr(), DelegatedBits))
+}
+
+// lastPrefix is the last /bits of p.
+func lastPrefix(p netip.Prefix, bits int) netip.Prefix {
+	a := p.Addr().As16()
+	for i := p.Bits(); i < bits; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(a), bits)
+}
+
+// freshLeases empties the server's lease file (dhcpd wants one to exist):
+// its next start knows no binding, and makes itself a new server DUID.
+func (s *DHCP6Server) freshLeases() {
+	s.l.t.Helper()
+	s.l.WriteFile(s.path("leases"), "")
+}
+
+// dhcpdReady is dhcpd's line once it serves.
+const dhcpdReady = "Server starting service."
+
+// start starts dhcpd and waits until it says it serves.
+func (s *DHCP6Server) start() {
+	s.l.t.Helper()
+	// dhcpd refuses to start while its pid file names a process that
+	// runs, whichever it is.
+	os.Remove(s.path("pid"))
+	cmd := exec.Command("ip", "netns", "exec", s.ISP.NS, "/usr/sbin/dhcpd", "-6", "-f", "-d",
+		"-cf", s.path("dhcpd6.conf"), "-lf", s.path("leases"), "-pf", s.path("pid"), "cpe")
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if err := cmd.Start(); err != nil {
+		s.l.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait() // the one Wait of this process
+		close(exited)
+	}()
+	s.l.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	started := len(s.log.Lines())
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if lines := s.log.Lines(); len(lines) > started {
+			for _, line := range lines[started:] {
+				if line.Text == dhcpdReady {
+					return
+				}
+			}
+		}
+		select {
+		case <-exited:
+			s.l.t.Fatalf("dhcpd -6 at %s exited: %v\n%s", s.ISP.Name, cmd.ProcessState, s.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.l.t.Fatalf("dhcpd -6 at %s does not serve after 5s:\n%s", s.ISP.Name, s.Log())
+		}
+	}
+}
+
+// Stop stops dhcpd (SIGTERM: it sends nothing more) and waits until it is
+// gone.
+func (s *DHCP6Server) Stop() {
+	s.l.t.Helper()
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		s.l.t.Fatalf("dhcpd -6 at %s did not exit 5s after SIGTERM", s.ISP.Name)
+	}
+}
+
+// Restart stops the server and starts it again with an empty lease file
+// and another pool: a server that lost its bindings and its identity (a
+// new server DUID) and delegates from elsewhere. As measured in the lab
+// (isc-dhcp-server and isc-dhcp-client 4.4.3): the router's next Renew,
+// sent to the old server's DUID, is discarded ("not our server
+// identifier"), and dhclient sends its Rebind only when that Renew's
+// retransmission timer runs out (about 10 s, REN_TIMEOUT: it is not cut
+// short at T2), 10 to 13 s after the restart. The new server's Reply
+// holds the router's address, the old prefix with lifetimes 0 and a new
+// prefix, and dhclient runs dhclient-script once for each, then two more
+// times for the old prefix:
+//
+//	REBIND6 new_ip6_address=ADDRESS new_max_life=60 old_ip6_address=ADDRESS
+//	REBIND6 new_ip6_prefix=OLD new_max_life=0 new_preferred_life=0 old_ip6_prefix=OLD
+//	REBIND6 new_ip6_prefix=NEW new_max_life=60 new_preferred_life=30
+//	DEPREF6 cur_ip6_prefix=OLD
+//	EXPIRE6 old_ip6_prefix=OLD
+func (s *DHCP6Server) Restart(pool netip.Prefix) {
+	s.l.t.Helper()
+	s.Stop()
+	s.setPool(pool)
+	s.freshLeases()
+	s.start()
+}
+
+// Pool returns the pool the server delegates from now.
+func (s *DHCP6Server) Pool() netip.Prefix { return s.pool }
+
+// Log returns what dhcpd logged, every run of it, each line after the
+// time the lab read it.
+func (s *DHCP6Server) Log() string { return s.log.String() }
+
+// iaprefix matches a delegated prefix's binding in dhcpd's lease file.
+var iaprefix = regexp.MustCompile(`(?m)^\s*iaprefix (\S+) \{\s*binding state (\w+);`)
+
+// Delegated returns the prefix the server's lease file last records as
+// delegated (binding state active); ok is false when there is none.
+func (s *DHCP6Server) Delegated() (netip.Prefix, bool) {
+	b, _ := os.ReadFile(s.path("leases"))
+	var last netip.Prefix
+	for _, m := range iaprefix.FindAllStringSubmatch(string(b), -1) {
+		if p, err := netip.ParsePrefix(m[1]); err == nil && m[2] == "active" {
+			last = p
+		}
+	}
+	return last, last.IsValid()
+}
+
+// DHCP6Reply is one prefix the server's log says it sent in a Reply.
+type DHCP6Reply struct {
+	At     time.Time // when the lab read dhcpd's log line
+	Prefix netip.Prefix
+}
+
+// replyPD matches dhcpd's line for a prefix in a Reply: "Reply PD:
+// address 2001:db8:b1ff::/56 to client with duid ...".
+var replyPD = regexp.MustCompile(`^Reply PD: address (\S+) to client`)
+
+// Replies returns the prefixes the server sent in its Replies so far,
+// oldest first.
+func (s *DHCP6Server) Replies() []DHCP6Reply {
+	var replies []DHCP6Reply
+	for _, line := range s.log.Lines() {
+		if m := replyPD.FindStringSubmatch(line.Text); m != nil {
+			if p, err := netip.ParsePrefix(m[1]); err == nil {
+				replies = append(replies, DHCP6Reply{At: line.At, Prefix: p})
+			}
+		}
+	}
+	return replies
+}
+
+// RouteDelegations makes isp carry the prefixes of pool, as an ISP does
+// for the prefixes it delegates: its edge routes pool to the router (via
+// the router's WAN's link-local address, EUI-64 from its MAC, which the
+// kernel gives the WAN when ifup brings it up), its spoof filter passes
+// packets from pool (a RETURN before the jump to "spoofed", which Seen
+// counts neither as legit nor as spoofed; CountFrom6 counts a prefix's
+// packets apart), and the internet host routes pool back through the ISP.
+// lab.go's spoofFilter is left as it is: it knows only the ISP's customer
+// range, Net6, and a delegation pool is not in it. Once per pool.
+func (l *Lab) RouteDelegations(isp *ISP, pool netip.Prefix) {
+	l.t.Helper()
+	comment := "lab-delegated-" + pool.String()
+	rule := []string{"PREROUTING", "-i", "cpe", "-s", pool.String(), "-m", "comment", "--comment", comment, "-j", "RETURN"}
+	if _, err := l.Exec(isp.NS, append([]string{"ip6tables", "-w", "-t", "raw", "-C"}, rule...)...); err == nil {
+		return
+	}
+	pos := 0
+	for _, line := range strings.Split(l.Must(isp.NS, "ip6tables", "-w", "-t", "raw", "-S", "PREROUTING"), "\n") {
+		if !strings.HasPrefix(line, "-A PREROUTING") {
+			continue
+		}
+		pos++
+		if strings.HasSuffix(line, "-j spoofed") {
+			break
+		}
+	}
+	l.Must(isp.NS, append([]string{"ip6tables", "-w", "-t", "raw", "-I", rule[0], strconv.Itoa(pos)}, rule[1:]...)...)
+	ll := l.wanLinkLocal(isp)
+	l.ipBatch(isp.NS, "route add "+pool.String()+" via "+ll.String()+" dev cpe")
+	l.ipBatch(l.Inet, "route add "+pool.String()+" via "+isp.core6+" src "+Internet6)
+}
+
+// wanLinkLocal returns the link-local address the kernel gives the
+// router's WAN toward isp when it comes up: EUI-64 from its MAC
+// (addr_gen_mode 0, which the test fails without).
+func (l *Lab) wanLinkLocal(isp *ISP) netip.Addr {
+	l.t.Helper()
+	mode := strings.TrimSpace(l.Must(l.Router, "sysctl", "-n", "net.ipv6.conf."+isp.Iface+".addr_gen_mode"))
+	if mode != "0" {
+		l.t.Fatalf("the router's %s has addr_gen_mode %s: its link-local address is not EUI-64", isp.Iface, mode)
+	}
+	mac, err := net.ParseMAC(l.wanMAC(isp))
+	if err != nil || len(mac) != 6 {
+		l.t.Fatalf("the MAC of the router's %s: %v", isp.Iface, err)
+	}
+	return netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: mac[0] ^ 2, 9: mac[1], 10: mac[2], 11: 0xff, 12: 0xfe, 13: mac[3], 14: mac[4], 15: mac[5]})
+}
+
+// dhclient6Files are the files ifupdown 0.8's inet6 dhcp method gives
+// dhclient for iface: `dhclient -6 -v -pf /run/dhclient6.IFACE.pid -lf
+// /var/lib/dhcp/dhclient6.IFACE.leases -I -P -N -df
+// /var/lib/dhcp/dhclient.IFACE.leases IFACE` with request_prefix 1. They
+// are the host's, as dhclientFiles' are; the lease file is also the DUID
+// file (-df) of the IPv4 dhclient of the same interface.
+func dhclient6Files(iface string) (pid, leases string) {
+	return "/run/dhclient6." + iface + ".pid", "/var/lib/dhcp/dhclient6." + iface + ".leases"
+}
+
+// InstallDHCP6Hook is InstallDHCPHook for `inet6 dhcp` stanzas too: before
+// it, a dhclient -6 that runs for a WAN's name fails the test, a stale pid
+// file of one is removed, and so is a stale DHCPv6 lease file of the lab's
+// (every address and prefix in it documentation space, 2001:db8::/32; one
+// that is not the lab's fails the test), so that dhclient starts with no
+// binding and InstallDHCPHook takes the file for one dhclient makes. Its
+// cleanup, which runs before InstallDHCPHook's, kills the dhclient -6 of
+// each WAN (SIGKILL, as the lab's removal would) and waits until it is
+// gone, then removes its pid and lease files.
+func (l *Lab) InstallDHCP6Hook(binDir string) {
+	l.t.Helper()
+	for _, isp := range l.ISPs() {
+		pid, leases := dhclient6Files(isp.Iface)
+		if p, ok := runningDhclient(pid); ok {
+			l.t.Fatalf("a dhclient -6 (pid %d, %s) runs for %s already: another lab's, or the host's", p, pid, isp.Iface)
+		}
+		os.Remove(pid)
+		if b, err := os.ReadFile(leases); err == nil {
+			if !labLeases6(b) {
+				l.t.Fatalf("%s exists and holds DHCPv6 leases that are not the lab's:\n%s", leases, b)
+			}
+			os.Remove(leases)
+		}
+	}
+	l.InstallDHCPHook(binDir)
+	l.t.Cleanup(l.removeDhclients6)
+}
+
+// leaseAddr6 matches an address or a prefix in a dhclient -6 lease file.
+var leaseAddr6 = regexp.MustCompile(`(?m)^\s*(iaaddr|iaprefix) (\S+) \{`)
+
+// labLeases6 reports whether a dhclient -6 lease file holds only
+// addresses and prefixes of documentation space, the lab's (or none).
+func labLeases6(b []byte) bool {
+	doc := netip.MustParsePrefix("2001:db8::/32")
+	for _, m := range leaseAddr6.FindAllStringSubmatch(string(b), -1) {
+		p, err := netip.ParsePrefix(m[2])
+		if err != nil {
+			a, aerr := netip.ParseAddr(m[2])
+			if aerr != nil {
+				return false
+			}
+			p = netip.PrefixFrom(a, 128)
+		}
+		if !doc.Contains(p.Addr()) {
+			return false
+		}
+	}
+	return true
+}
+
+// removeDhclients6 kills the dhclient -6 the router's WANs' pid files name
+// (only one that runs in the router's namespace) and removes their files.
+func (l *Lab) removeDhclients6() {
+	var pids []int
+	inRouter := map[int]bool{}
+	if out, err := l.Exec("", "ip", "netns", "pids", l.Router); err == nil {
+		for _, p := range strings.Fields(out) {
+			if pid, err := strconv.Atoi(p); err == nil {
+				inRouter[pid] = true
+			}
+		}
+	}
+	for _, isp := range l.ISPs() {
+		pidFile, _ := dhclient6Files(isp.Iface)
+		if pid, ok := runningDhclient(pidFile); ok && inRouter[pid] {
+			syscall.Kill(pid, syscall.SIGKILL)
+			pids = append(pids, pid)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		running := false
+		for _, p := range pids {
+			running = running || isDhclient(p)
+		}
+		if !running {
+			break
+		}
+	}
+	for _, isp := range l.ISPs() {
+		pid, leases := dhclient6Files(isp.Iface)
+		os.Remove(pid)
+		os.Remove(leases)
+	}
+}
+
+// dhcpStartDir is where the recording enter hook writes, as the router's
+// namespace sees it; one file per run of dhclient-script, named by its
+// time and the script's process id.
+const dhcpStartDir = "/etc/dhcp/lab-start"
+
+// dhcpStartHook is the recording enter hook: sourced first thing by
+// dhclient-script, before the script changes anything or runs its exit
+// hooks (ifisp's among them). Like dhcpEnvHook it never exits and sets
+// only variables of its own.
+const dhcpStartHook = `# The lab's: records when each run of dhclient-script begins, and its environment.
+lab_start_at=$(date +%s.%N)
+env -0 LAB_AT="$lab_start_at" >"` + dhcpStartDir + `/.new.$$" &&
+	mv "` + dhcpStartDir + `/.new.$$" "` + dhcpStartDir + `/$lab_start_at.$$" || :
+`
+
+// RecordDHCPRuns records both ends of every run of dhclient-script in the
+// router: RecordDHCPEnv's exit hook (its end, after ifisp's hook), and an
+// enter hook for its start (before dhclient-script or ifisp's hook have
+// done anything with the event), for DHCPRuns. After InstallDHCPHook (or
+// InstallDHCP6Hook).
+func (l *Lab) RecordDHCPRuns() {
+	l.t.Helper()
+	l.RecordDHCPEnv()
+	if err := os.MkdirAll(filepath.Join(l.Etc(), strings.TrimPrefix(dhcpStartDir, "/etc/")), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	l.WriteFile(filepath.Join(l.Etc(), "dhcp/dhclient-enter-hooks.d/lab-start"), dhcpStartHook)
+}
+
+// DHCPRun is one run of dhclient-script, as RecordDHCPRuns recorded it:
+// the DHCPEvent of its exit hooks (At: their end), and Start, when its
+// enter hooks ran: the moment dhclient handed the event to the script.
+type DHCPRun struct {
+	Start time.Time
+	DHCPEvent
+}
+
+// dhcpDump is one recorded environment: the time and process id in its
+// name, and the variables.
+type dhcpDump struct {
+	at  time.Time
+	pid int
+	env map[string]string
+}
+
+// readDumps reads the recorded environments of dir (as the router's
+// namespace sees it), oldest first.
+func (l *Lab) readDumps(dir string) []dhcpDump {
+	l.t.Helper()
+	dir = filepath.Join(l.Etc(), strings.TrimPrefix(dir, "/etc/"))
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var dumps []dhcpDump
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue // still being written
+		}
+		// SECONDS.NANOSECONDS.PID
+		f := strings.Split(name, ".")
+		if len(f) != 3 {
+			continue
+		}
+		sec, err1 := strconv.ParseInt(f[0], 10, 64)
+		nsec, err2 := strconv.ParseInt(f[1], 10, 64)
+		pid, err3 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		d := dhcpDump{at: time.Unix(sec, nsec), pid: pid, env: map[string]string{}}
+		for _, kv := range strings.Split(string(b), "\x00") {
+			if k, v, ok := strings.Cut(kv, "="); ok && k != "LAB_AT" {
+				d.env[k] = v
+			}
+		}
+		dumps = append(dumps, d)
+	}
+	sort.SliceStable(dumps, func(i, j int) bool { return dumps[i].at.Before(dumps[j].at) })
+	return dumps
+}
+
+// DHCPRuns returns the runs of dhclient-script whose exit hooks have run,
+// oldest first, each with the time it began (zero for a run that began
+// before RecordDHCPRuns).
+func (l *Lab) DHCPRuns() []DHCPRun {
+	l.t.Helper()
+	starts := l.readDumps(dhcpStartDir)
+	var runs []DHCPRun
+	for _, end := range l.readDumps(dhcpEnvDir) {
+		r := DHCPRun{DHCPEvent: DHCPEvent{At: end.at, Env: end.env}}
+		for _, s := range starts {
+			if s.pid == end.pid && !s.at.After(end.at) {
+				r.Start = s.at // the latest such: a pid used again is a later run
+			}
+		}
+		runs = append(runs, r)
+	}
+	return runs
+}
+
+// WaitDHCPRun waits until a run of dhclient-script that began at or after
+// from (ended, for one with no recorded start) and satisfies ok has ended,
+// and returns the first, or fails the test after timeout, listing the
+// runs it saw.
+func (l *Lab) WaitDHCPRun(from time.Time, timeout time.Duration, what string, ok func(DHCPRun) bool) DHCPRun {
+	l.t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		runs := l.DHCPRuns()
+		for _, r := range runs {
+			began := r.Start
+			if began.IsZero() {
+				began = r.At
+			}
+			if !began.Before(from) && ok(r) {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			var seen []string
+			for _, r := range runs {
+				seen = append(seen, r.String6())
+			}
+			l.t.Fatalf("no dhclient run %s within %s; dhclient-script ran:\n%s", what, timeout, strings.Join(seen, "\n"))
+		}
+	}
+}
+
+// String6 is the event's reason and the DHCPv6 variables ifisp's hook
+// works from, after when it ran.
+func (e DHCPEvent) String6() string {
+	var parts []string
+	for _, k := range []string{"interface", "new_ip6_address", "new_ip6_prefix", "new_max_life", "new_preferred_life", "old_ip6_address", "old_ip6_prefix", "cur_ip6_prefix"} {
+		if v, ok := e.Env[k]; ok {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	return e.At.Format("15:04:05.000") + " " + e.Reason() + " " + strings.Join(parts, " ")
+}
+
+// String6 is the run's event (DHCPEvent.String6) with when it began.
+func (r DHCPRun) String6() string {
+	start := "?"
+	if !r.Start.IsZero() {
+		start = r.Start.Format("15:04:05.000")
+	}
+	return start + "-" + r.DHCPEvent.String6()
+}
+
+// NewPrefix returns the prefix a DHCPv6 run delegates (new_ip6_prefix
+// with a lifetime left); ok is false for any other run.
+func (e DHCPEvent) NewPrefix() (netip.Prefix, bool) {
+	switch e.Reason() {
+	case "BOUND6", "RENEW6", "REBIND6":
+	default:
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(e.Env["new_ip6_prefix"])
+	if err != nil || strings.Trim(e.Env["new_max_life"], "0") == "" {
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+// AdvertiseDefault makes isp's edge send the router one router
+// advertisement with router lifetime lifetime (and the M flag, no prefix
+// information: the router takes its addresses and prefix by DHCPv6), as
+// the ISP's router does: with accept_ra 2 the router's WAN gets a default
+// route via the ISP's link-local address. It returns when the
+// advertisement was sent: the moment before the helper handed it to the
+// kernel.
+func (l *Lab) AdvertiseDefault(isp *ISP, lifetime time.Duration) time.Time {
+	l.t.Helper()
+	var sent time.Time
+	cmd, done := l.helper(isp.NS, func(s string) { json.Unmarshal([]byte(s), &sent) }, "ra-router", "cpe", strconv.Itoa(int(lifetime.Seconds())))
+	<-done
+	if err := cmd.Wait(); err != nil || sent.IsZero() {
+		l.t.Fatalf("the router advertisement from %s: %v", isp.Name, err)
+	}
+	return sent
+}
+
+// raRouter sends one router advertisement on iface with the router
+// lifetime seconds (and the M flag, the source link-layer address, no
+// prefix) to ff02::1, and prints when it handed it to the kernel, as
+// JSON.
+func raRouter(iface, seconds string) error {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	s, err := strconv.Atoi(seconds)
+	if err != nil || s < 0 || s > 9000 {
+		return fmt.Errorf("router lifetime %q: not 0 to 9000 seconds", seconds)
+	}
+	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	at := time.Now()
+	err = c.WriteTo(&ndp.RouterAdvertisement{
+		CurrentHopLimit: 64, ManagedConfiguration: true, RouterLifetime: time.Duration(s) * time.Second,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}},
+	}, nil, netip.MustParseAddr("ff02::1"))
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(at)
+}
+
+// KernelWatch records, from the router's kernel, the IPv6 policy rules
+// with a source (as "from SRC lookup TABLE") and the IPv6 default routes
+// of every table (as "default via GATEWAY dev IFACE table TABLE"), each
+// time one appears or goes: it reads them by netlink every millisecond
+// (the netlink package has no subscription to the kernel's rule
+// notifications), so each time is at most about a millisecond late. It
+// stops with the lab's removal.
+type KernelWatch struct {
+	mu     sync.Mutex
+	events []KernelEvent
+	err    error
+}
+
+// KernelEvent is one line of KernelWatch's that appeared or went.
+type KernelEvent struct {
+	At    time.Time // the read that saw it first
+	Line  string
+	Added bool
+}
+
+// WatchKernel6 starts a KernelWatch of the router; the lines there are
+// when it starts are its first events.
+func (l *Lab) WatchKernel6() *KernelWatch {
+	l.t.Helper()
+	ns, err := netns.GetFromName(l.Router)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		l.t.Fatal(err)
+	}
+	w := &KernelWatch{}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		defer ns.Close()
+		defer h.Close()
+		names := map[int]string{}
+		have := map[string]bool{}
+		for {
+			lines, err := kernelLines(h, names)
+			at := time.Now()
+			w.mu.Lock()
+			if err != nil {
+				if w.err == nil {
+					w.err = err
+				}
+			} else {
+				for line := range have {
+					if !lines[line] {
+						w.events = append(w.events, KernelEvent{At: at, Line: line})
+					}
+				}
+				for line := range lines {
+					if !have[line] {
+						w.events = append(w.events, KernelEvent{At: at, Line: line, Added: true})
+					}
+				}
+				have = lines
+			}
+			w.mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	l.t.Cleanup(func() {
+		close(done)
+		<-finished
+	})
+	return w
+}
+
+// kernelLines reads what a KernelWatch follows.
+func kernelLines(h *netlink.Handle, names map[int]string) (map[string]bool, error) {
+	lines := map[string]bool{}
+	rules, err := h.RuleList(netlink.FAMILY_V6)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		if r.Src != nil {
+			lines[fmt.Sprintf("from %s lookup %d", r.Src, r.Table)] = true
+		}
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range routes {
+		if r.Dst != nil && maskOnes(r.Dst) != 0 {
+			continue // not a default route
+		}
+		name, ok := names[r.LinkIndex]
+		if !ok {
+			if link, err := h.LinkByIndex(r.LinkIndex); err == nil {
+				name = link.Attrs().Name
+				names[r.LinkIndex] = name
+			} else {
+				name = strconv.Itoa(r.LinkIndex)
+			}
+		}
+		lines[fmt.Sprintf("default via %s dev %s table %d", r.Gw, name, r.Table)] = true
+	}
+	return lines, nil
+}
+
+func maskOnes(n *net.IPNet) int {
+	ones, _ := n.Mask.Size()
+	return ones
+}
+
+// Events returns the changes recorded so far, oldest first.
+func (w *KernelWatch) Events() []KernelEvent {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.events)
+}
+
+// Err returns the first error a read met, if any.
+func (w *KernelWatch) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Wait waits until line appeared (added) or went at or after from, and
+// returns that event; ok is false after timeout.
+func (w *KernelWatch) Wait(from time.Time, line string, added bool, timeout time.Duration) (KernelEvent, bool) {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(time.Millisecond) {
+		for _, e := range w.Events() {
+			if e.Line == line && e.Added == added && !e.At.Before(from) {
+				return e, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return KernelEvent{}, false
+		}
+	}
+}
+
+// Has reports whether line is there now, as the last read saw it.
+func (w *KernelWatch) Has(line string) bool {
+	there := false
+	for _, e := range w.Events() {
+		if e.Line == line {
+			there = e.Added
+		}
+	}
+	return there
+}
+
+// String lists the changes recorded so far, one a line.
+func (w *KernelWatch) String() string {
+	var b strings.Builder
+	for _, e := range w.Events() {
+		op := "del"
+		if e.Added {
+			op = "add"
+		}
+		fmt.Fprintf(&b, "%s %s %s\n", e.At.Format("15:04:05.000"), op, e.Line)
+	}
+	return b.String()
+}
+
+// CountFrom6 starts counting, at isp's edge, the IPv6 packets from the
+// router whose source is in p, whatever the spoof filter then makes of
+// them: CountFrom for IPv6, for a delegated prefix that went away. It
+// returns the count so far.
+func (l *Lab) CountFrom6(isp *ISP, p netip.Prefix) func() int {
+	l.t.Helper()
+	comment := "lab-from-" + p.String()
+	l.Must(isp.NS, "ip6tables", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-i", "cpe", "-s", p.String(),
+		"-m", "comment", "--comment", comment)
+	return func() int {
+		l.t.Helper()
+		for _, line := range strings.Split(l.Must(isp.NS, "ip6tables", "-w", "-t", "raw", "-nvxL", "PREROUTING"), "\n") {
+			if strings.Contains(line, "/* "+comment+" */") {
+				n, _ := strconv.Atoi(strings.Fields(line)[0])
+				return n
+			}
+		}
+		l.t.Fatalf("the counter of packets from %s at %s is gone", p, isp.Name)
+		return 0
+	}
+}
+
+// LinkRecord reads the router's registry record of iface and family ("inet",
+// "inet6"): nil when there is none. Its text is returned too, for
+// messages.
+func (l *Lab) LinkRecord(iface, family string) (*registry.Link, string) {
+	l.t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.RunDir, registry.Folder, iface+"."+family+".json"))
+	if os.IsNotExist(err) {
+		return nil, ""
+	}
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var r registry.Link
+	if err := json.Unmarshal(b, &r); err != nil {
+		l.t.Fatalf("%s.%s.json: %v\n%s", iface, family, err, b)
+	}
+	return &r, string(b)
+}
