@@ -1,8 +1,9 @@
 #!/bin/bash
 # Builds (once, then from cache) what every VM test run shares: a stock Debian
 # kernel and the base initramfs (busybox, the host's iproute2/iptables/
-# conntrack/ifupdown/ping/dash with their libraries, /etc skeleton, kernel
-# modules). Prints the base directory on stdout; progress goes to stderr.
+# conntrack/ifupdown/ping/dash/pppd/pppoe-server/ps with their libraries,
+# /etc skeleton, kernel modules). Prints the base directory on stdout;
+# progress goes to stderr.
 #
 #   vm/base.sh            -> $IFISP_VM_CACHE/base-<key>/{kernel,base.cpio.gz,kver,busybox}
 #
@@ -22,7 +23,10 @@ CACHE=${IFISP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ifisp-vm}
 # out the cloud kernel.
 KERNEL_META=${IFISP_VM_KERNEL_META:-linux-image-amd64}
 # Host packages whose binaries go into the guest; run.sh installs them.
-HOST_PKGS=(iproute2 iptables conntrack ifupdown iputils-ping debianutils dash libc6)
+# ppp and pppoe: pppd with its rp-pppoe plugin, pon and poff (ifupdown's
+# `inet ppp`), and pppoe-server for the lab's PPPoE ISP; procps: the ps
+# that poff reads (busybox's ps knows no `-o pid,cmd axw`).
+HOST_PKGS=(iproute2 iptables conntrack ifupdown iputils-ping debianutils dash libc6 ppp pppoe procps)
 
 log() { echo "vm/base: $*" >&2; }
 die() { echo "vm/base: error: $*" >&2; exit 2; }
@@ -163,6 +167,15 @@ ln -sf ifup "$S/usr/sbin/ifdown"
 ln -sf ifup "$S/usr/sbin/ifquery"
 rm -f "$S/usr/bin/ifdown" "$S/usr/bin/ping6"
 ln -s ping "$S/usr/bin/ping6"
+# PPPoE: pppd, the server and its user-space relay (pppoe-server runs
+# `pppd pty "pppoe ..."` for each session: Debian's is built without its
+# kernel mode), pon and poff (shell scripts; poff finds pppd with procps'
+# ps), and ps.
+install_host /usr/sbin/pppd /usr/sbin/pppd
+install_host /usr/sbin/pppoe-server /usr/sbin/pppoe-server
+install_host /usr/sbin/pppoe /usr/sbin/pppoe
+install_host /usr/bin/ps /usr/bin/ps
+cp /usr/bin/pon /usr/bin/poff "$S/usr/bin/"
 
 for v in legacy nft; do
 	for t in iptables ip6tables; do
@@ -179,9 +192,10 @@ for t in iptables ip6tables; do
 	done
 done
 
-# Plugins loaded with dlopen, which ldd cannot see: iptables' extensions and
-# tc's netem delay distributions.
+# Plugins loaded with dlopen, which ldd cannot see: iptables' extensions,
+# pppd's (rp-pppoe.so) and tc's netem delay distributions.
 cp -a /usr/lib/x86_64-linux-gnu/xtables "$S/usr/lib/x86_64-linux-gnu/"
+cp -a /usr/lib/pppd "$S/usr/lib/"
 mkdir -p "$S/usr/lib/x86_64-linux-gnu/tc"
 cp /usr/lib/x86_64-linux-gnu/tc/*.dist "$S/usr/lib/x86_64-linux-gnu/tc/"
 # ifupdown's helper scripts (inet6 static runs settle-dad.sh by default).
@@ -190,7 +204,7 @@ cp -L /usr/lib/ifupdown/*.sh "$S/usr/lib/ifupdown/"
 
 # Shared libraries: the ldd closure of the binaries and plugins.
 # shellcheck disable=SC2046
-ldd $(cat "$W/bins") /usr/lib/x86_64-linux-gnu/xtables/*.so 2>/dev/null |
+ldd $(cat "$W/bins") /usr/lib/x86_64-linux-gnu/xtables/*.so /usr/lib/pppd/*/*.so 2>/dev/null |
 	awk '/=> \//{print $3} /^\t\/.*ld-linux/{print $1}' | sort -u |
 	while read -r lib; do
 		case $lib in
@@ -208,6 +222,17 @@ echo ifisp-vm >"$S/etc/hostname"
 cp /etc/protocols /etc/services "$S/etc/"
 [ ! -f /etc/ethertypes ] || cp /etc/ethertypes "$S/etc/"
 dpkg -L iproute2 | grep '^/etc/iproute2/' | while read -r f; do
+	if [ -d "$f" ]; then
+		mkdir -p "$S$f"
+	elif [ -f "$f" ]; then
+		mkdir -p "$S$(dirname "$f")"
+		cp "$f" "$S$f"
+	fi
+done
+# ppp's /etc/ppp as its package ships it (options, ip-up and ip-down, which
+# run-parts ip-up.d and ip-down.d): the lab copies them into its
+# namespaces' own /etc/ppp.
+dpkg -L ppp | grep '^/etc/ppp/' | while read -r f; do
 	if [ -d "$f" ]; then
 		mkdir -p "$S$f"
 	elif [ -f "$f" ]; then
@@ -235,6 +260,9 @@ EOF
 	# too, and fails without xfrm_user.
 	grep -E '^kernel/net/(netfilter|ipv4|ipv6|sched|8021q|bridge|core|llc|802|xfrm|key|netlink|packet|mpls)/' "$KD/modules.dep"
 	grep -E '^kernel/drivers/net/(veth|dummy|ifb|macvlan|ipvlan/|vxlan/|tun|vrf)' "$KD/modules.dep"
+	# PPP: ppp_generic, ppp_async (the pty of pppoe-server's sessions),
+	# pppoe and pppox (the client's kernel-mode PPPoE), slhc.
+	grep -E '^kernel/drivers/net/(ppp/|slip/slhc)' "$KD/modules.dep"
 	grep -E '(^|/)(crc32c_generic|crc32c-intel)\.ko' "$KD/modules.dep"
 } | tr ' :' '\n\n' | grep . | sort -u >"$W/modlist"
 while read -r m; do

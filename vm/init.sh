@@ -72,7 +72,8 @@ for m in veth dummy 8021q sit ip6_tunnel ipip ip_gre bridge ifb sch_netem sch_ht
 	nf_conntrack nf_conntrack_netlink nf_nat nf_tables nft_compat nft_chain_nat nft_ct \
 	ip_tables iptable_filter iptable_nat iptable_mangle iptable_raw \
 	ip6_tables ip6table_filter ip6table_nat ip6table_mangle ip6table_raw \
-	xt_conntrack xt_comment xt_nat xt_MASQUERADE xt_addrtype xt_tcpudp xt_mark; do
+	xt_conntrack xt_comment xt_nat xt_MASQUERADE xt_addrtype xt_tcpudp xt_mark \
+	ppp_generic ppp_async pppoe; do
 	modprobe "$m" || fail "modprobe $m"
 done
 ip link set lo up

@@ -78,6 +78,9 @@ need ifup ifupdown
 need ping iputils-ping
 need run-parts debianutils
 need dash dash
+need pppd ppp
+need pppoe-server pppoe
+need ps procps
 need xz xz-utils
 need apt-get apt
 need dpkg-deb dpkg
