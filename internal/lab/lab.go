@@ -239,7 +239,8 @@ type Counts struct {
 	Spoofed int // packets with any other source, dropped
 }
 
-// Seen returns the ISP's edge counters for one family (4 or 6).
+// Seen returns the ISP's edge counters for one family (4 or 6): its
+// spoof filter's on cpe, and on its PPPoE sessions (StartPPPoE).
 func (l *Lab) Seen(isp *ISP, family int) Counts {
 	l.t.Helper()
 	cmd, net := "iptables", isp.Net
@@ -250,7 +251,7 @@ func (l *Lab) Seen(isp *ISP, family int) Counts {
 	var c Counts
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
-		if len(f) < 9 || f[5] != "cpe" {
+		if len(f) < 9 || (f[5] != "cpe" && f[5] != pppEdge) {
 			continue
 		}
 		n, _ := strconv.Atoi(f[0])

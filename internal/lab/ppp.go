@@ -1,0 +1,665 @@
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The lab's PPPoE: ISP B as a PPPoE access concentrator on its edge
+// (pppoe-server, which runs a pppd for each session), the router dialling
+// it with pppd's kernel-mode PPPoE (the rp-pppoe plugin) on wanb, started
+// by ifupdown's `inet ppp` method (pon and poff). It needs the kernel's
+// ppp_generic, ppp_async and pppoe: the VM tier's.
+//
+//	lan ── lan0 [router] ppp0 203.0.113.2 ══ PPPoE on wanb ══ cpe [ispb] ppp0 203.0.113.1 ── uplink
+//	                     wana 198.51.100.2 ── cpe [ispa]
+//
+// ISP B's edge then has no IPv4 address on cpe (PPPoE is layer 2): its
+// 203.0.113.1 is on its side of each session, the session's peer address a
+// /32 route there, and the rest of 203.0.113.0/24 unreachable, as a
+// broadband access server's pool is.
+
+// PPPProvider is the router's peers file (/etc/ppp/peers/dsl) and the
+// stanza that dials it: pon's provider, pppd's ipparam.
+const PPPProvider = "dsl"
+
+// PPPoEStanzas is the router's interfaces file for the PPPoE lab: wana
+// as in TwoISPs (the backup, its main-table default from isp-metric 1),
+// and ISP B by PPPoE, preferred: the `inet ppp` stanza dsl, whose session
+// gets its main-table default from isp-metric 0, ifisp's own. Not from
+// pppd's `defaultroute` (off in PPPPeers): pppd 2.4.9 adds none while
+// another default is there ("not replacing default route to wana
+// [198.51.100.1]", with `defaultroute-metric 0` too), `replacedefaultroute`
+// would delete wana's, and a default pppd adds comes before ip-up, so
+// before the session's SNAT rules and guard, and is not one ifisp
+// withdraws at ifdown. Its pre-up line brings up the Ethernet PPPoE runs
+// on, as pppoeconf writes it.
+const PPPoEStanzas = `
+iface wana inet static
+	address 198.51.100.2/24
+	isp-table ispa
+	isp-gateway 198.51.100.1
+	isp-metric 1
+	isp-source 198.51.100.64/28
+	snat-from 10.1.0.0/24
+
+iface wana inet6 static
+	address 2001:db8:a::2/64
+	isp-table ispa
+	isp-gateway 2001:db8:a::1
+	isp-metric 2
+
+iface dsl inet ppp
+	pre-up ip link set dev wanb up
+	provider dsl
+	isp-table ispb
+	isp-metric 0
+	snat-from 10.1.0.0/24
+`
+
+// PPPPeers is the router's /etc/ppp/peers/dsl: kernel-mode PPPoE on wanb,
+// no authentication either way, the address from the ISP, redial at once
+// (1 s) and for ever, a dead peer found in 3 s (LCP echoes), and ipparam
+// naming the stanza for ifisp-lease. No defaultroute (PPPoEStanzas says
+// why) and no usepeerdns.
+const PPPPeers = `# The lab router's PPPoE provider (ifupdown's ` + "`inet ppp`" + ` stanza dsl runs pon dsl).
+plugin rp-pppoe.so
+nic-wanb
+noauth
+noipdefault
+nodefaultroute
+persist
+maxfail 0
+holdoff 1
+lcp-echo-interval 1
+lcp-echo-failure 3
+ipparam dsl
+noaccomp
+default-asyncmap
+mtu 1492
+mru 1492
+`
+
+// pppServerOptions is ISP B's /etc/ppp/pppoe-server-options, read by the
+// pppd pppoe-server runs for each session. noauth: pppd requires a peer
+// to authenticate when its system has a default route, and ISP B's has.
+const pppServerOptions = `# The lab's ISP B: the pppd of each PPPoE session.
+noauth
+lcp-echo-interval 1
+lcp-echo-failure 3
+debug
+`
+
+// pppEdge is the interface pattern of ISP B's sessions in its spoof
+// filter.
+const pppEdge = "ppp+"
+
+// PPPoEServer is pppoe-server on ISP B's edge, with one session at most,
+// whose peer gets Remote. It runs until Stop or the lab's removal.
+type PPPoEServer struct {
+	l      *Lab
+	ISP    *ISP
+	Remote string // the address the next session's peer gets
+
+	dir    string // output of each run
+	runs   int
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartPPPoE makes ISP B a PPPoE access concentrator: its edge without
+// IPv4 on cpe, its spoof filter on its sessions too (packets from a source
+// its route to does not lead back to the session, uRPF as access servers
+// do: an address of an earlier session is spoofed), its /etc/ppp (the
+// namespace's own), and pppoe-server on cpe handing the peer of its one
+// session remote, itself ISP B's gateway address. It waits until the
+// server listens.
+func (l *Lab) StartPPPoE(remote string) *PPPoEServer {
+	l.t.Helper()
+	isp := &l.B
+	l.Must(isp.NS, "ip", "-4", "addr", "flush", "dev", "cpe")
+	l.Must(isp.NS, "ip", "route", "add", "unreachable", isp.Net)
+	for _, r := range [][]string{
+		{"-s", isp.Net, "-p", "icmp", "-m", "length", "--length", strconv.Itoa(20 + 8 + TracerSize), "-m", "rpfilter", "-m", "comment", "--comment", "lab-tracer", "-j", "RETURN"},
+		{"-s", isp.Net, "-m", "rpfilter", "-j", "RETURN"},
+		{"-j", "spoofed"},
+	} {
+		l.Must(isp.NS, append([]string{"iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-i", pppEdge}, r...)...)
+	}
+	// What the spoofed packets were, for messages: the LAN's own
+	// source (not NATed), another address of the ISP's pool (an earlier
+	// session's), ISP A's (a flow NATed to wana), anything else.
+	for i, kind := range []struct{ src, comment string }{{"10.0.0.0/8", "lab-private"}, {isp.Net, "lab-pool"}, {l.A.Net, "lab-ispa"}} {
+		l.Must(isp.NS, "iptables", "-w", "-t", "raw", "-I", "spoofed", strconv.Itoa(i+1), "-s", kind.src, "-m", "comment", "--comment", kind.comment, "-j", "DROP")
+	}
+	etc := filepath.Join("/etc/netns", isp.NS, "ppp")
+	l.WriteFile(filepath.Join(etc, "options"), "# The lab's ISP B: pppd's system options (none).\n")
+	l.WriteFile(filepath.Join(etc, "pppoe-server-options"), pppServerOptions)
+	dir, err := os.MkdirTemp("", "ifisp-pppoe-")
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &PPPoEServer{l: l, ISP: isp, Remote: remote, dir: dir}
+	l.t.Cleanup(s.Stop)
+	s.start()
+	return s
+}
+
+// start starts pppoe-server with s.Remote and waits until it has its
+// discovery socket (ethertype 0x8863) open.
+func (s *PPPoEServer) start() {
+	s.l.t.Helper()
+	s.runs++
+	out, err := os.Create(filepath.Join(s.dir, fmt.Sprintf("run%d.log", s.runs)))
+	if err != nil {
+		s.l.t.Fatal(err)
+	}
+	defer out.Close()
+	// -o: each run numbers its sessions apart from the last's, whose
+	// relay may not have seen its end yet.
+	cmd := exec.Command("ip", "netns", "exec", s.ISP.NS, "pppoe-server", "-F", "-I", "cpe", "-C", "lab-"+s.ISP.Name,
+		"-L", s.ISP.Gate, "-R", s.Remote, "-N", "1", "-o", strconv.Itoa(100*s.runs))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		s.l.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	s.cmd, s.exited = cmd, exited
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if packet, _ := s.l.Exec(s.ISP.NS, "cat", "/proc/net/packet"); strings.Contains(packet, " 8863 ") {
+			return
+		}
+		select {
+		case <-exited:
+			s.l.t.Fatalf("pppoe-server at %s exited: %v\n%s", s.ISP.Name, cmd.ProcessState, s.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.l.t.Fatalf("pppoe-server at %s has no discovery socket after 10s:\n%s", s.ISP.Name, s.Log())
+		}
+	}
+}
+
+// Log returns what pppoe-server printed, every run (it logs to syslog
+// too: Syslog).
+func (s *PPPoEServer) Log() string {
+	var b strings.Builder
+	for i := 1; i <= s.runs; i++ {
+		out, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("run%d.log", i)))
+		fmt.Fprintf(&b, "run %d:\n%s", i, out)
+	}
+	return b.String()
+}
+
+// Restart ends the server and its session and starts it again, the next
+// session's peer getting remote: the ISP ends the session (its pppd sends
+// the router an LCP terminate request), and the router's pppd dials
+// again. The new server listens before the old session ends, so the
+// router's first discovery finds it.
+func (s *PPPoEServer) Restart(remote string) {
+	s.l.t.Helper()
+	sessions := s.sessionPIDs()
+	s.stopServer(syscall.SIGKILL) // the server only: its session lives on
+	s.Remote = remote
+	s.start()
+	s.endSessions(sessions)
+}
+
+// Stop ends the server and its sessions and waits until they are gone.
+func (s *PPPoEServer) Stop() {
+	s.l.t.Helper()
+	sessions := s.sessionPIDs()
+	s.stopServer(syscall.SIGKILL)
+	s.endSessions(sessions)
+}
+
+// stopServer sends pppoe-server sig and waits until it has exited.
+func (s *PPPoEServer) stopServer(sig syscall.Signal) {
+	s.l.t.Helper()
+	if s.cmd == nil {
+		return
+	}
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// session is one PPPoE session's processes at ISP B.
+type session struct{ pppd, relays []int }
+
+// sessionPIDs returns the session processes in ISP B's namespace: the
+// pppds pppoe-server started and their relays (pppoe).
+func (s *PPPoEServer) sessionPIDs() session {
+	return session{s.l.processes(s.ISP.NS, "pppd"), s.l.processes(s.ISP.NS, "pppoe")}
+}
+
+// endSessions sends the sessions' pppds SIGTERM, which terminate their
+// sessions with LCP through their relays and end them, and waits until
+// every one is gone; SIGKILL after 5 s.
+func (s *PPPoEServer) endSessions(ss session) {
+	s.l.t.Helper()
+	for _, p := range ss.pppd {
+		syscall.Kill(p, syscall.SIGTERM)
+	}
+	pids := append(slices.Clone(ss.pppd), ss.relays...)
+	if !waitGone(pids, 5*time.Second) {
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		waitGone(pids, 5*time.Second)
+	}
+}
+
+// processes returns the processes of namespace ns whose command name is
+// one of names (zombies excluded: they have ended).
+func (l *Lab) processes(ns string, names ...string) []int {
+	out, err := l.Exec("", "ip", "netns", "pids", ns)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(f); err == nil && running(pid, names...) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// running reports whether pid runs one of names and has not exited.
+func running(pid int, names ...string) bool {
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || !slices.Contains(names, strings.TrimSpace(string(comm))) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+}
+
+// waitGone waits until none of pids runs any more; false after timeout.
+func waitGone(pids []int, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		alive := false
+		for _, p := range pids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err == nil && !zombie(p) {
+				alive = true
+			}
+		}
+		if !alive {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+func zombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	return strings.HasPrefix(rest, "Z") || strings.HasPrefix(rest, "X")
+}
+
+// RouterPPPDs returns the router's pppd processes.
+func (l *Lab) RouterPPPDs() []int { return l.processes(l.Router, "pppd") }
+
+// WaitNoRouterPPPD waits until the router runs no pppd, and fails the test
+// after timeout.
+func (l *Lab) WaitNoRouterPPPD(timeout time.Duration) {
+	l.t.Helper()
+	if pids := l.RouterPPPDs(); !waitGone(pids, timeout) {
+		l.t.Fatalf("the router's pppd (%v) still runs %s later", pids, timeout)
+	}
+}
+
+// pppEnvDir is where the router's recording scripts write, as its
+// namespace sees it.
+const pppEnvDir = "/etc/ppp/lab-env"
+
+// pppEnvScript records the environment of the scripts of ip-up.d
+// (ip-down.d): its name sorts after ifisp's, so that it runs once
+// ifisp-lease has returned. Written whole, then renamed.
+const pppEnvScript = `#!/bin/sh
+# The lab's: records the environment /etc/ppp/@SCRIPT@ gives its scripts.
+env -0 >"` + pppEnvDir + `/.$$" && mv "` + pppEnvDir + `/.$$" "` + pppEnvDir + `/@SCRIPT@.$$"
+`
+
+// InstallPPP gives the router its own /etc/ppp (`ip netns exec` binds
+// the namespace's over /etc/ppp, whole, when it exists): ppp's options,
+// ip-up and ip-down as Debian ships them (the guest's, from vm/base.sh),
+// the peers file PPPPeers, ifisp's ip-up.d and ip-down.d scripts
+// (hooks/ppp-hook.sh.in as `make install` makes them, with @SBINDIR@
+// binDir), and after each a script that records its environment, for
+// PPPEvents.
+func (l *Lab) InstallPPP(binDir string) {
+	l.t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join(Root(), "hooks/ppp-hook.sh.in"))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	etc := filepath.Join(l.Etc(), "ppp")
+	for _, f := range []string{"options", "ip-up", "ip-down"} {
+		b, err := os.ReadFile(filepath.Join("/etc/ppp", f))
+		if err != nil {
+			l.t.Fatalf("ppp's /etc/ppp/%s: %v (is ppp installed?)", f, err)
+		}
+		mode := os.FileMode(0o755)
+		if f == "options" {
+			mode = 0o644
+		}
+		l.writeFile(filepath.Join(etc, f), string(b), mode)
+	}
+	l.WriteFile(filepath.Join(etc, "peers", PPPProvider), PPPPeers)
+	for _, s := range []struct{ script, what, dir string }{
+		{"ip-up", "up on the session's address", "up"},
+		{"ip-down", "down", "down"},
+	} {
+		// What the Makefile's install target's sed does.
+		hook := strings.NewReplacer("@SBINDIR@", binDir, "@SCRIPT@", s.script, "@WHAT@", s.what, "@DIR@", s.dir).Replace(string(tmpl))
+		if strings.Contains(hook, "@") {
+			l.t.Fatalf("hooks/ppp-hook.sh.in has a placeholder the lab does not fill:\n%s", hook)
+		}
+		l.WriteScript(filepath.Join(etc, s.script+".d", "ifisp"), hook)
+		l.WriteScript(filepath.Join(etc, s.script+".d", "zz-lab-env"), strings.ReplaceAll(pppEnvScript, "@SCRIPT@", s.script))
+	}
+	if err := os.MkdirAll(filepath.Join(etc, strings.TrimPrefix(pppEnvDir, "/etc/ppp/")), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// PPPEvent is one run of the router's ip-up or ip-down scripts, as
+// InstallPPP's recording script saw it.
+type PPPEvent struct {
+	At     time.Time // when the recording script wrote it, after ifisp's
+	Script string    // "ip-up" or "ip-down"
+	Env    map[string]string
+}
+
+// String names the event and the variables ifisp-lease reads.
+func (e PPPEvent) String() string {
+	var parts []string
+	for _, k := range []string{"PPP_IFACE", "PPP_LOCAL", "PPP_REMOTE", "PPP_IPPARAM", "CALL_FILE"} {
+		parts = append(parts, k+"="+e.Env[k])
+	}
+	return e.At.Format("15:04:05.000") + " " + e.Script + " " + strings.Join(parts, " ")
+}
+
+// PPPEvents returns the router's ip-up and ip-down runs so far, oldest
+// first.
+func (l *Lab) PPPEvents() []PPPEvent {
+	l.t.Helper()
+	dir := filepath.Join(l.Etc(), "ppp", strings.TrimPrefix(pppEnvDir, "/etc/ppp/"))
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var events []PPPEvent
+	for _, e := range entries {
+		script, _, ok := strings.Cut(e.Name(), ".")
+		if !ok || script == "" {
+			continue // one being written
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		ev := PPPEvent{At: info.ModTime(), Script: script, Env: map[string]string{}}
+		for _, kv := range strings.Split(string(b), "\x00") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				ev.Env[k] = v
+			}
+		}
+		events = append(events, ev)
+	}
+	sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
+	return events
+}
+
+// WaitPPPEvent waits until an event at or after from satisfies ok and
+// returns the first, or fails the test after timeout, listing the events.
+func (l *Lab) WaitPPPEvent(from time.Time, timeout time.Duration, what string, ok func(PPPEvent) bool) PPPEvent {
+	l.t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		events := l.PPPEvents()
+		for _, e := range events {
+			if !e.At.Before(from) && ok(e) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			var seen []string
+			for _, e := range events {
+				seen = append(seen, e.String())
+			}
+			l.t.Fatalf("no %s within %s; the router's ppp scripts ran:\n%s", what, timeout, strings.Join(seen, "\n"))
+		}
+	}
+}
+
+// linksHook records, at each run, the router's interfaces with their
+// addresses as the hooks of its if-*.d folder see them.
+const linksHook = "#!/bin/sh\nip -br addr >\"/etc/network/links.$IFACE.$ADDRFAM.$PHASE\" 2>&1\n"
+
+// RecordHookLinks adds a hook to each of the router's if-*.d folders that
+// records its interfaces and addresses as the hooks see them, for
+// HookLinks: whether an interface exists yet when ifupdown runs them.
+func (l *Lab) RecordHookLinks() {
+	l.t.Helper()
+	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
+		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-links"), linksHook)
+	}
+}
+
+// HookLinks returns `ip -br addr` as the hooks of the last ifup or ifdown
+// of iface, family and phase saw it.
+func (l *Lab) HookLinks(iface, family, phase string) string {
+	l.t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.Etc(), "network", "links."+iface+"."+family+"."+phase))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Syslog is what the guest's processes sent to syslog (/dev/log): pppd's
+// and pppoe-server's log, ifisp-lease's one line per event.
+type Syslog struct {
+	log  *lineLog
+	mu   sync.Mutex
+	errs []error
+}
+
+// SyslogLine is one message, with the time the lab received it.
+type SyslogLine struct {
+	At       time.Time
+	Priority int    // facility*8 + severity; severity 7 is debug
+	Text     string // "pppd[123]: ...": the message without priority and date
+}
+
+// ListenSyslog receives syslog's messages at /dev/log until the lab's
+// removal. /dev/log must not exist: it is a machine's syslog daemon's,
+// and the lab never takes it over (the VM tier's guest has none).
+func (l *Lab) ListenSyslog() *Syslog {
+	l.t.Helper()
+	const path = "/dev/log"
+	if _, err := os.Lstat(path); err == nil {
+		l.t.Fatalf("%s exists: this machine has a syslog daemon, and the lab reads syslog only where none runs (the VM tier's guest)", path)
+	}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	s := &Syslog{log: &lineLog{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					s.mu.Lock()
+					s.errs = append(s.errs, err)
+					s.mu.Unlock()
+				}
+				return
+			}
+			msg := bytes.TrimRight(buf[:n], "\n\x00")
+			s.log.Write(append(bytes.ReplaceAll(msg, []byte("\n"), []byte(" ")), '\n'))
+		}
+	}()
+	l.t.Cleanup(func() {
+		conn.Close()
+		<-done
+		os.Remove(path)
+	})
+	return s
+}
+
+// Lines returns the messages so far, oldest first.
+func (s *Syslog) Lines() []SyslogLine {
+	var lines []SyslogLine
+	for _, g := range s.log.Lines() {
+		lines = append(lines, parseSyslog(g))
+	}
+	return lines
+}
+
+// parseSyslog reads "<PRI>Mmm dd hh:mm:ss TAG: MSG" (glibc's and Go's
+// log/syslog's local format).
+func parseSyslog(g LogLine) SyslogLine {
+	line := SyslogLine{At: g.At, Priority: -1, Text: g.Text}
+	rest, ok := strings.CutPrefix(g.Text, "<")
+	if !ok {
+		return line
+	}
+	pri, rest, ok := strings.Cut(rest, ">")
+	if !ok {
+		return line
+	}
+	if p, err := strconv.Atoi(pri); err == nil {
+		line.Priority = p
+	}
+	// The date: "Mmm dd hh:mm:ss " (Go's: RFC 3339), then the tag.
+	if len(rest) > 16 && rest[3] == ' ' && rest[15] == ' ' {
+		rest = rest[16:]
+	} else if d, r, ok := strings.Cut(rest, " "); ok && strings.Contains(d, "T") {
+		rest = r
+	}
+	line.Text = rest
+	return line
+}
+
+// Matching returns the messages that contain every one of subs.
+func (s *Syslog) Matching(subs ...string) []SyslogLine {
+	var m []SyslogLine
+	for _, line := range s.Lines() {
+		ok := true
+		for _, sub := range subs {
+			ok = ok && strings.Contains(line.Text, sub)
+		}
+		if ok {
+			m = append(m, line)
+		}
+	}
+	return m
+}
+
+// String lists the messages, debug ones (pppd's packet log) too when
+// debug is true, each after the time the lab received it.
+func (s *Syslog) String(debug bool) string {
+	var b strings.Builder
+	for _, line := range s.Lines() {
+		if !debug && line.Priority%8 == 7 {
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s\n", line.At.Format("15:04:05.000"), line.Text)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, err := range s.errs {
+		fmt.Fprintf(&b, "(reading syslog: %v)\n", err)
+	}
+	return b.String()
+}
+
+// PPPAddr returns the IPv4 address and peer of the router's interface
+// iface, a PPP session's (invalid when it has none).
+func (l *Lab) PPPAddr(iface string) (local, peer netip.Addr) {
+	l.t.Helper()
+	out, err := l.Exec(l.Router, "ip", "-4", "-o", "addr", "show", "dev", iface)
+	if err != nil {
+		return
+	}
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		switch f[i] {
+		case "inet":
+			local, _ = netip.ParseAddr(f[i+1])
+		case "peer":
+			if p, err := netip.ParsePrefix(f[i+1]); err == nil {
+				peer = p.Addr()
+			}
+		}
+	}
+	return
+}
+
+// SpoofedKinds says what the packets ISP B dropped as spoofed were, once
+// StartPPPoE sorted them: "private N, pool N, ispa N, other N" (sources
+// in 10.0.0.0/8, the LAN's not NATed; in the ISP's range, an earlier
+// session's address; in ISP A's, NATed to wana; the rest).
+func (l *Lab) SpoofedKinds() string {
+	l.t.Helper()
+	out := l.Must(l.B.NS, "iptables", "-w", "-t", "raw", "-nvxL", "spoofed")
+	var kinds []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[2] != "DROP" {
+			continue
+		}
+		kind := "other"
+		for _, k := range []string{"private", "pool", "ispa"} {
+			if strings.Contains(line, "lab-"+k) {
+				kind = k
+			}
+		}
+		kinds = append(kinds, kind+" "+f[0])
+	}
+	return strings.Join(kinds, ", ")
+}
