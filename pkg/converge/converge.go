@@ -75,30 +75,24 @@ func Diff(h *netlink.Handle, backends Backends, links []registry.Link) ([]Piece,
 // it found missing. Each link is repaired on its own: one that fails (its
 // interface gone, say) does not keep the others from being repaired.
 //
-// A round that repaired anything is followed by another, up to
-// repairRounds in all: a reload that lands between one link's diff and
-// the next link's (nftables.service's `flush ruleset` takes every link's
-// chains at once) would otherwise leave the links diffed before it broken
-// until the next change is heard, with the repair already counted.
+// When it repaired any link, the links it found whole are compared once
+// more: a reload that lands between two links' diffs (nftables.service's
+// `flush ruleset` takes every link's chains at once) would otherwise leave
+// those diffed before it broken until the next change is heard, with the
+// repair already counted. The links it repaired are not looked at again:
+// a tool that deletes as fast as ifisp adds is the monitor's back-off's.
 func Repair(h *netlink.Handle, backends Backends, links []registry.Link) ([]Piece, error) {
-	var repaired []Piece
-	for range repairRounds {
-		got, err := repairRound(h, backends, links)
-		repaired = append(repaired, got...)
-		if err != nil || len(got) == 0 {
-			return repaired, err
-		}
+	repaired, whole, err := repairRound(h, backends, links)
+	if len(repaired) == 0 || len(whole) == 0 {
+		return repaired, err
 	}
-	return repaired, nil
+	again, _, err2 := repairRound(h, backends, whole)
+	return append(repaired, again...), errors.Join(err, err2)
 }
 
-// repairRounds bounds Repair's rounds: a tool deleting as fast as ifisp
-// adds is the monitor's back-off's to handle, not a loop's.
-const repairRounds = 3
-
-// repairRound is one diff and repair of every link.
-func repairRound(h *netlink.Handle, backends Backends, links []registry.Link) ([]Piece, error) {
-	var repaired []Piece
+// repairRound is one diff and repair of links; whole are those it found
+// nothing missing of.
+func repairRound(h *netlink.Handle, backends Backends, links []registry.Link) (repaired []Piece, whole []registry.Link, err error) {
 	var errs []error
 	k := kernel{h: h, backends: backends, routing: map[stanza.Family]*policy.Kernel{}}
 	for _, l := range links {
@@ -110,13 +104,13 @@ func repairRound(h *netlink.Handle, backends Backends, links []registry.Link) ([
 		if err := k.repair(l, d); err != nil {
 			errs = append(errs, err)
 		}
-		for _, p := range d.pieces(l.Key()) {
-			if p.Missing {
-				repaired = append(repaired, p)
-			}
+		missing := Missing(d.pieces(l.Key()))
+		if len(missing) == 0 {
+			whole = append(whole, l)
 		}
+		repaired = append(repaired, missing...)
 	}
-	return repaired, errors.Join(errs...)
+	return repaired, whole, errors.Join(errs...)
 }
 
 // Missing is the pieces of list that are missing.

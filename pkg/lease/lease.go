@@ -107,7 +107,12 @@ func boundLink(h *netlink.Handle, e Event, rec *registry.Link, root string) (did
 		c.ISPGateway = e.Gateway
 	}
 	if rec != nil && rec.Complete() && rec.Address == e.Address && (rec.Gateway == c.ISPGateway || !e.Gateway.IsValid()) {
-		return fmt.Sprintf("unchanged (%s, gateway %s)", e.Address, c.ISPGateway), false, nil
+		return fmt.Sprintf("unchanged (%s, gateway %s)", e.Address, none(c.ISPGateway)), false, nil
+	}
+	if rec != nil && rec.Lost && c.WaitsForRA() {
+		// ifisp-watch brings it up when the default comes, on whatever
+		// address the kernel has then.
+		return fmt.Sprintf("%s; the link waits for its router advertisement", e.Address), false, nil
 	}
 	if err := hook.Check(h, c); err != nil {
 		return "", false, err
@@ -124,7 +129,7 @@ func boundLink(h *netlink.Handle, e Event, rec *registry.Link, root string) (did
 	if err := linkhook.Run(h, c, "if-up.d"); err != nil {
 		return "", false, err
 	}
-	return fmt.Sprintf("up on %s, gateway %s (was %s)", e.Address, c.ISPGateway, was), true, nil
+	return fmt.Sprintf("up on %s, gateway %s (was %s)", e.Address, none(c.ISPGateway), was), true, nil
 }
 
 // sameOption says whether the record already holds option 212 o.
@@ -170,6 +175,9 @@ func dependents(h *netlink.Handle, iface, root string) (string, error) {
 // advertisements (the old prefix announced deprecated). A link whose
 // ifup has not reached if-up.d finds the prefix in its record there.
 func delegated(h *netlink.Handle, e Event, root string) (string, error) {
+	if e.Kind == TakenBack {
+		return fmt.Sprintf("%s taken back (lifetime 0): kept until dhclient's EXPIRE6 for it or the next prefix, so that the LAN always has one", e.Prefix), nil
+	}
 	rec, err := registry.Read(e.Iface, e.Family)
 	if err != nil {
 		return "", err
@@ -184,19 +192,19 @@ func delegated(h *netlink.Handle, e Event, root string) (string, error) {
 	now := e.Prefix
 	if e.Kind == Undelegated {
 		if was != e.Prefix {
-			return fmt.Sprintf("%s is not the link's prefix (%v): nothing to do", e.Prefix, was), nil
+			return fmt.Sprintf("%s is not the link's prefix (%s): nothing to do", e.Prefix, none(was)), nil
 		}
 		now = netip.Prefix{}
 	}
 	if was == now {
-		return fmt.Sprintf("unchanged (%s)", now), nil
+		return fmt.Sprintf("unchanged (%s)", none(now)), nil
 	}
 	rec.Delegated = now
 	if err := registry.Write(rec); err != nil {
 		return "", err
 	}
 	if !rec.Complete() {
-		return fmt.Sprintf("recorded %v (was %v); the link is not up", now, was), nil
+		return fmt.Sprintf("recorded %s (was %s); the link is not up", none(now), none(was)), nil
 	}
 	c, err := config(rec.Stanza, root, "post-up", "start", e)
 	if err != nil {
@@ -208,7 +216,7 @@ func delegated(h *netlink.Handle, e Event, root string) (string, error) {
 	if err := linkhook.Run(h, c, "if-up.d"); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("the link's prefix is %v (was %v)", now, was), nil
+	return fmt.Sprintf("the link's prefix is %s (was %s)", none(now), none(was)), nil
 }
 
 // lost takes the link down as ifdown would, by the hooks of if-down.d and
@@ -297,4 +305,15 @@ func withIface(env []string, iface string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// none writes an address or prefix for a log line, "none" for the zero one.
+func none[T interface {
+	IsValid() bool
+	String() string
+}](v T) string {
+	if !v.IsValid() {
+		return "none"
+	}
+	return v.String()
 }
