@@ -31,15 +31,11 @@ const (
 	Lost
 	// Delegated: the DHCPv6 server delegated Prefix (again, or anew).
 	Delegated
-	// Undelegated: Prefix is no longer delegated (the binding expired or
-	// was released).
+	// Undelegated: Prefix is no longer delegated (a lifetime of 0, the
+	// binding expired or was released). It goes at once, though dhclient
+	// may bring the next prefix a moment later: packets from it would
+	// leave by an ISP that no longer routes it back.
 	Undelegated
-	// TakenBack: the server gave Prefix a lifetime of 0. dhclient follows
-	// it with the next prefix, if any, then EXPIRE6 for this one, in the
-	// same exchange: the link keeps it until then, so that the LAN is
-	// never left without a prefix (and its hosts without a default
-	// router) for the moment between the two.
-	TakenBack
 )
 
 // Event is one lease event, read and checked.
@@ -148,7 +144,7 @@ func dhclient6(v map[string]string, e Event, kind Kind) (Event, error) {
 			return e, fmt.Errorf("new_max_life %s is not a number of seconds", shown(life))
 		}
 		if life != "" && strings.Trim(life, "0") == "" {
-			e.Kind = TakenBack
+			e.Kind = Undelegated
 		}
 	case v["new_ip6_address"] != "":
 		e.Kind = Bound

@@ -29,7 +29,7 @@ func TestDhclient(t *testing.T) {
 		// A REBIND6 for another prefix first re-sends the old one with no
 		// lifetime left.
 		{"the old prefix taken back", []string{"reason=REBIND6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=0"},
-			Event{Client: "dhclient", Reason: "REBIND6", Kind: TakenBack, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56")}},
+			Event{Client: "dhclient", Reason: "REBIND6", Kind: Undelegated, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56")}},
 		{"the binding expired", []string{"reason=EXPIRE6", "interface=wanb", "old_ip6_prefix=2001:db8:b0::/56"},
 			Event{Client: "dhclient", Reason: "EXPIRE6", Kind: Undelegated, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56")}},
 		{"an IA_NA address", []string{"reason=BOUND6", "interface=wanb", "new_ip6_address=2001:db8:b::99", "new_ip6_prefixlen=128"},

@@ -175,9 +175,6 @@ func dependents(h *netlink.Handle, iface, root string) (string, error) {
 // advertisements (the old prefix announced deprecated). A link whose
 // ifup has not reached if-up.d finds the prefix in its record there.
 func delegated(h *netlink.Handle, e Event, root string) (string, error) {
-	if e.Kind == TakenBack {
-		return fmt.Sprintf("%s taken back (lifetime 0): kept until dhclient's EXPIRE6 for it or the next prefix, so that the LAN always has one", e.Prefix), nil
-	}
 	rec, err := registry.Read(e.Iface, e.Family)
 	if err != nil {
 		return "", err
