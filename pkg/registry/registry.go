@@ -53,8 +53,9 @@ type Link struct {
 	// the default).
 	Mark   connmark.Mark `json:"mark"`
 	Sticky bool          `json:"sticky"`
-	// Since is when the up hook wrote the file: a link brought up again is
-	// a new link, whatever the monitor thought of the old one.
+	// Since is when the up hook wrote the file: a link brought up again
+	// (after an ifdown) is a new link, whatever the monitor thought of the
+	// old one. A re-run on a link that is up keeps it.
 	Since time.Time `json:"since"`
 	// LAN is the /64 of the ISP's prefix its isp-lan interface has, which
 	// the monitor's router advertisements announce; nil without isp-lan.
@@ -133,8 +134,9 @@ func fileName(iface string, f stanza.Family) string {
 }
 
 // Plan returns the record ifisp-route writes ahead of its changes: the
-// link's facts and plan, not up yet. old is the link's record (nil for
-// none), whose chains ifisp-snat wrote; lanAddr the address isp-lan adds.
+// link's facts and plan, not up yet (but for a re-run on a link that is
+// up). old is the link's record (nil for none), whose chains ifisp-snat
+// wrote; lanAddr the address isp-lan adds.
 func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published) *Link {
 	c := l.Config
 	r := &Link{
@@ -146,6 +148,13 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 	}
 	if old != nil {
 		r.Chains, r.Option6RD = old.Chains, old.Option6RD
+	}
+	if old != nil && old.Complete() {
+		// A re-run on a link that is up (a new lease, a renumbered
+		// prefix): the same link, which the monitor must neither lose for
+		// the moment of the re-run (its prefix announced gone, its probes
+		// stopped) nor take for a new one.
+		r.Since = old.Since
 	}
 	return r
 }
@@ -178,13 +187,17 @@ func Lease(c *stanza.Config) error {
 
 // Record writes r, the link of a stanza whose ifup has made its changes,
 // as up: with the main-table defaults it has now (ifupdown's `gateway`
-// route and ifisp's isp-metric one) and Since.
+// route and ifisp's isp-metric one) and Since, unless it has one already
+// (a re-run on a link that is up keeps it: see Plan).
 func Record(h *netlink.Handle, index int, r *Link) error {
 	defaults, err := policy.MainDefaults(h, index, r.Family)
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.Iface, err)
 	}
-	r.Defaults, r.Since = defaults, time.Now().UTC()
+	r.Defaults = defaults
+	if r.Since.IsZero() {
+		r.Since = time.Now().UTC()
+	}
 	return Write(r)
 }
 
