@@ -195,7 +195,12 @@ func PPP(env []string, up bool) (Event, error) {
 		return e, fmt.Errorf("%w (name the stanza with `ipparam STANZA` in the peers file)", err)
 	}
 	if !up {
-		return e, nil
+		// The session's address, when pppd gives it, says which
+		// session ended: an old one's ip-down must not end the next.
+		if v["PPP_LOCAL"] != "" {
+			e.Address, err = addr4(v, "PPP_LOCAL")
+		}
+		return e, err
 	}
 	if e.Address, err = addr4(v, "PPP_LOCAL"); err != nil {
 		return e, err

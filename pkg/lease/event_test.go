@@ -134,7 +134,7 @@ func TestPPP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = Event{Client: "ppp", Reason: "ip-down", Kind: Lost, Iface: "ppp0", Family: "inet", Stanza: "wanc"}
+	want = Event{Client: "ppp", Reason: "ip-down", Kind: Lost, Iface: "ppp0", Family: "inet", Stanza: "wanc", Address: a("192.0.2.66")}
 	if d := cmp.Diff(want, got, equate); d != "" {
 		t.Errorf("ip-down (-want +got):\n%s", d)
 	}

@@ -226,6 +226,9 @@ func lost(h *netlink.Handle, e Event, root string) (string, error) {
 	if rec == nil || !rec.Complete() {
 		return "not up (or its ifdown is under way): nothing to do", nil
 	}
+	if e.Address.IsValid() && rec.Address != e.Address {
+		return fmt.Sprintf("the link is on %s now, not on the ended session's %s: nothing to do", rec.Address, e.Address), nil
+	}
 	// A PPP session's stanza stays recorded as its anchor (package
 	// linkhook); a DHCP link keeps its record, Lost.
 	if err := takeDown(h, rec, root, e, e.Stanza == ""); err != nil {
