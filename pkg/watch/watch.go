@@ -126,12 +126,17 @@ func Run(ctx context.Context, opt Options) error {
 		default:
 		}
 	}
+	// The subscriptions report what they skip too: a message from another
+	// process than the kernel (another root process's dump request with
+	// ListExisting reaches every listener of the group), an error message.
+	// What ends one closes its channel, handled below.
+	skipped := func(err error) { opt.Log.Printf("netlink events: skipped: %v", err) }
 	linkCh := make(chan netlink.LinkUpdate, 64)
-	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{ErrorCallback: skipped}); err != nil {
 		return fmt.Errorf("subscribing to link events: %w", err)
 	}
 	addrCh := make(chan netlink.AddrUpdate, 64)
-	if err := netlink.AddrSubscribeWithOptions(addrCh, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
+	if err := netlink.AddrSubscribeWithOptions(addrCh, done, netlink.AddrSubscribeOptions{ErrorCallback: skipped}); err != nil {
 		return fmt.Errorf("subscribing to address events: %w", err)
 	}
 
