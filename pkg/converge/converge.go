@@ -13,6 +13,7 @@ package converge
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -96,6 +97,14 @@ func repairRound(h *netlink.Handle, backends Backends, links []registry.Link) (r
 	var errs []error
 	k := kernel{h: h, backends: backends, routing: map[stanza.Family]*policy.Kernel{}}
 	for _, l := range links {
+		if has, err := k.hasAddress(l); err != nil || !has {
+			// dhclient-script has taken the lease's address away and is
+			// about to add the next, or ifdown is under way: the link's
+			// hook brings its plan to the new address; its old routes
+			// would not go back in anyway.
+			errs = append(errs, err)
+			continue
+		}
 		d, err := k.diff(l, links)
 		if err != nil {
 			errs = append(errs, err)
@@ -225,6 +234,24 @@ func (k *kernel) diff(l registry.Link, links []registry.Link) (diff, error) {
 		}
 	}
 	return d, nil
+}
+
+// hasAddress says whether l's own address is on an interface (the tunnel
+// or the LAN one, for a 6rd link): a link without is between two leases.
+func (k *kernel) hasAddress(l registry.Link) (bool, error) {
+	if !l.Address.IsValid() {
+		return true, nil
+	}
+	addrs, err := policy.Retry(func() ([]netlink.Addr, error) { return k.h.AddrList(nil, policy.NetlinkFamily(l.Family)) })
+	if err != nil {
+		return false, fmt.Errorf("%s: listing addresses: %w", l.Iface, err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == l.Address {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // readRouting dumps ifisp's rules and routes of f, once per round.

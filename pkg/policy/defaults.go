@@ -89,7 +89,7 @@ func AddDefaults(h *netlink.Handle, ifindex int, f stanza.Family, want []Default
 // route is d as a main-table route through ifindex.
 func (d Default) route(f stanza.Family, ifindex int) *netlink.Route {
 	r := &netlink.Route{
-		Family:    family(f),
+		Family:    NetlinkFamily(f),
 		Dst:       defaultDst(f),
 		Gw:        d.Gateway.AsSlice(),
 		LinkIndex: ifindex,
@@ -108,7 +108,7 @@ func (d Default) route(f stanza.Family, ifindex int) *netlink.Route {
 // the interface ifindex.
 func mainDefaults(h *netlink.Handle, ifindex int, f stanza.Family) ([]netlink.Route, error) {
 	routes, err := Retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(family(f), &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: ifindex}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+		return h.RouteListFiltered(NetlinkFamily(f), &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: ifindex}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing the main table: %w", err)
@@ -126,7 +126,7 @@ func mainDefaults(h *netlink.Handle, ifindex int, f stanza.Family) ([]netlink.Ro
 // family f that wins, the one of the lowest metric; 0 when there is none.
 func Preferred(h *netlink.Handle, f stanza.Family) (int, error) {
 	routes, err := Retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(family(f), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		return h.RouteListFiltered(NetlinkFamily(f), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("listing the main table: %w", err)
@@ -158,8 +158,8 @@ func containsDefault(list []Default, d Default) bool {
 	return false
 }
 
-// family returns the netlink family constant of f.
-func family(f stanza.Family) int {
+// NetlinkFamily returns the netlink family constant of f.
+func NetlinkFamily(f stanza.Family) int {
 	if f == stanza.Inet6 {
 		return netlink.FAMILY_V6
 	}

@@ -88,7 +88,7 @@ func via(a netip.Addr) string {
 
 func (r Rule) netlink() *netlink.Rule {
 	n := netlink.NewRule()
-	n.Family = family(r.Family)
+	n.Family = NetlinkFamily(r.Family)
 	n.Table = r.Table
 	n.Priority = r.Priority
 	n.Protocol = Protocol
@@ -102,7 +102,7 @@ func (r Rule) netlink() *netlink.Rule {
 }
 
 func (r Route) netlink(index int) *netlink.Route {
-	n := &netlink.Route{Family: family(r.Family), Dst: ipNet(r.Dst), Table: r.Table, Protocol: Protocol, Type: unix.RTN_UNICAST}
+	n := &netlink.Route{Family: NetlinkFamily(r.Family), Dst: ipNet(r.Dst), Table: r.Table, Protocol: Protocol, Type: unix.RTN_UNICAST}
 	if r.Throw {
 		n.Type = unix.RTN_THROW
 		return n
@@ -170,7 +170,7 @@ type Kernel struct {
 // ReadKernel dumps ifisp's rules and the routes of the tables they (and
 // tables) name, in family f.
 func ReadKernel(h *netlink.Handle, f stanza.Family, tables []int) (*Kernel, error) {
-	rules, err := Retry(func() ([]netlink.Rule, error) { return h.RuleList(family(f)) })
+	rules, err := Retry(func() ([]netlink.Rule, error) { return h.RuleList(NetlinkFamily(f)) })
 	if err != nil {
 		return nil, fmt.Errorf("listing %s rules: %w", f, err)
 	}
@@ -184,7 +184,7 @@ func ReadKernel(h *netlink.Handle, f stanza.Family, tables []int) (*Kernel, erro
 	slices.Sort(tables)
 	for _, t := range slices.Compact(tables) {
 		routes, err := Retry(func() ([]netlink.Route, error) {
-			return h.RouteListFiltered(family(f), &netlink.Route{Table: t, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+			return h.RouteListFiltered(NetlinkFamily(f), &netlink.Route{Table: t, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("listing %s table %d: %w", f, t, err)

@@ -55,7 +55,7 @@ type Link struct {
 }
 
 // family returns the netlink family constant of the stanza.
-func (l *Link) family() int { return family(l.Config.Family) }
+func (l *Link) family() int { return NetlinkFamily(l.Config.Family) }
 
 // Resolve looks the stanza's interface up and fills in the address and
 // gateway the stanza leaves to the kernel: its first global address of the
@@ -168,7 +168,7 @@ func check(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
 	// One interface per family: an ISP's inet stanza and its inet6 one
 	// (native, or a 6rd tunnel of its own) share the table.
 	own, err := Retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: c.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		return h.RouteListFiltered(NetlinkFamily(c.Family), &netlink.Route{Table: c.Table, Protocol: Protocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: listing table %d: %w", c.Iface, c.Table, err)
@@ -198,7 +198,7 @@ func CheckMainDefault(h *netlink.Handle, c *stanza.Config, index int) error {
 // IPv4 ifupdown's `gateway` one.
 func checkMain(h *netlink.Handle, c *stanza.Config, index int, preUp bool) error {
 	routes, err := Retry(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(family(c.Family), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		return h.RouteListFiltered(NetlinkFamily(c.Family), &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: listing the main table: %w", c.Iface, err)

@@ -353,7 +353,7 @@ func (l *Link) problem(format string, args ...any) {
 
 // kernel fills in what the kernel has of the link now.
 func (l *Link) kernel(h *netlink.Handle) {
-	fam := netlinkFamily(l.Family)
+	fam := policy.NetlinkFamily(l.Family)
 	nl, err := h.LinkByName(l.Iface)
 	if err != nil {
 		l.problem("the interface is gone (ifdown --force %s, then ifup, to start over)", l.Iface)
@@ -563,13 +563,6 @@ func alive(pid int) bool {
 	}
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-func netlinkFamily(f stanza.Family) int {
-	if f == stanza.Inet6 {
-		return netlink.FAMILY_V6
-	}
-	return netlink.FAMILY_V4
 }
 
 func isDefault(n *net.IPNet) bool {
