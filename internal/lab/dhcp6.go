@@ -38,33 +38,12 @@ import (
 // (accept_ra 2: the router forwards), and numbers lan0 from the delegated
 // prefix (isp-lan lan0). wana, and wanb's IPv4, are TwoISPs' own; lan0
 // has only ISP B's prefix.
-const PDTwoISPs = `
-iface wana inet static
-	address 198.51.100.2/24
-	isp-table ispa
-	isp-gateway 198.51.100.1
-	isp-metric 1
-	isp-source 198.51.100.64/28
-	snat-from 10.1.0.0/24
-
-iface wana inet6 static
-	address 2001:db8:a::2/64
-	isp-table ispa
-	isp-gateway 2001:db8:a::1
-	isp-metric 2
-
-iface wanb inet static
-	address 203.0.113.2/24
-	gateway 203.0.113.1
-	isp-table ispb
-	snat-from 10.1.0.0/24
-
-iface wanb inet6 dhcp
+var PDTwoISPs = Replace(TwoISPs, "wanb", "inet6", `iface wanb inet6 dhcp
 	request_prefix 1
 	accept_ra 2
 	isp-table ispb
 	isp-lan lan0
-`
+`)
 
 // The DHCPv6 server's lifetimes and timers, short so that dhclient renews
 // every few seconds: it sends a Renew T1 after each Reply (to the server

@@ -38,37 +38,22 @@ const PPPProvider = "dsl"
 
 // PPPoEStanzas is the router's interfaces file for the PPPoE lab: wana
 // as in TwoISPs (the backup, its main-table default from isp-metric 1),
-// and ISP B by PPPoE, preferred: the `inet ppp` stanza dsl, whose session
-// gets its main-table default from isp-metric 0, ifisp's own. Not from
-// pppd's `defaultroute` (off in PPPPeers): pppd 2.4.9 adds none while
-// another default is there ("not replacing default route to wana
-// [198.51.100.1]", with `defaultroute-metric 0` too), `replacedefaultroute`
-// would delete wana's, and a default pppd adds comes before ip-up, so
-// before the session's SNAT rules and guard, and is not one ifisp
-// withdraws at ifdown. Its pre-up line brings up the Ethernet PPPoE runs
-// on, as pppoeconf writes it.
-const PPPoEStanzas = `
-iface wana inet static
-	address 198.51.100.2/24
-	isp-table ispa
-	isp-gateway 198.51.100.1
-	isp-metric 1
-	isp-source 198.51.100.64/28
-	snat-from 10.1.0.0/24
-
-iface wana inet6 static
-	address 2001:db8:a::2/64
-	isp-table ispa
-	isp-gateway 2001:db8:a::1
-	isp-metric 2
-
-iface dsl inet ppp
+// and ISP B by PPPoE, preferred, in place of TwoISPs' wanb stanzas: the
+// `inet ppp` stanza dsl, whose session gets its main-table default from
+// isp-metric 0, ifisp's own. Not from pppd's `defaultroute` (off in
+// PPPPeers): pppd 2.4.9 adds none while another default is there ("not
+// replacing default route to wana [198.51.100.1]", with
+// `defaultroute-metric 0` too), `replacedefaultroute` would delete wana's,
+// and a default pppd adds comes before ip-up, so before the session's SNAT
+// rules and guard, and is not one ifisp withdraws at ifdown. Its pre-up
+// line brings up the Ethernet PPPoE runs on, as pppoeconf writes it.
+var PPPoEStanzas = Replace(Replace(TwoISPs, "wanb", "inet6", ""), "wanb", "inet", `iface dsl inet ppp
 	pre-up ip link set dev wanb up
 	provider dsl
 	isp-table ispb
 	isp-metric 0
 	snat-from 10.1.0.0/24
-`
+`)
 
 // PPPPeers is the router's /etc/ppp/peers/dsl: kernel-mode PPPoE on wanb,
 // no authentication either way, the address from the ISP, redial at once

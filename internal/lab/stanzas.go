@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -110,19 +111,29 @@ func seedNAT(phase, iface, addr string) string {
 
 // Replace returns the interfaces file file with the stanza of iface and
 // family (its lines up to the next blank line) replaced by stanza, which
-// starts with its own `iface` line. It panics when file has no such
+// starts with its own `iface` line, or removed when stanza is empty. The
+// blank lines around it stay the file's. It panics when file has no such
 // stanza: the lab's files are constants, and a test built on a stanza
 // that is not there would test something else.
 func Replace(file, iface, family, stanza string) string {
 	blocks := strings.Split(file, "\n\n")
 	for i, b := range blocks {
-		if strings.HasPrefix(strings.TrimLeft(b, "\n"), "iface "+iface+" "+family+" ") {
-			blocks[i] = strings.TrimRight(stanza, "\n")
-			if strings.HasPrefix(b, "\n") {
-				blocks[i] = "\n" + blocks[i]
-			}
+		body := strings.Trim(b, "\n")
+		if !strings.HasPrefix(body, "iface "+iface+" "+family+" ") {
+			continue
+		}
+		lead, trail, _ := strings.Cut(b, body)
+		if stanza != "" {
+			blocks[i] = lead + strings.Trim(stanza, "\n") + trail
 			return strings.Join(blocks, "\n\n")
 		}
+		// The file's first and last newlines stay where they were.
+		if i == 0 && len(blocks) > 1 {
+			blocks[1] = lead + blocks[1]
+		} else if i == len(blocks)-1 && i > 0 {
+			blocks[i-1] += trail
+		}
+		return strings.Join(slices.Delete(blocks, i, i+1), "\n\n")
 	}
 	panic(fmt.Sprintf("lab.Replace: no stanza %s %s", iface, family))
 }
