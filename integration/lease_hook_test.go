@@ -43,12 +43,7 @@ func TestLeaseHook(t *testing.T) {
 	l := lab.New(t)
 	l.Install(bin)
 	l.Interfaces(manualWANB)
-	hook := filepath.Join(t.TempDir(), "ifisp")
-	content, err := os.ReadFile(filepath.Join(lab.Root(), "hooks/dhclient-exit-hook"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.WriteFile(hook, strings.ReplaceAll(string(content), "@SBINDIR@", bin))
+	hook := l.DhclientExitHook(bin)
 	l.Whoami()
 	l.MustIfup("wana", "wanb")
 	// wanb is preferred (its default has ifupdown's metric 0).
@@ -108,8 +103,7 @@ func TestLeaseHook(t *testing.T) {
 
 	t.Run("new address", func(t *testing.T) {
 		spoofed := l.Spoofed()
-		// What dhclient-script does for a lease with another address.
-		l.Must(l.Router, "sh", "-c", "ip addr flush dev wanb scope global && ip addr add 203.0.113.3/24 dev wanb && ip route add default via 203.0.113.1 dev wanb")
+		l.MoveLease("wanb", "203.0.113.3/24", "203.0.113.1")
 		changed := time.Now()
 		out, ok := leaseHook(t, l, hook, "reason=RENEW", "interface=wanb", "new_ip_address=203.0.113.3", "new_routers=203.0.113.1", "old_ip_address=203.0.113.2")
 		if !ok {

@@ -545,13 +545,7 @@ func dhclientFiles(iface string) (pid, leases, duid string) {
 // still runs for a WAN's name.
 func (l *Lab) InstallDHCPHook(binDir string) {
 	l.t.Helper()
-	hook, err := os.ReadFile(filepath.Join(Root(), "hooks/dhclient-exit-hook"))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	if !bytes.Contains(hook, []byte("@SBINDIR@")) {
-		l.t.Fatal("hooks/dhclient-exit-hook does not name @SBINDIR@")
-	}
+	hook := l.hookFile("dhclient-exit-hook", binDir)
 	var created []string
 	for _, isp := range l.ISPs() {
 		pid, leases, duid := dhclientFiles(isp.Iface)
@@ -582,8 +576,7 @@ func (l *Lab) InstallDHCPHook(binDir string) {
 	}
 	l.WriteFile(filepath.Join(etc, "dhcp/dhclient.conf"), DHCPClientConf)
 	// Sourced, not run: 0644, as Debian installs exit hooks.
-	l.WriteFile(filepath.Join(etc, "dhcp/dhclient-exit-hooks.d", DHCPExitHook),
-		strings.ReplaceAll(string(hook), "@SBINDIR@", binDir))
+	l.WriteFile(filepath.Join(etc, "dhcp/dhclient-exit-hooks.d", DHCPExitHook), hook)
 }
 
 // DHCPClientConfig appends lines to the router's dhclient.conf, e.g.

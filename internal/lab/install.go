@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -76,6 +77,31 @@ func (l *Lab) RecordHookEnv() {
 	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
 		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), envDump)
 	}
+}
+
+// placeholder matches what `make install` fills in a hook's template:
+// @SBINDIR@, @SCRIPT@ and the like.
+var placeholder = regexp.MustCompile(`@[A-Z]+@`)
+
+// hookFile returns hooks/name as `make install` writes it: @SBINDIR@
+// made binDir, and each further placeholder in vars (pairs of placeholder
+// and value) made its value. A template that does not name @SBINDIR@, or
+// names a placeholder left unfilled, fails the test: the lab would run
+// another hook than the one installed.
+func (l *Lab) hookFile(name, binDir string, vars ...string) string {
+	l.t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join(Root(), "hooks", name))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if !strings.Contains(string(tmpl), "@SBINDIR@") {
+		l.t.Fatalf("hooks/%s does not name @SBINDIR@", name)
+	}
+	hook := strings.NewReplacer(append([]string{"@SBINDIR@", binDir}, vars...)...).Replace(string(tmpl))
+	if left := placeholder.FindAllString(hook, -1); left != nil {
+		l.t.Fatalf("hooks/%s has placeholders the lab does not fill, %v:\n%s", name, left, hook)
+	}
+	return hook
 }
 
 // Interfaces writes the router's /etc/network/interfaces.

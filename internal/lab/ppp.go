@@ -349,10 +349,6 @@ env -0 >"` + pppEnvDir + `/.$$" && mv "` + pppEnvDir + `/.$$" "` + pppEnvDir + `
 // PPPEvents.
 func (l *Lab) InstallPPP(binDir string) {
 	l.t.Helper()
-	tmpl, err := os.ReadFile(filepath.Join(Root(), "hooks/ppp-hook.sh.in"))
-	if err != nil {
-		l.t.Fatal(err)
-	}
 	etc := filepath.Join(l.Etc(), "ppp")
 	for _, f := range []string{"options", "ip-up", "ip-down"} {
 		b, err := os.ReadFile(filepath.Join("/etc/ppp", f))
@@ -370,11 +366,7 @@ func (l *Lab) InstallPPP(binDir string) {
 		{"ip-up", "up on the session's address", "up"},
 		{"ip-down", "down", "down"},
 	} {
-		// What the Makefile's install target's sed does.
-		hook := strings.NewReplacer("@SBINDIR@", binDir, "@SCRIPT@", s.script, "@WHAT@", s.what, "@DIR@", s.dir).Replace(string(tmpl))
-		if strings.Contains(hook, "@") {
-			l.t.Fatalf("hooks/ppp-hook.sh.in has a placeholder the lab does not fill:\n%s", hook)
-		}
+		hook := l.hookFile("ppp-hook.sh.in", binDir, "@SCRIPT@", s.script, "@WHAT@", s.what, "@DIR@", s.dir)
 		l.WriteScript(filepath.Join(etc, s.script+".d", "ifisp"), hook)
 		l.WriteScript(filepath.Join(etc, s.script+".d", "zz-lab-env"), strings.ReplaceAll(pppEnvScript, "@SCRIPT@", s.script))
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -25,20 +24,13 @@ import (
 // from /etc/dhcp/dhclient-exit-hooks.d on a real system.
 func (l *Lab) DhclientExitHook(binDir string) string {
 	l.t.Helper()
-	content, err := os.ReadFile(filepath.Join(Root(), "hooks/dhclient-exit-hook"))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	if !strings.Contains(string(content), "@SBINDIR@") {
-		l.t.Fatal("hooks/dhclient-exit-hook does not name @SBINDIR@")
-	}
 	dir, err := os.MkdirTemp("", "ifisp-dhclient-hook-")
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	l.t.Cleanup(func() { os.RemoveAll(dir) })
-	hook := filepath.Join(dir, "ifisp")
-	l.WriteFile(hook, strings.ReplaceAll(string(content), "@SBINDIR@", binDir))
+	hook := filepath.Join(dir, DHCPExitHook)
+	l.WriteFile(hook, l.hookFile("dhclient-exit-hook", binDir))
 	return hook
 }
 
