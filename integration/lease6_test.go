@@ -18,9 +18,9 @@ func lan64(p netip.Prefix) netip.Prefix { return netip.PrefixFrom(p.Addr(), 64) 
 
 func lanAddr(p netip.Prefix) netip.Prefix { return netip.PrefixFrom(p.Addr().Next(), 64) }
 
-// fromRule is the KernelWatch line of a `from p lookup ISP-table` rule.
+// fromRule names the rule from p to isp's table, as `ip rule` shows it.
 func fromRule(p netip.Prefix, isp *lab.ISP) string {
-	return fmt.Sprintf("from %s lookup %d", p, isp.Table)
+	return fmt.Sprintf("from %s lookup %s", p, isp.Name)
 }
 
 // scriptRuns lists the dhclient-script runs that began at or after from, one a
@@ -130,8 +130,7 @@ func TestDHCPv6PD(t *testing.T) {
 	l.Interfaces(lab.Checked(lab.PDTwoISPs))
 	l.SLAACHost()
 	l.Whoami()
-	addrs := l.WatchAddrs()
-	kernel := l.WatchKernel6()
+	kernel := l.WatchNet()
 	cap := l.CaptureRAs()
 	l.MustIfup("wana")
 	w := l.StartWatch(bin)
@@ -139,8 +138,8 @@ func TestDHCPv6PD(t *testing.T) {
 	defer dialer.Stop()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf(format+"\ndhclient-script ran:\n%s\nkernel:\n%s\naddresses:\n%s\nifisp-watch:\n%s\ndhcpd:\n%s",
-			append(args, scriptRuns(l, time.Time{}), kernel, addrs, w.Log(), srv.Log())...)
+		t.Fatalf(format+"\ndhclient-script ran:\n%s\nkernel:\n%s\nifisp-watch:\n%s\ndhcpd:\n%s",
+			append(args, scriptRuns(l, time.Time{}), kernel, w.Log(), srv.Log())...)
 	}
 
 	// a. ifup wanb, both families, before any router advertisement.
@@ -164,7 +163,7 @@ func TestDHCPv6PD(t *testing.T) {
 	if rec == nil || !rec.Lost || rec.Complete() || rec.Delegated != old {
 		fail("after ifup wanb, before any router advertisement, links/wanb.inet6.json is not waiting (\"lost\": true) with \"delegated\": %q:\n%s", old, text)
 	}
-	if kernel.Has(fromRule(old, &l.B)) {
+	if kernel.HasRule(old, l.B.Table) {
 		t.Errorf("before any router advertisement the router has the rule %s", fromRule(old, &l.B))
 	}
 	t.Logf("ifup wanb before any router advertisement: exit 0 in %s; %s delegated (dhclient's %s, hooks done %s after ifup began); links/wanb.inet6.json waits: %s",
@@ -185,18 +184,17 @@ func TestDHCPv6PD(t *testing.T) {
 	wanaBefore := wanaPart(l.State())
 	spoofedB := l.Seen(&l.B, 6).Spoofed
 	sent := l.AdvertiseDefault(&l.B, 30*time.Minute)
-	rule, ok := kernel.Wait(sent, fromRule(old, &l.B), true, 5*time.Second)
+	rule, ok := kernel.WaitRule(sent, old, l.B.Table, true, 5*time.Second)
 	if !ok {
 		fail("no rule %s within 5s of ISP B's router advertisement", fromRule(old, &l.B))
 	}
 	defAt := "not seen"
-	for _, e := range kernel.Events() {
-		if !e.At.Before(sent) && e.Added && strings.HasPrefix(e.Line, "default via fe80:") && strings.HasSuffix(e.Line, " dev wanb table 254") {
-			defAt = msec(e.At.Sub(sent))
-			break
-		}
+	if e, ok := kernel.FindRoute(sent, func(e lab.RouteEvent) bool {
+		return e.Added && e.Dst == netip.MustParsePrefix("::/0") && e.Gw.IsLinkLocalUnicast() && e.Iface == "wanb" && e.Table == 254
+	}); ok {
+		defAt = msec(e.At.Sub(sent))
 	}
-	lanUp, lanOK := addrs.Wait(sent, "lan0", lanAddr(old).String(), true, 5*time.Second)
+	lanUp, lanOK := kernel.WaitAddr(sent, "lan0", lanAddr(old).String(), true, 5*time.Second)
 	if !lanOK {
 		fail("lan0 has no %s within 5s of ISP B's router advertisement", lanAddr(old))
 	}
@@ -249,16 +247,16 @@ func TestDHCPv6PD(t *testing.T) {
 			break
 		}
 	}
-	newRule, ok := kernel.Wait(changed, fromRule(now, &l.B), true, 5*time.Second)
+	newRule, ok := kernel.WaitRule(changed, now, l.B.Table, true, 5*time.Second)
 	if !ok {
 		fail("no rule %s within 5s of dhclient's %s", fromRule(now, &l.B), brought.Reason())
 	}
-	oldRule, _ := kernel.Wait(changed, fromRule(old, &l.B), false, 5*time.Second)
-	newLAN, ok := addrs.Wait(changed, "lan0", lanAddr(now).String(), true, 5*time.Second)
+	oldRule, _ := kernel.WaitRule(changed, old, l.B.Table, false, 5*time.Second)
+	newLAN, ok := kernel.WaitAddr(changed, "lan0", lanAddr(now).String(), true, 5*time.Second)
 	if !ok {
 		fail("lan0 has no %s within 5s of dhclient's %s", lanAddr(now), brought.Reason())
 	}
-	oldLAN, _ := addrs.Wait(changed, "lan0", lanAddr(old).String(), false, 5*time.Second)
+	oldLAN, _ := kernel.WaitAddr(changed, "lan0", lanAddr(old).String(), false, 5*time.Second)
 	both, ok := cap.WaitFor(changed, 5*time.Second, func(r lab.RA) bool {
 		o, oldOK := r.Prefix(lan64(old))
 		n, newOK := r.Prefix(lan64(now))

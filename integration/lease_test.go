@@ -29,8 +29,9 @@ const (
 // ifupdown and dhclient, with ifisp's hooks and its dhclient exit hook
 // installed (and the lab's recorder of dhclient's events after it), and
 // brings wana and wanb up. clientConf are lines for the router's
-// dhclient.conf. It returns with wanb bound to oldB.
-func dhcpLab(t *testing.T, clientConf ...string) (*lab.Lab, *lab.DHCPServer, *lab.AddrWatch) {
+// dhclient.conf. It returns with wanb bound to oldB, and the watch of the
+// router's kernel it started before ifup.
+func dhcpLab(t *testing.T, clientConf ...string) (*lab.Lab, *lab.DHCPServer, *lab.NetWatch) {
 	t.Helper()
 	l := lab.New(t)
 	l.Install(bin)
@@ -42,14 +43,14 @@ func dhcpLab(t *testing.T, clientConf ...string) (*lab.Lab, *lab.DHCPServer, *la
 	srv := l.StartDHCP(&l.B)
 	l.Interfaces(lab.DHCPTwoISPs)
 	l.Whoami()
-	addrs := l.WatchAddrs()
+	kernel := l.WatchNet()
 	up := time.Now()
 	l.MustIfup("wana", "wanb")
-	if _, ok := addrs.Wait(up, "wanb", oldB+"/24", true, 2*time.Second); !ok {
-		t.Fatalf("ifup wanb: wanb has not %s/24:\n%s\n%s\ndnsmasq:\n%s", oldB, l.Must(l.Router, "ip", "-4", "addr", "show", "dev", "wanb"), addrs, srv.Log())
+	if _, ok := kernel.WaitAddr(up, "wanb", oldB+"/24", true, 2*time.Second); !ok {
+		t.Fatalf("ifup wanb: wanb has not %s/24:\n%s\n%s\ndnsmasq:\n%s", oldB, l.Must(l.Router, "ip", "-4", "addr", "show", "dev", "wanb"), kernel, srv.Log())
 	}
 	l.WaitDHCPEvent(up, 2*time.Second, "BOUND to "+oldB, bound(oldB))
-	return l, srv, addrs
+	return l, srv, kernel
 }
 
 // bound matches dhclient's event that binds the lease of addr, after
@@ -228,7 +229,7 @@ func renewals(t *testing.T, l *lab.Lab, srv *lab.DHCPServer) []time.Duration {
 // within a second of the router having it, no ISP may see a spoofed
 // packet, and nothing of ISP A's may change.
 func TestDHCPv4AddressChange(t *testing.T) {
-	l, srv, addrs := dhcpLab(t)
+	l, srv, kernel := dhcpLab(t)
 	dialer := l.StartDialerTo(lab.Internet, 3000) // 60 s at most
 	defer dialer.Stop()
 	waitNATed(t, dialer, time.Now(), oldB, 10*time.Second, "after ifup")
@@ -243,10 +244,10 @@ func TestDHCPv4AddressChange(t *testing.T) {
 	fromOld := l.CountFrom(&l.B, oldB)
 	changed := time.Now()
 	srv.Reserve(newB)
-	moved, ok := addrs.Wait(changed, "wanb", newB+"/24", true, 3*lab.DHCPRenew)
+	moved, ok := kernel.WaitAddr(changed, "wanb", newB+"/24", true, 3*lab.DHCPRenew)
 	if !ok {
 		t.Fatalf("wanb has not %s/24 %v after the reservation moved; dhclient ran:\n%s\naddresses:\n%s\ndnsmasq:\n%s",
-			newB, 3*lab.DHCPRenew, events(l, changed), addrs, srv.Log())
+			newB, 3*lab.DHCPRenew, events(l, changed), kernel, srv.Log())
 	}
 	atAddr := spoofedBy(l)
 	first := waitNATed(t, dialer, moved.At, newB, 10*time.Second, "after the router got it")
@@ -260,7 +261,7 @@ func TestDHCPv4AddressChange(t *testing.T) {
 			break
 		}
 	}
-	gone, _ := addrs.Wait(changed, "wanb", oldB+"/24", false, 0) // before moved: recorded
+	gone, _ := kernel.WaitAddr(changed, "wanb", oldB+"/24", false, 0) // before moved: recorded
 	natDelay := first.Done.Sub(moved.At)
 	t.Logf("LAN NATed to %s %v after wanb got it (that connection started %v after); ifisp's hook done %v after; "+
 		"DHCPNAK %v after the reservation moved, %s gone %v before %s came",
@@ -326,7 +327,7 @@ const leaseTime = 20 * time.Second
 // the server comes back, dhclient (which keeps asking) is bound to oldB
 // again, and the LAN must be NATed to it within a second.
 func TestDHCPv4LeaseLost(t *testing.T) {
-	l, srv, addrs := dhcpLab(t, fmt.Sprintf("supersede dhcp-lease-time %d;", int(leaseTime.Seconds())))
+	l, srv, kernel := dhcpLab(t, fmt.Sprintf("supersede dhcp-lease-time %d;", int(leaseTime.Seconds())))
 	dialer := l.StartDialerTo(lab.Internet, 5000) // 100 s at most
 	defer dialer.Stop()
 	waitNATed(t, dialer, time.Now(), oldB, 10*time.Second, "after ifup")
@@ -339,9 +340,9 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 
 	stopped := time.Now()
 	srv.Stop()
-	gone, ok := addrs.Wait(stopped, "wanb", oldB+"/24", false, leaseTime+10*time.Second)
+	gone, ok := kernel.WaitAddr(stopped, "wanb", oldB+"/24", false, leaseTime+10*time.Second)
 	if !ok {
-		t.Fatalf("wanb still has %s %v after the server stopped; dhclient ran:\n%s\naddresses:\n%s", oldB, leaseTime+10*time.Second, events(l, stopped), addrs)
+		t.Fatalf("wanb still has %s %v after the server stopped; dhclient ran:\n%s\naddresses:\n%s", oldB, leaseTime+10*time.Second, events(l, stopped), kernel)
 	}
 	first := waitNATed(t, dialer, gone.At, wanaAddr, 10*time.Second, "after the lease ran out")
 	expired := l.WaitDHCPEvent(stopped, 10*time.Second, "EXPIRE of "+oldB, func(e lab.DHCPEvent) bool {
@@ -378,7 +379,7 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	// within.
 	restarted := time.Now()
 	srv.Start()
-	back, ok := addrs.Wait(restarted, "wanb", oldB+"/24", true, 30*time.Second)
+	back, ok := kernel.WaitAddr(restarted, "wanb", oldB+"/24", true, 30*time.Second)
 	if !ok {
 		t.Fatalf("wanb has not %s again 30s after the server came back; dhclient ran:\n%s\ndnsmasq:\n%s", oldB, events(l, settled), srv.Log())
 	}

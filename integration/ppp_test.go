@@ -44,12 +44,10 @@ func TestPPPoE(t *testing.T) {
 	l.InstallPPP(bin)
 	l.Interfaces(lab.PPPoEStanzas)
 	l.Whoami()
-	addrs := l.WatchAddrs()
-	routes := l.WatchRoutes()
+	kernel := l.WatchNet()
 	defer func() {
 		if t.Failed() {
-			t.Logf("the router's address changes:\n%s", addrs)
-			t.Logf("the router's IPv4 route changes:\n%s", routes)
+			t.Logf("the router's address, route and rule changes:\n%s", kernel)
 		}
 	}()
 	dialer := l.StartDialerTo(lab.Internet, 30000) // 10 min at most
@@ -85,8 +83,8 @@ func TestPPPoE(t *testing.T) {
 			name  string
 			table int
 		}{{"the main table's default via ppp0", 254}, {"table ispb's default via ppp0", l.B.Table}} {
-			if e, ok := routes.Find(at, func(e lab.RouteEvent) bool {
-				return e.Added && e.Iface == "ppp0" && e.Table == r.table && e.Dst.Bits() == 0
+			if e, ok := kernel.FindRoute(at, func(e lab.RouteEvent) bool {
+				return e.Added && e.Iface == "ppp0" && e.Table == r.table && e.Dst == netip.MustParsePrefix("0.0.0.0/0")
 			}); ok {
 				parts = append(parts, r.name+" +"+since(e.At))
 			}
@@ -126,11 +124,11 @@ func TestPPPoE(t *testing.T) {
 	if err != nil || !strings.Contains(string(anchor), `"lost": true`) {
 		t.Errorf("after ifup, the anchor record dsl.inet.json (lost, the stanza): %s, %v", anchor, err)
 	}
-	got, ok := addrs.Wait(start, "ppp0", first, true, 2*time.Minute)
+	got, ok := kernel.WaitAddr(start, "ppp0", first, true, 2*time.Minute)
 	if !ok {
 		t.Fatalf("ppp0 has no %s 2 min after ifup", first)
 	}
-	rule, ok := l.WaitRule(first, l.B.Table, time.Minute)
+	rule, ok := kernel.WaitRule(start, netip.MustParsePrefix(first+"/32"), l.B.Table, true, time.Minute)
 	if !ok {
 		t.Fatalf("no rule from %s to table ispb a minute after ppp0 had the address", first)
 	}
@@ -140,7 +138,7 @@ func TestPPPoE(t *testing.T) {
 	nat := answered(got.At, netip.PrefixFrom(netip.MustParseAddr(first), 32), "after the session came up")
 	t.Logf("connect: ifup wana dsl returned in %v; ppp0 had %s %v after ifup began; ifisp's rule %v after that; ip-up.d done %v after; the first new LAN connection NATed to it answered %v after ppp0 got the address",
 		ifupDone.Sub(start).Round(time.Millisecond), first, got.At.Sub(start).Round(time.Millisecond),
-		rule.Sub(got.At).Round(time.Millisecond), up.At.Sub(got.At).Round(time.Millisecond), nat.Done.Sub(got.At).Round(time.Millisecond))
+		rule.At.Sub(got.At).Round(time.Millisecond), up.At.Sub(got.At).Round(time.Millisecond), nat.Done.Sub(got.At).Round(time.Millisecond))
 	t.Logf("what pppd's ip-up gives ip-up.d:\n%s", envLines(up.Env))
 	for k, want := range map[string]string{"PPP_IFACE": "ppp0", "PPP_LOCAL": first, "PPP_REMOTE": l.B.Gate, "PPP_IPPARAM": lab.PPPProvider} {
 		if up.Env[k] != want {
@@ -163,7 +161,7 @@ func TestPPPoE(t *testing.T) {
 	ended := l.WaitPPPEvent(restarted, time.Minute, "ip-down of the first session", func(e lab.PPPEvent) bool {
 		return e.Script == "ip-down" && e.Env["PPP_LOCAL"] == first
 	})
-	got2, ok := addrs.Wait(restarted, "ppp0", second, true, 2*time.Minute)
+	got2, ok := kernel.WaitAddr(restarted, "ppp0", second, true, 2*time.Minute)
 	if !ok {
 		t.Fatalf("ppp0 has no %s 2 min after the server's restart", second)
 	}

@@ -163,7 +163,7 @@ func renumber(t *testing.T, l *lab.Lab, w *lab.Watch, cap *lab.RACapture, hook s
 	defer d.Stop()
 	answered(t, d, time.Now(), oldP, 10*time.Second, "before the move")
 
-	addrs := l.WatchAddrChanges() // not WatchAddrs: its dump would end ifisp-watch
+	kernel := l.WatchNet()
 	logged := len(w.Log())
 	l.MoveLease("wanb", renumberTo+"/24", renumberRouter)
 	renewed := time.Now()
@@ -194,10 +194,10 @@ func renumber(t *testing.T, l *lab.Lab, w *lab.Watch, cap *lab.RACapture, hook s
 	reply := answered(t, d, renewed, newP, 15*time.Second, "after the move").Done
 	since := func(at time.Time) time.Duration { return at.Sub(renewed).Round(time.Millisecond) }
 	oldLAN, newLAN := netip.PrefixFrom(oldP.Addr().Next(), 64).String(), netip.PrefixFrom(newP.Addr().Next(), 64).String()
-	gone, okGone := addrs.Wait(renewed, "lan0", oldLAN, false, time.Second)
-	came, okCame := addrs.Wait(renewed, "lan0", newLAN, true, time.Second)
+	gone, okGone := kernel.WaitAddr(renewed, "lan0", oldLAN, false, time.Second)
+	came, okCame := kernel.WaitAddr(renewed, "lan0", newLAN, true, time.Second)
 	if !okGone || !okCame {
-		t.Errorf("lan0's addresses since the RENEW: want %s removed and %s added:\n%s", oldLAN, newLAN, addrs)
+		t.Errorf("lan0's addresses since the RENEW: want %s removed and %s added:\n%s", oldLAN, newLAN, kernel)
 	}
 	t.Logf("RENEW hook run at 0 (%s): lan0's %s removed %v, %s added %v; hook done %v; advertisement (old %s, new %s valid/preferred s) %v; first answer from %s %v",
 		strings.TrimSpace(out), oldLAN, since(gone.At), newLAN, since(came.At), since(hookDone),

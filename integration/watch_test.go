@@ -386,14 +386,14 @@ default via 2001:db8:a::1 dev wana proto ifisp metric 2 pref medium
 
 // TestWatchOthersDumps: another root process in the router's namespace
 // that subscribes to address events with a dump of the addresses there
-// are (what `ip monitor` tools and the lab's own WatchAddrs do) makes
-// the kernel multicast its request to every listener, ifisp-watch's
-// included. The monitor skips it and goes on probing.
+// are (what `ip monitor` tools do: SubscribeWithDump) makes the kernel
+// multicast its request to every listener, ifisp-watch's included. The
+// monitor skips it and goes on probing.
 func TestWatchOthersDumps(t *testing.T) {
 	l, w := newCountingWatchLab(t)
 	from := w.Fresh(5 * time.Second)
-	l.WatchAddrs()
-	l.WatchAddrs()
+	l.SubscribeWithDump()
+	l.SubscribeWithDump()
 	// Rounds counted after the dumps: the monitor is still there.
 	w.WaitRounds(from, 10, 10*time.Second)
 }

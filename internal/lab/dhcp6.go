@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,9 +17,6 @@ import (
 	"time"
 
 	"github.com/mdlayher/ndp"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/ifisp/ifisp/pkg/registry"
 )
@@ -661,175 +657,6 @@ func raRouter(iface, seconds string) error {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(at)
-}
-
-// KernelWatch records, from the router's kernel, the IPv6 policy rules
-// with a source (as "from SRC lookup TABLE") and the IPv6 default routes
-// of every table (as "default via GATEWAY dev IFACE table TABLE"), each
-// time one appears or goes: it reads them by netlink every millisecond
-// (the netlink package has no subscription to the kernel's rule
-// notifications), so each time is at most about a millisecond late. It
-// stops with the lab's removal.
-type KernelWatch struct {
-	mu     sync.Mutex
-	events []KernelEvent
-	err    error
-}
-
-// KernelEvent is one line of KernelWatch's that appeared or went.
-type KernelEvent struct {
-	At    time.Time // the read that saw it first
-	Line  string
-	Added bool
-}
-
-// WatchKernel6 starts a KernelWatch of the router; the lines there are
-// when it starts are its first events.
-func (l *Lab) WatchKernel6() *KernelWatch {
-	l.t.Helper()
-	ns, err := netns.GetFromName(l.Router)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		l.t.Fatal(err)
-	}
-	w := &KernelWatch{}
-	done, finished := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(finished)
-		defer ns.Close()
-		defer h.Close()
-		names := map[int]string{}
-		have := map[string]bool{}
-		for {
-			lines, err := kernelLines(h, names)
-			at := time.Now()
-			w.mu.Lock()
-			if err != nil {
-				if w.err == nil {
-					w.err = err
-				}
-			} else {
-				for line := range have {
-					if !lines[line] {
-						w.events = append(w.events, KernelEvent{At: at, Line: line})
-					}
-				}
-				for line := range lines {
-					if !have[line] {
-						w.events = append(w.events, KernelEvent{At: at, Line: line, Added: true})
-					}
-				}
-				have = lines
-			}
-			w.mu.Unlock()
-			select {
-			case <-done:
-				return
-			case <-time.After(time.Millisecond):
-			}
-		}
-	}()
-	l.t.Cleanup(func() {
-		close(done)
-		<-finished
-	})
-	return w
-}
-
-// kernelLines reads what a KernelWatch follows.
-func kernelLines(h *netlink.Handle, names map[int]string) (map[string]bool, error) {
-	lines := map[string]bool{}
-	rules, err := h.RuleList(netlink.FAMILY_V6)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range rules {
-		if r.Src != nil {
-			lines[fmt.Sprintf("from %s lookup %d", r.Src, r.Table)] = true
-		}
-	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range routes {
-		if r.Dst != nil && maskOnes(r.Dst) != 0 {
-			continue // not a default route
-		}
-		name, ok := names[r.LinkIndex]
-		if !ok {
-			if link, err := h.LinkByIndex(r.LinkIndex); err == nil {
-				name = link.Attrs().Name
-				names[r.LinkIndex] = name
-			} else {
-				name = strconv.Itoa(r.LinkIndex)
-			}
-		}
-		lines[fmt.Sprintf("default via %s dev %s table %d", r.Gw, name, r.Table)] = true
-	}
-	return lines, nil
-}
-
-func maskOnes(n *net.IPNet) int {
-	ones, _ := n.Mask.Size()
-	return ones
-}
-
-// Events returns the changes recorded so far, oldest first.
-func (w *KernelWatch) Events() []KernelEvent {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.events)
-}
-
-// Err returns the first error a read met, if any.
-func (w *KernelWatch) Err() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
-}
-
-// Wait waits until line appeared (added) or went at or after from, and
-// returns that event; ok is false after timeout.
-func (w *KernelWatch) Wait(from time.Time, line string, added bool, timeout time.Duration) (KernelEvent, bool) {
-	for deadline := time.Now().Add(timeout); ; time.Sleep(time.Millisecond) {
-		for _, e := range w.Events() {
-			if e.Line == line && e.Added == added && !e.At.Before(from) {
-				return e, true
-			}
-		}
-		if time.Now().After(deadline) {
-			return KernelEvent{}, false
-		}
-	}
-}
-
-// Has reports whether line is there now, as the last read saw it.
-func (w *KernelWatch) Has(line string) bool {
-	there := false
-	for _, e := range w.Events() {
-		if e.Line == line {
-			there = e.Added
-		}
-	}
-	return there
-}
-
-// String lists the changes recorded so far, one a line.
-func (w *KernelWatch) String() string {
-	var b strings.Builder
-	for _, e := range w.Events() {
-		op := "del"
-		if e.Added {
-			op = "add"
-		}
-		fmt.Fprintf(&b, "%s %s %s\n", e.At.Format("15:04:05.000"), op, e.Line)
-	}
-	return b.String()
 }
 
 // CountFrom6 starts counting, at isp's edge, the IPv6 packets from the

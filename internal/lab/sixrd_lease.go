@@ -2,14 +2,8 @@ package lab
 
 import (
 	"encoding/json"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
-	"time"
-
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // What a dhclient lease that moves a WAN does to the router, by hand, for
@@ -66,73 +60,4 @@ func (l *Lab) TunnelLocal(iface string) string {
 		return local
 	}
 	return ""
-}
-
-// WatchAddrChanges is WatchAddrs without the addresses there already: it
-// asks the kernel for nothing, it only listens. WatchAddrs's dump request
-// goes out on its subscribed socket, and vishvananda/netlink sends a
-// request to the address that socket is bound to, its groups included:
-// the kernel multicasts the request to every listener of the router's
-// IPv4 address events, ifisp-watch among them, which takes a message from
-// a process for a netlink failure and exits. With the monitor running,
-// watch with this one.
-func (l *Lab) WatchAddrChanges() *AddrWatch {
-	l.t.Helper()
-	ns, err := netns.GetFromName(l.Router)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		l.t.Fatal(err)
-	}
-	w := &AddrWatch{}
-	updates := make(chan netlink.AddrUpdate, 256)
-	done := make(chan struct{})
-	err = netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{
-		Namespace: &ns,
-		ErrorCallback: func(err error) {
-			w.mu.Lock()
-			defer w.mu.Unlock()
-			if w.err == nil {
-				w.err = err
-			}
-		},
-	})
-	if err != nil {
-		h.Close()
-		ns.Close()
-		l.t.Fatal(err)
-	}
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		names := map[int]string{}
-		for u := range updates {
-			at := time.Now()
-			name, ok := names[u.LinkIndex]
-			if !ok {
-				name = strconv.Itoa(u.LinkIndex)
-				if link, err := h.LinkByIndex(u.LinkIndex); err == nil {
-					name = link.Attrs().Name
-					names[u.LinkIndex] = name
-				}
-			}
-			addr, _ := netip.AddrFromSlice(u.LinkAddress.IP)
-			ones, _ := u.LinkAddress.Mask.Size()
-			w.mu.Lock()
-			w.events = append(w.events, AddrEvent{At: at, Iface: name, Addr: netip.PrefixFrom(addr.Unmap(), ones), Added: u.NewAddr})
-			w.mu.Unlock()
-		}
-	}()
-	l.t.Cleanup(func() {
-		close(done)
-		go func() {
-			<-finished
-			h.Close()
-			ns.Close()
-		}()
-	})
-	return w
 }
