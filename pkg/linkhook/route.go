@@ -131,21 +131,11 @@ func routeDown(h *netlink.Handle, l *policy.Link) error {
 	if err != nil {
 		return err
 	}
-	others, err := registry.Others(c.Iface, c.Family)
-	if err != nil {
-		return err
-	}
-	own := l.Plan()
 	var errs []error
-	if rec != nil {
-		if !rec.Routing.Empty() { // an older ifisp's record has no plan
-			own = rec.Routing
-		}
-		if rec.LANAddress != nil {
-			errs = append(errs, lan.Remove(h, c.Iface, *rec.LANAddress))
-		}
+	if rec != nil && rec.LANAddress != nil {
+		errs = append(errs, lan.Remove(h, c.Iface, *rec.LANAddress))
 	}
-	errs = append(errs, policy.Down(h, l, own, registry.Plans(others)...))
+	errs = append(errs, registry.RemoveRouting(h, l, rec))
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

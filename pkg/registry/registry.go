@@ -159,6 +159,22 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 	return r
 }
 
+// RemoveRouting removes l's rules and ISP-table routes as its record rec
+// says they are its own (what its stanza plans, for a link with no record,
+// a refused or never-finished ifup, or an older ifisp's record), less what
+// the other links' records keep (policy.Down).
+func RemoveRouting(h *netlink.Handle, l *policy.Link, rec *Link) error {
+	others, err := Others(l.Config.Iface, l.Config.Family)
+	if err != nil {
+		return err
+	}
+	own := l.Plan()
+	if rec != nil && !rec.Routing.Empty() {
+		own = rec.Routing
+	}
+	return policy.Down(h, l, own, Plans(others)...)
+}
+
 // Lease fills in what of c the records know and the stanza cannot: the
 // prefix delegated to a stanza that asks for one, and for `6rd-prefix
 // dhcp` the 6rd domain of option 212 in the lease of 6rd-local's link.

@@ -305,16 +305,8 @@ func Down(h *netlink.Handle, c *stanza.Config) error {
 			routed = withSource(c, rec.LANAddress.Prefix)
 		}
 		l, err := policy.Resolve(h, routed)
-		var others []registry.Link
 		if err == nil {
-			others, err = registry.Others(c.Iface, c.Family)
-		}
-		if err == nil {
-			own := l.Plan()
-			if rec != nil && !rec.Routing.Empty() {
-				own = rec.Routing
-			}
-			err = policy.Down(h, l, own, registry.Plans(others)...)
+			err = registry.RemoveRouting(h, l, rec)
 		}
 		errs = append(errs, err)
 	}
