@@ -23,18 +23,6 @@ func fromRule(p netip.Prefix, isp *lab.ISP) string {
 	return fmt.Sprintf("from %s lookup %s", p, isp.Name)
 }
 
-// scriptRuns lists the dhclient-script runs that began at or after from, one a
-// line: "START-END REASON VARIABLES".
-func scriptRuns(l *lab.Lab, from time.Time) string {
-	var lines []string
-	for _, r := range l.DHCPRuns() {
-		if !r.At.Before(from) {
-			lines = append(lines, r.String6())
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
 // v6Token matches what may be an IPv6 address or prefix in a line.
 var v6Token = regexp.MustCompile(`[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(/[0-9]+)?`)
 
@@ -148,7 +136,7 @@ func TestDHCPv6PD(t *testing.T) {
 		fail("ifup wanb before any router advertisement: %v\n%s", err, out)
 	}
 	upTook := time.Since(up)
-	bound := l.WaitDHCPRun(up, 5*time.Second, "delegating a prefix", func(r lab.DHCPRun) bool {
+	bound := l.WaitScriptRun(up, 5*time.Second, "delegating a prefix", func(r lab.ScriptRun) bool {
 		_, ok := r.NewPrefix()
 		return ok
 	})
@@ -171,7 +159,7 @@ func TestDHCPv6PD(t *testing.T) {
 	t.Logf("dhclient -6 at ifup:\n%s", scriptRuns(l, up))
 
 	// A renewal while the link waits leaves it waiting, with its prefix.
-	renewed := l.WaitDHCPRun(bound.At, 3*lab.DHCP6Renew, "renewing "+old.String(), func(r lab.DHCPRun) bool {
+	renewed := l.WaitScriptRun(bound.At, 3*lab.DHCP6Renew, "renewing "+old.String(), func(r lab.ScriptRun) bool {
 		p, ok := r.NewPrefix()
 		return ok && p == old && r.Reason() == "RENEW6"
 	})
@@ -227,11 +215,11 @@ func TestDHCPv6PD(t *testing.T) {
 	changed := time.Now()
 	srv.Restart(lab.PDPoolB2)
 	restarted := time.Now()
-	took := l.WaitDHCPRun(changed, 4*lab.DHCP6Rebind, "taking "+old.String()+" back", func(r lab.DHCPRun) bool {
+	took := l.WaitScriptRun(changed, 4*lab.DHCP6Rebind, "taking "+old.String()+" back", func(r lab.ScriptRun) bool {
 		return r.Env["new_ip6_prefix"] == old.String() && r.Env["new_max_life"] == "0"
 	})
 	oldAtTaken := fromOld() // within 10 ms of that run's end
-	brought := l.WaitDHCPRun(changed, 4*lab.DHCP6Rebind, "delegating a prefix of "+lab.PDPoolB2.String(), func(r lab.DHCPRun) bool {
+	brought := l.WaitScriptRun(changed, 4*lab.DHCP6Rebind, "delegating a prefix of "+lab.PDPoolB2.String(), func(r lab.ScriptRun) bool {
 		p, ok := r.NewPrefix()
 		return ok && lab.PDPoolB2.Contains(p.Addr())
 	})
@@ -271,7 +259,7 @@ func TestDHCPv6PD(t *testing.T) {
 	}
 	hostNewAt, hostNew := waitHostAddr(t, l, lan64(now), 5*time.Second, "after the new prefix")
 	conn := answeredFrom(t, dialer, at, lan64(now), 10*time.Second, "after the new prefix")
-	expired := l.WaitDHCPRun(changed, 5*time.Second, "ending "+old.String(), func(r lab.DHCPRun) bool {
+	expired := l.WaitScriptRun(changed, 5*time.Second, "ending "+old.String(), func(r lab.ScriptRun) bool {
 		return r.Reason() == "EXPIRE6" && r.Env["old_ip6_prefix"] == old.String()
 	})
 

@@ -27,7 +27,7 @@ const (
 // dhcpLab builds a lab whose wanb gets its IPv4 address from a real DHCP
 // server at ISP B (dnsmasq, reserving oldB for the router), by the real
 // ifupdown and dhclient, with ifisp's hooks and its dhclient exit hook
-// installed (and the lab's recorder of dhclient's events after it), and
+// installed (and the lab's recorders of dhclient-script's runs), and
 // brings wana and wanb up. clientConf are lines for the router's
 // dhclient.conf. It returns with wanb bound to oldB, and the watch of the
 // router's kernel it started before ifup.
@@ -39,7 +39,7 @@ func dhcpLab(t *testing.T, clientConf ...string) (*lab.Lab, *lab.DHCPServer, *la
 	if len(clientConf) > 0 {
 		l.DHCPClientConfig(clientConf...)
 	}
-	l.RecordDHCPEnv()
+	l.RecordDHCPRuns()
 	srv := l.StartDHCP(&l.B)
 	l.Interfaces(lab.DHCPTwoISPs)
 	l.Whoami()
@@ -49,14 +49,14 @@ func dhcpLab(t *testing.T, clientConf ...string) (*lab.Lab, *lab.DHCPServer, *la
 	if _, ok := kernel.WaitAddr(up, "wanb", oldB+"/24", true, 2*time.Second); !ok {
 		t.Fatalf("ifup wanb: wanb has not %s/24:\n%s\n%s\ndnsmasq:\n%s", oldB, l.Must(l.Router, "ip", "-4", "addr", "show", "dev", "wanb"), kernel, srv.Log())
 	}
-	l.WaitDHCPEvent(up, 2*time.Second, "BOUND to "+oldB, bound(oldB))
+	l.WaitScriptRun(up, 2*time.Second, "BOUND to "+oldB, bound(oldB))
 	return l, srv, kernel
 }
 
 // bound matches dhclient's event that binds the lease of addr, after
 // which the exit hooks of that run, ifisp's first, have returned.
-func bound(addr string) func(lab.DHCPEvent) bool {
-	return func(e lab.DHCPEvent) bool {
+func bound(addr string) func(lab.ScriptRun) bool {
+	return func(e lab.ScriptRun) bool {
 		switch e.Reason() {
 		case "BOUND", "RENEW", "REBIND", "REBOOT":
 			return e.Env["new_ip_address"] == addr
@@ -172,12 +172,13 @@ func present(t *testing.T, what, out string, want ...string) {
 	}
 }
 
-// events lists dhclient's events at or after from, one a line.
-func events(l *lab.Lab, from time.Time) string {
+// scriptRuns lists the runs of the router's client scripts that ended at
+// or after from, one a line.
+func scriptRuns(l *lab.Lab, from time.Time) string {
 	var lines []string
-	for _, e := range l.DHCPEvents() {
-		if !e.At.Before(from) {
-			lines = append(lines, e.String())
+	for _, r := range l.ScriptRuns() {
+		if !r.At.Before(from) {
+			lines = append(lines, r.String())
 		}
 	}
 	return strings.Join(lines, "\n")
@@ -189,9 +190,9 @@ func events(l *lab.Lab, from time.Time) string {
 // periods dnsmasq's ACKs show.
 func renewals(t *testing.T, l *lab.Lab, srv *lab.DHCPServer) []time.Duration {
 	t.Helper()
-	renewed := func(from time.Time) lab.DHCPEvent {
+	renewed := func(from time.Time) lab.ScriptRun {
 		t.Helper()
-		return l.WaitDHCPEvent(from, 3*lab.DHCPRenew, "RENEW of "+oldB, func(e lab.DHCPEvent) bool {
+		return l.WaitScriptRun(from, 3*lab.DHCPRenew, "RENEW of "+oldB, func(e lab.ScriptRun) bool {
 			return e.Reason() == "RENEW" && e.Env["new_ip_address"] == oldB && e.Env["old_ip_address"] == oldB
 		})
 	}
@@ -247,12 +248,12 @@ func TestDHCPv4AddressChange(t *testing.T) {
 	moved, ok := kernel.WaitAddr(changed, "wanb", newB+"/24", true, 3*lab.DHCPRenew)
 	if !ok {
 		t.Fatalf("wanb has not %s/24 %v after the reservation moved; dhclient ran:\n%s\naddresses:\n%s\ndnsmasq:\n%s",
-			newB, 3*lab.DHCPRenew, events(l, changed), kernel, srv.Log())
+			newB, 3*lab.DHCPRenew, scriptRuns(l, changed), kernel, srv.Log())
 	}
 	atAddr := spoofedBy(l)
 	first := waitNATed(t, dialer, moved.At, newB, 10*time.Second, "after the router got it")
 	atFirst := spoofedBy(l)
-	done := l.WaitDHCPEvent(changed, 10*time.Second, "BOUND to "+newB, bound(newB))
+	done := l.WaitScriptRun(changed, 10*time.Second, "BOUND to "+newB, bound(newB))
 
 	var nak time.Time
 	for _, r := range srv.Replies() {
@@ -267,7 +268,7 @@ func TestDHCPv4AddressChange(t *testing.T) {
 		"DHCPNAK %v after the reservation moved, %s gone %v before %s came",
 		newB, natDelay.Round(time.Millisecond), first.Start.Sub(moved.At).Round(time.Millisecond), done.At.Sub(moved.At).Round(time.Millisecond),
 		nak.Sub(changed).Round(time.Millisecond), oldB, moved.At.Sub(gone.At).Round(time.Millisecond), newB)
-	t.Logf("dhclient's events after the move:\n%s", events(l, changed))
+	t.Logf("dhclient's events after the move:\n%s", scriptRuns(l, changed))
 	if natDelay > time.Second {
 		t.Errorf("the LAN was NATed to %s %v after wanb got it, want within 1s", newB, natDelay)
 	}
@@ -342,16 +343,16 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	srv.Stop()
 	gone, ok := kernel.WaitAddr(stopped, "wanb", oldB+"/24", false, leaseTime+10*time.Second)
 	if !ok {
-		t.Fatalf("wanb still has %s %v after the server stopped; dhclient ran:\n%s\naddresses:\n%s", oldB, leaseTime+10*time.Second, events(l, stopped), kernel)
+		t.Fatalf("wanb still has %s %v after the server stopped; dhclient ran:\n%s\naddresses:\n%s", oldB, leaseTime+10*time.Second, scriptRuns(l, stopped), kernel)
 	}
 	first := waitNATed(t, dialer, gone.At, wanaAddr, 10*time.Second, "after the lease ran out")
-	expired := l.WaitDHCPEvent(stopped, 10*time.Second, "EXPIRE of "+oldB, func(e lab.DHCPEvent) bool {
+	expired := l.WaitScriptRun(stopped, 10*time.Second, "EXPIRE of "+oldB, func(e lab.ScriptRun) bool {
 		return e.Reason() == "EXPIRE" && e.Env["old_ip_address"] == oldB
 	})
 	delay := first.Done.Sub(gone.At)
 	t.Logf("%s gone %v after the server stopped, dhclient's EXPIRE hooks done %v after that; LAN NATed to wana %v after %s went (that connection started %v after)",
 		oldB, gone.At.Sub(stopped).Round(time.Millisecond), expired.At.Sub(gone.At).Round(time.Millisecond), delay.Round(time.Millisecond), oldB, first.Start.Sub(gone.At).Round(time.Millisecond))
-	t.Logf("dhclient's events after the server stopped:\n%s", events(l, stopped))
+	t.Logf("dhclient's events after the server stopped:\n%s", scriptRuns(l, stopped))
 	if delay > time.Second {
 		t.Errorf("the LAN was NATed to wana %v after the lease ran out, want within 1s", delay)
 	}
@@ -381,10 +382,10 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	srv.Start()
 	back, ok := kernel.WaitAddr(restarted, "wanb", oldB+"/24", true, 30*time.Second)
 	if !ok {
-		t.Fatalf("wanb has not %s again 30s after the server came back; dhclient ran:\n%s\ndnsmasq:\n%s", oldB, events(l, settled), srv.Log())
+		t.Fatalf("wanb has not %s again 30s after the server came back; dhclient ran:\n%s\ndnsmasq:\n%s", oldB, scriptRuns(l, settled), srv.Log())
 	}
 	again := waitNATed(t, dialer, back.At, oldB, 10*time.Second, "after the server came back")
-	done := l.WaitDHCPEvent(restarted, 10*time.Second, "BOUND to "+oldB, bound(oldB))
+	done := l.WaitScriptRun(restarted, 10*time.Second, "BOUND to "+oldB, bound(oldB))
 	delay = again.Done.Sub(back.At)
 	t.Logf("%s back %v after the server came back; LAN NATed to it %v after (ifisp's hook done %v after)",
 		oldB, back.At.Sub(restarted).Round(time.Millisecond), delay.Round(time.Millisecond), done.At.Sub(back.At).Round(time.Millisecond))
@@ -423,13 +424,13 @@ func TestDHCPv4Option6RD(t *testing.T) {
 	}
 	// MASKLEN 8, PREFIXLEN 40, 2001:db8:6000::, relay 203.0.113.1.
 	good := "212,08:28:20:01:0d:b8:60:00:00:00:00:00:00:00:00:00:00:00:cb:00:71:01"
-	renewedWith := func(from time.Time, what string, ok func(lab.DHCPEvent) bool) lab.DHCPEvent {
+	renewedWith := func(from time.Time, what string, ok func(lab.ScriptRun) bool) lab.ScriptRun {
 		t.Helper()
-		return l.WaitDHCPEvent(from, 4*lab.DHCPRenew, what, ok)
+		return l.WaitScriptRun(from, 4*lab.DHCPRenew, what, ok)
 	}
 	at := time.Now()
 	srv.SetOptions(lab.DHCPOptions{Forced: []string{good}})
-	renewedWith(at, "a renewal with option 212", func(e lab.DHCPEvent) bool { return e.Env["new_option_6rd"] == "8 40 2001:db8:6000:: 203.0.113.1" })
+	renewedWith(at, "a renewal with option 212", func(e lab.ScriptRun) bool { return e.Env["new_option_6rd"] == "8 40 2001:db8:6000:: 203.0.113.1" })
 	var rec registry.Link
 	if err := json.Unmarshal([]byte(record()), &rec); err != nil {
 		t.Fatal(err)
@@ -443,14 +444,14 @@ func TestDHCPv4Option6RD(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts lab.DHCPOptions
-		ok   func(lab.DHCPEvent) bool
+		ok   func(lab.ScriptRun) bool
 	}{
 		{"option 212 giving a /84", lab.DHCPOptions{Forced: []string{"212,08:3c:20:01:0d:b8:60:00:00:00:00:00:00:00:00:00:00:00:cb:00:71:01"}},
-			func(e lab.DHCPEvent) bool { return e.Env["new_option_6rd"] == "8 60 2001:db8:6000:: 203.0.113.1" }},
+			func(e lab.ScriptRun) bool { return e.Env["new_option_6rd"] == "8 60 2001:db8:6000:: 203.0.113.1" }},
 		{"option 212 with a mask length of 40", lab.DHCPOptions{Forced: []string{"212,28:28:20:01:0d:b8:60:00:00:00:00:00:00:00:00:00:00:00:cb:00:71:01"}},
-			func(e lab.DHCPEvent) bool { return strings.HasPrefix(e.Env["new_option_6rd"], "40 ") }},
+			func(e lab.ScriptRun) bool { return strings.HasPrefix(e.Env["new_option_6rd"], "40 ") }},
 		{"no router", lab.DHCPOptions{NoRouter: true, Forced: []string{good}},
-			func(e lab.DHCPEvent) bool { _, has := e.Env["new_routers"]; return e.Reason() == "RENEW" && !has }},
+			func(e lab.ScriptRun) bool { _, has := e.Env["new_routers"]; return e.Reason() == "RENEW" && !has }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			at := time.Now()

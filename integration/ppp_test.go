@@ -132,7 +132,7 @@ func TestPPPoE(t *testing.T) {
 	if !ok {
 		t.Fatalf("no rule from %s to table ispb a minute after ppp0 had the address", first)
 	}
-	up := l.WaitPPPEvent(start, time.Minute, "ip-up for "+first, func(e lab.PPPEvent) bool {
+	up := l.WaitScriptRun(start, time.Minute, "ip-up for "+first, func(e lab.ScriptRun) bool {
 		return e.Script == "ip-up" && e.Env["PPP_LOCAL"] == first
 	})
 	nat := answered(got.At, netip.PrefixFrom(netip.MustParseAddr(first), 32), "after the session came up")
@@ -158,7 +158,7 @@ func TestPPPoE(t *testing.T) {
 	// ---- reconnect with another address ------------------------------------
 	restarted := time.Now()
 	server.Restart(second)
-	ended := l.WaitPPPEvent(restarted, time.Minute, "ip-down of the first session", func(e lab.PPPEvent) bool {
+	ended := l.WaitScriptRun(restarted, time.Minute, "ip-down of the first session", func(e lab.ScriptRun) bool {
 		return e.Script == "ip-down" && e.Env["PPP_LOCAL"] == first
 	})
 	got2, ok := kernel.WaitAddr(restarted, "ppp0", second, true, 2*time.Minute)
@@ -168,7 +168,7 @@ func TestPPPoE(t *testing.T) {
 	a2, b2 := spoofed()
 	moved := netip.PrefixFrom(netip.MustParseAddr(second), 32)
 	nat2 := answered(got2.At, moved, "after the session came back")
-	up2 := l.WaitPPPEvent(restarted, time.Minute, "ip-up for "+second, func(e lab.PPPEvent) bool {
+	up2 := l.WaitScriptRun(restarted, time.Minute, "ip-up for "+second, func(e lab.ScriptRun) bool {
 		return e.Script == "ip-up" && e.Env["PPP_LOCAL"] == second
 	})
 	t.Logf("reconnect: the first session's ip-down.d done %v after the server's restart; ppp0 had %s %v after the restart; ip-up.d done %v after that; the first new LAN connection NATed to %s answered %v after ppp0 got the address",
@@ -210,7 +210,7 @@ func TestPPPoE(t *testing.T) {
 		_, err := l.Exec(l.Router, "ip", "link", "show", "dev", "ppp0")
 		return err != nil
 	})
-	last := l.WaitPPPEvent(downAt, time.Minute, "ip-down at ifdown", func(e lab.PPPEvent) bool { return e.Script == "ip-down" })
+	last := l.WaitScriptRun(downAt, time.Minute, "ip-down at ifdown", func(e lab.ScriptRun) bool { return e.Script == "ip-down" })
 	byWana := answered(ifdownDone, netip.MustParsePrefix(l.A.Router+"/32"), "by wana after ifdown dsl")
 	t.Logf("ifdown dsl returned in %v; pppd's ip-down.d done %v after it; the first new LAN connection by wana answered %v after ifdown returned",
 		ifdownDone.Sub(downAt).Round(time.Millisecond), last.At.Sub(ifdownDone).Round(time.Millisecond), byWana.Done.Sub(ifdownDone).Round(time.Millisecond))

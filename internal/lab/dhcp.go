@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,7 +120,7 @@ const PwnedFile = "/etc/dhcp/pwned"
 // Pwned reports whether PwnedFile exists in the router's /etc: whether
 // something evaluated DHCPShellBreaker.
 func (l *Lab) Pwned() bool {
-	_, err := os.Stat(filepath.Join(l.Etc(), strings.TrimPrefix(PwnedFile, "/etc/")))
+	_, err := os.Stat(l.etcPath(PwnedFile))
 	return err == nil
 }
 
@@ -659,115 +658,6 @@ func (l *Lab) removeDhclients(created []string) {
 	}
 	for _, f := range created {
 		os.Remove(f)
-	}
-}
-
-// DHCPEvent is one run of dhclient-script's exit hooks, as RecordDHCPEnv
-// recorded it.
-type DHCPEvent struct {
-	At  time.Time         // when the recording hook ran, after ifisp's
-	Env map[string]string // the environment dhclient gave the script
-}
-
-// Reason is dhclient's reason: PREINIT, BOUND, RENEW, REBIND, REBOOT,
-// EXPIRE, FAIL, RELEASE, STOP, TIMEOUT.
-func (e DHCPEvent) Reason() string { return e.Env["reason"] }
-
-// String is the event's reason and the variables ifisp's hook works from.
-func (e DHCPEvent) String() string {
-	var parts []string
-	for _, k := range []string{"interface", "old_ip_address", "new_ip_address", "new_subnet_mask", "new_routers", "new_dhcp_lease_time"} {
-		if v, ok := e.Env[k]; ok {
-			parts = append(parts, k+"="+v)
-		}
-	}
-	return e.At.Format("15:04:05.000") + " " + e.Reason() + " " + strings.Join(parts, " ")
-}
-
-// dhcpEnvDir is where the recording hook writes, as the router's
-// namespace sees it; one file per run, named by its time.
-const dhcpEnvDir = "/etc/dhcp/lab-env"
-
-// dhcpEnvHook is the recording exit hook. dhclient-script sources it, so
-// it runs in the script's shell: it must never exit, and sets only
-// variables of its own.
-const dhcpEnvHook = `# The lab's: records each environment dhclient-script runs its exit hooks with.
-# Written whole, then renamed: a reader never sees half of one.
-lab_env_at=$(date +%s.%N)
-env -0 LAB_AT="$lab_env_at" >"` + dhcpEnvDir + `/.new.$$" &&
-	mv "` + dhcpEnvDir + `/.new.$$" "` + dhcpEnvDir + `/$lab_env_at.$$" || :
-`
-
-// RecordDHCPEnv adds an exit hook after ifisp's (zz-lab-env sorts after
-// DHCPExitHook) that records the environment of every run of
-// dhclient-script in the router, for DHCPEvents: that it ran also says
-// that ifisp's hook, sourced before it, has returned. After
-// InstallDHCPHook; it may be added after ifup too (dhclient sees the
-// router's /etc/dhcp as it is now).
-func (l *Lab) RecordDHCPEnv() {
-	l.t.Helper()
-	dir := filepath.Join(l.Etc(), strings.TrimPrefix(dhcpEnvDir, "/etc/"))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		l.t.Fatal(err)
-	}
-	l.WriteFile(filepath.Join(l.Etc(), "dhcp/dhclient-exit-hooks.d/zz-lab-env"), dhcpEnvHook)
-}
-
-// DHCPEvents returns the runs of dhclient-script's exit hooks recorded so
-// far, oldest first.
-func (l *Lab) DHCPEvents() []DHCPEvent {
-	l.t.Helper()
-	dir := filepath.Join(l.Etc(), strings.TrimPrefix(dhcpEnvDir, "/etc/"))
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	var events []DHCPEvent
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			continue // still being written
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			l.t.Fatal(err)
-		}
-		ev := DHCPEvent{Env: map[string]string{}}
-		for _, kv := range strings.Split(string(b), "\x00") {
-			if k, v, ok := strings.Cut(kv, "="); ok {
-				ev.Env[k] = v
-			}
-		}
-		if at, err := strconv.ParseFloat(ev.Env["LAB_AT"], 64); err == nil {
-			sec := int64(at)
-			ns, _ := strconv.ParseInt(strings.SplitN(ev.Env["LAB_AT"]+".", ".", 3)[1], 10, 64)
-			ev.At = time.Unix(sec, ns)
-		}
-		delete(ev.Env, "LAB_AT")
-		events = append(events, ev)
-	}
-	sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
-	return events
-}
-
-// WaitDHCPEvent waits until a recorded event at or after from satisfies
-// ok and returns the first, or fails the test after timeout, listing the
-// events it saw.
-func (l *Lab) WaitDHCPEvent(from time.Time, timeout time.Duration, what string, ok func(DHCPEvent) bool) DHCPEvent {
-	l.t.Helper()
-	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
-		events := l.DHCPEvents()
-		for _, e := range events {
-			if !e.At.Before(from) && ok(e) {
-				return e
-			}
-		}
-		if time.Now().After(deadline) {
-			var seen []string
-			for _, e := range events {
-				seen = append(seen, e.String())
-			}
-			l.t.Fatalf("no dhclient event %s within %s; dhclient-script ran:\n%s", what, timeout, strings.Join(seen, "\n"))
-		}
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -328,25 +327,12 @@ func (l *Lab) WaitNoRouterPPPD(timeout time.Duration) {
 	}
 }
 
-// pppEnvDir is where the router's recording scripts write, as its
-// namespace sees it.
-const pppEnvDir = "/etc/ppp/lab-env"
-
-// pppEnvScript records the environment of the scripts of ip-up.d
-// (ip-down.d): its name sorts after ifisp's, so that it runs once
-// ifisp-lease has returned. Written whole, then renamed.
-const pppEnvScript = `#!/bin/sh
-# The lab's: records the environment /etc/ppp/@SCRIPT@ gives its scripts.
-env -0 >"` + pppEnvDir + `/.$$" && mv "` + pppEnvDir + `/.$$" "` + pppEnvDir + `/@SCRIPT@.$$"
-`
-
 // InstallPPP gives the router its own /etc/ppp (`ip netns exec` binds
 // the namespace's over /etc/ppp, whole, when it exists): ppp's options,
 // ip-up and ip-down as Debian ships them (the guest's, from vm/base.sh),
 // the peers file PPPPeers, ifisp's ip-up.d and ip-down.d scripts
 // (hooks/ppp-hook.sh.in as `make install` makes them, with @SBINDIR@
-// binDir), and after each a script that records its environment, for
-// PPPEvents.
+// binDir), and after each a recorder of its runs, for ScriptRuns.
 func (l *Lab) InstallPPP(binDir string) {
 	l.t.Helper()
 	etc := filepath.Join(l.Etc(), "ppp")
@@ -368,84 +354,10 @@ func (l *Lab) InstallPPP(binDir string) {
 	} {
 		hook := l.hookFile("ppp-hook.sh.in", binDir, "@SCRIPT@", s.script, "@WHAT@", s.what, "@DIR@", s.dir)
 		l.WriteScript(filepath.Join(etc, s.script+".d", "ifisp"), hook)
-		l.WriteScript(filepath.Join(etc, s.script+".d", "zz-lab-env"), strings.ReplaceAll(pppEnvScript, "@SCRIPT@", s.script))
+		// Its name sorts after ifisp's: it runs once ifisp-lease has returned.
+		l.WriteScript(filepath.Join(etc, s.script+".d", "zz-lab-env"), "#!/bin/sh\n"+recorder(pppRuns, s.script))
 	}
-	if err := os.MkdirAll(filepath.Join(etc, strings.TrimPrefix(pppEnvDir, "/etc/ppp/")), 0o755); err != nil {
-		l.t.Fatal(err)
-	}
-}
-
-// PPPEvent is one run of the router's ip-up or ip-down scripts, as
-// InstallPPP's recording script saw it.
-type PPPEvent struct {
-	At     time.Time // when the recording script wrote it, after ifisp's
-	Script string    // "ip-up" or "ip-down"
-	Env    map[string]string
-}
-
-// String names the event and the variables ifisp-lease reads.
-func (e PPPEvent) String() string {
-	var parts []string
-	for _, k := range []string{"PPP_IFACE", "PPP_LOCAL", "PPP_REMOTE", "PPP_IPPARAM", "CALL_FILE"} {
-		parts = append(parts, k+"="+e.Env[k])
-	}
-	return e.At.Format("15:04:05.000") + " " + e.Script + " " + strings.Join(parts, " ")
-}
-
-// PPPEvents returns the router's ip-up and ip-down runs so far, oldest
-// first.
-func (l *Lab) PPPEvents() []PPPEvent {
-	l.t.Helper()
-	dir := filepath.Join(l.Etc(), "ppp", strings.TrimPrefix(pppEnvDir, "/etc/ppp/"))
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	var events []PPPEvent
-	for _, e := range entries {
-		script, _, ok := strings.Cut(e.Name(), ".")
-		if !ok || script == "" {
-			continue // one being written
-		}
-		info, err := e.Info()
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue
-		}
-		ev := PPPEvent{At: info.ModTime(), Script: script, Env: map[string]string{}}
-		for _, kv := range strings.Split(string(b), "\x00") {
-			if k, v, ok := strings.Cut(kv, "="); ok {
-				ev.Env[k] = v
-			}
-		}
-		events = append(events, ev)
-	}
-	sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
-	return events
-}
-
-// WaitPPPEvent waits until an event at or after from satisfies ok and
-// returns the first, or fails the test after timeout, listing the events.
-func (l *Lab) WaitPPPEvent(from time.Time, timeout time.Duration, what string, ok func(PPPEvent) bool) PPPEvent {
-	l.t.Helper()
-	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
-		events := l.PPPEvents()
-		for _, e := range events {
-			if !e.At.Before(from) && ok(e) {
-				return e
-			}
-		}
-		if time.Now().After(deadline) {
-			var seen []string
-			for _, e := range events {
-				seen = append(seen, e.String())
-			}
-			l.t.Fatalf("no %s within %s; the router's ppp scripts ran:\n%s", what, timeout, strings.Join(seen, "\n"))
-		}
-	}
+	l.mkdirEtc(pppRuns)
 }
 
 // linksHook records, at each run, the router's interfaces with their
