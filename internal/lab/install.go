@@ -74,9 +74,30 @@ func (l *Lab) Install(binDir string, only ...string) {
 // records the environment ifupdown gives the hooks, for HookEnv.
 func (l *Lab) RecordHookEnv() {
 	l.t.Helper()
+	l.recordHooks("env", "env")
+}
+
+// recordHooks adds to each of the router's if-*.d folders a hook,
+// zzzz-lab-KIND (after the others), that writes what cmd prints to
+// /etc/network/KIND.$IFACE.$ADDRFAM.$PHASE, for hookRecord. It is the
+// lab's, never installed on a real system.
+func (l *Lab) recordHooks(kind, cmd string) {
+	l.t.Helper()
+	script := "#!/bin/sh\n" + cmd + ` >"/etc/network/` + kind + `.$IFACE.$ADDRFAM.$PHASE" 2>&1` + "\n"
 	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
-		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-env"), envDump)
+		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-"+kind), script)
 	}
+}
+
+// hookRecord returns what recordHooks' hook of kind wrote at the last
+// ifup or ifdown of iface, family ("inet", "inet6") and phase.
+func (l *Lab) hookRecord(kind, iface, family, phase string) string {
+	l.t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.Etc(), "network", kind+"."+iface+"."+family+"."+phase))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return string(b)
 }
 
 // placeholder matches what `make install` fills in a hook's template:
@@ -167,21 +188,13 @@ func (l *Lab) MustIfdown(ifaces ...string) {
 	}
 }
 
-// envDump is a hook that records the environment ifupdown gave the hooks,
-// so a test can run one hook again exactly as ifupdown ran it. It is the
-// lab's, never installed on a real system.
-const envDump = "#!/bin/sh\nenv > \"/etc/network/env.$IFACE.$ADDRFAM.$PHASE\"\n"
-
 // HookEnv returns the environment ifupdown gave the hooks for iface, family
 // ("inet", "inet6") and phase, as recorded by the last ifup or ifdown since
-// RecordHookEnv.
+// RecordHookEnv: so a test can run one hook again exactly as ifupdown ran
+// it.
 func (l *Lab) HookEnv(iface, family, phase string) []string {
 	l.t.Helper()
-	b, err := os.ReadFile(filepath.Join(l.Etc(), "network", "env."+iface+"."+family+"."+phase))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Split(strings.TrimSpace(l.hookRecord("env", iface, family, phase)), "\n")
 }
 
 // RunHook runs the binary in the router's namespace with exactly env as

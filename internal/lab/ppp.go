@@ -360,29 +360,19 @@ func (l *Lab) InstallPPP(binDir string) {
 	l.mkdirEtc(pppRuns)
 }
 
-// linksHook records, at each run, the router's interfaces with their
-// addresses as the hooks of its if-*.d folder see them.
-const linksHook = "#!/bin/sh\nip -br addr >\"/etc/network/links.$IFACE.$ADDRFAM.$PHASE\" 2>&1\n"
-
 // RecordHookLinks adds a hook to each of the router's if-*.d folders that
 // records its interfaces and addresses as the hooks see them, for
 // HookLinks: whether an interface exists yet when ifupdown runs them.
 func (l *Lab) RecordHookLinks() {
 	l.t.Helper()
-	for _, d := range []string{"if-pre-up.d", "if-up.d", "if-down.d", "if-post-down.d"} {
-		l.WriteScript(filepath.Join(l.Etc(), "network", d, "zzzz-lab-links"), linksHook)
-	}
+	l.recordHooks("links", "ip -br addr")
 }
 
 // HookLinks returns `ip -br addr` as the hooks of the last ifup or ifdown
 // of iface, family and phase saw it.
 func (l *Lab) HookLinks(iface, family, phase string) string {
 	l.t.Helper()
-	b, err := os.ReadFile(filepath.Join(l.Etc(), "network", "links."+iface+"."+family+"."+phase))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return string(b)
+	return l.hookRecord("links", iface, family, phase)
 }
 
 // Syslog is what the guest's processes sent to syslog (/dev/log): pppd's
