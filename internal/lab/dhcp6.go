@@ -465,24 +465,16 @@ func (l *Lab) AdvertiseDefault(isp *ISP, lifetime time.Duration) time.Time {
 // prefix) to ff02::1, and prints when it handed it to the kernel, as
 // JSON.
 func raRouter(iface, seconds string) error {
-	ifi, err := net.InterfaceByName(iface)
-	if err != nil {
-		return err
-	}
 	s, err := strconv.Atoi(seconds)
 	if err != nil || s < 0 || s > 9000 {
 		return fmt.Errorf("router lifetime %q: not 0 to 9000 seconds", seconds)
 	}
-	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	at := time.Now()
-	err = c.WriteTo(&ndp.RouterAdvertisement{
-		CurrentHopLimit: 64, ManagedConfiguration: true, RouterLifetime: time.Duration(s) * time.Second,
-		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}},
-	}, nil, netip.MustParseAddr("ff02::1"))
+	at, err := sendRA(iface, func(ifi *net.Interface) *ndp.RouterAdvertisement {
+		return &ndp.RouterAdvertisement{
+			CurrentHopLimit: 64, ManagedConfiguration: true, RouterLifetime: time.Duration(s) * time.Second,
+			Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}},
+		}
+	})
 	if err != nil {
 		return err
 	}

@@ -329,23 +329,35 @@ func (l *Lab) AnnounceFromHost(p netip.Prefix) {
 	l.helper(l.LAN, nil, "ra-send", "eth0", p.String())
 }
 
+// raSend sends one router advertisement of prefix on iface, with router
+// lifetime 0.
 func raSend(iface, prefix string) error {
-	ifi, err := net.InterfaceByName(iface)
-	if err != nil {
-		return err
-	}
 	p, err := netip.ParsePrefix(prefix)
 	if err != nil {
 		return err
 	}
+	_, err = sendRA(iface, func(*net.Interface) *ndp.RouterAdvertisement {
+		return &ndp.RouterAdvertisement{CurrentHopLimit: 64, Options: []ndp.Option{&ndp.PrefixInformation{
+			PrefixLength: uint8(p.Bits()), OnLink: true, AutonomousAddressConfiguration: true,
+			ValidLifetime: time.Hour, PreferredLifetime: time.Hour, Prefix: p.Addr()}}}
+	})
+	return err
+}
+
+// sendRA sends the router advertisement ra makes for iface to ff02::1 on
+// iface, and returns when it handed it to the kernel.
+func sendRA(iface string, ra func(*net.Interface) *ndp.RouterAdvertisement) (time.Time, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return time.Time{}, err
+	}
 	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	defer c.Close()
-	return c.WriteTo(&ndp.RouterAdvertisement{CurrentHopLimit: 64, Options: []ndp.Option{&ndp.PrefixInformation{
-		PrefixLength: uint8(p.Bits()), OnLink: true, AutonomousAddressConfiguration: true,
-		ValidLifetime: time.Hour, PreferredLifetime: time.Hour, Prefix: p.Addr()}}}, nil, netip.MustParseAddr("ff02::1"))
+	at := time.Now()
+	return at, c.WriteTo(ra(ifi), nil, netip.MustParseAddr("ff02::1"))
 }
 
 // raCapture prints every router advertisement this namespace receives,
