@@ -138,7 +138,8 @@ func (l *Lab) StartDHCP(isp *ISP) *DHCPServer {
 	}
 	l.t.Cleanup(func() { os.RemoveAll(dir) })
 	s := &DHCPServer{l: l, ISP: isp, MAC: l.wanMAC(isp), dir: dir, log: &lineLog{}, addr: isp.Router}
-	l.dhcpThroughSpoofFilter(isp)
+	l.returnBeforeSpoofed(isp.NS, "iptables", "-i", "cpe", "-s", "0.0.0.0/32", "-p", "udp", "--sport", "68", "--dport", "67",
+		"-m", "comment", "--comment", "lab-dhcp", "-j", "RETURN")
 	s.writeHosts()
 	s.writeOpts()
 	s.start()
@@ -164,19 +165,18 @@ func (l *Lab) wanMAC(isp *ISP) string {
 	return f[2]
 }
 
-// dhcpThroughSpoofFilter adds, once, a RETURN for DHCP from 0.0.0.0 to
-// the ISP's spoof filter, before its jump to "spoofed". Seen counts it
-// neither as legit nor as spoofed.
-func (l *Lab) dhcpThroughSpoofFilter(isp *ISP) {
+// returnBeforeSpoofed adds rule, once, to the raw PREROUTING chain of
+// namespace ns (an ISP's edge), by iptables or ip6tables, before its jump
+// to "spoofed": rule ends in RETURN, and what it matches, Seen counts
+// neither as legit nor as spoofed. It reports whether it added the rule,
+// false when the chain had it already.
+func (l *Lab) returnBeforeSpoofed(ns, iptables string, rule ...string) bool {
 	l.t.Helper()
-	rule := []string{"PREROUTING", "-i", "cpe", "-s", "0.0.0.0/32", "-p", "udp", "--sport", "68", "--dport", "67",
-		"-m", "comment", "--comment", "lab-dhcp", "-j", "RETURN"}
-	if _, err := l.Exec(isp.NS, append([]string{"iptables", "-w", "-t", "raw", "-C"}, rule...)...); err == nil {
-		return
+	if _, err := l.Exec(ns, append([]string{iptables, "-w", "-t", "raw", "-C", "PREROUTING"}, rule...)...); err == nil {
+		return false
 	}
-	out := l.Must(isp.NS, "iptables", "-w", "-t", "raw", "-S", "PREROUTING")
 	pos := 0
-	for _, line := range strings.Split(out, "\n") {
+	for _, line := range strings.Split(l.Must(ns, iptables, "-w", "-t", "raw", "-S", "PREROUTING"), "\n") {
 		if !strings.HasPrefix(line, "-A PREROUTING") {
 			continue
 		}
@@ -185,7 +185,8 @@ func (l *Lab) dhcpThroughSpoofFilter(isp *ISP) {
 			break
 		}
 	}
-	l.Must(isp.NS, append([]string{"iptables", "-w", "-t", "raw", "-I", rule[0], strconv.Itoa(pos)}, rule[1:]...)...)
+	l.Must(ns, append([]string{iptables, "-w", "-t", "raw", "-I", "PREROUTING", strconv.Itoa(pos)}, rule...)...)
+	return true
 }
 
 func (s *DHCPServer) path(name string) string { return filepath.Join(s.dir, name) }
@@ -669,18 +670,25 @@ func (l *Lab) removeDhclients(created []string) {
 // filter accepts. It returns the count so far.
 func (l *Lab) CountFrom(isp *ISP, addr string) func() int {
 	l.t.Helper()
-	comment := "lab-from-" + addr
-	l.Must(isp.NS, "iptables", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-i", "cpe", "-s", addr,
+	return l.countFrom(isp, "iptables", addr)
+}
+
+// countFrom is CountFrom and CountFrom6: a count of the packets from src
+// by iptables or ip6tables.
+func (l *Lab) countFrom(isp *ISP, iptables, src string) func() int {
+	l.t.Helper()
+	comment := "lab-from-" + src
+	l.Must(isp.NS, iptables, "-w", "-t", "raw", "-I", "PREROUTING", "1", "-i", "cpe", "-s", src,
 		"-m", "comment", "--comment", comment)
 	return func() int {
 		l.t.Helper()
-		for _, line := range strings.Split(l.Must(isp.NS, "iptables", "-w", "-t", "raw", "-nvxL", "PREROUTING"), "\n") {
+		for _, line := range strings.Split(l.Must(isp.NS, iptables, "-w", "-t", "raw", "-nvxL", "PREROUTING"), "\n") {
 			if strings.Contains(line, "/* "+comment+" */") {
 				n, _ := strconv.Atoi(strings.Fields(line)[0])
 				return n
 			}
 		}
-		l.t.Fatalf("the counter of packets from %s at %s is gone", addr, isp.Name)
+		l.t.Fatalf("the counter of packets from %s at %s is gone", src, isp.Name)
 		return 0
 	}
 }

@@ -309,22 +309,9 @@ func (s *DHCP6Server) Replies() []DHCP6Reply {
 // range, Net6, and a delegation pool is not in it. Once per pool.
 func (l *Lab) RouteDelegations(isp *ISP, pool netip.Prefix) {
 	l.t.Helper()
-	comment := "lab-delegated-" + pool.String()
-	rule := []string{"PREROUTING", "-i", "cpe", "-s", pool.String(), "-m", "comment", "--comment", comment, "-j", "RETURN"}
-	if _, err := l.Exec(isp.NS, append([]string{"ip6tables", "-w", "-t", "raw", "-C"}, rule...)...); err == nil {
-		return
+	if !l.returnBeforeSpoofed(isp.NS, "ip6tables", "-i", "cpe", "-s", pool.String(), "-m", "comment", "--comment", "lab-delegated-"+pool.String(), "-j", "RETURN") {
+		return // the pool's routes are there too
 	}
-	pos := 0
-	for _, line := range strings.Split(l.Must(isp.NS, "ip6tables", "-w", "-t", "raw", "-S", "PREROUTING"), "\n") {
-		if !strings.HasPrefix(line, "-A PREROUTING") {
-			continue
-		}
-		pos++
-		if strings.HasSuffix(line, "-j spoofed") {
-			break
-		}
-	}
-	l.Must(isp.NS, append([]string{"ip6tables", "-w", "-t", "raw", "-I", rule[0], strconv.Itoa(pos)}, rule[1:]...)...)
 	ll := l.wanLinkLocal(isp)
 	l.ipBatch(isp.NS, "route add "+pool.String()+" via "+ll.String()+" dev cpe")
 	l.ipBatch(l.Inet, "route add "+pool.String()+" via "+isp.core6+" src "+Internet6)
@@ -487,20 +474,7 @@ func raRouter(iface, seconds string) error {
 // returns the count so far.
 func (l *Lab) CountFrom6(isp *ISP, p netip.Prefix) func() int {
 	l.t.Helper()
-	comment := "lab-from-" + p.String()
-	l.Must(isp.NS, "ip6tables", "-w", "-t", "raw", "-I", "PREROUTING", "1", "-i", "cpe", "-s", p.String(),
-		"-m", "comment", "--comment", comment)
-	return func() int {
-		l.t.Helper()
-		for _, line := range strings.Split(l.Must(isp.NS, "ip6tables", "-w", "-t", "raw", "-nvxL", "PREROUTING"), "\n") {
-			if strings.Contains(line, "/* "+comment+" */") {
-				n, _ := strconv.Atoi(strings.Fields(line)[0])
-				return n
-			}
-		}
-		l.t.Fatalf("the counter of packets from %s at %s is gone", p, isp.Name)
-		return 0
-	}
+	return l.countFrom(isp, "ip6tables", p.String())
 }
 
 // LinkRecord reads the router's registry record of iface and family ("inet",
