@@ -542,25 +542,28 @@ func dhclientFiles(iface string) (pid, leases, duid string) {
 // still runs for a WAN's name.
 func (l *Lab) InstallDHCPHook(binDir string) {
 	l.t.Helper()
+	l.installDHCPHook(binDir, false)
+}
+
+// installDHCPHook is InstallDHCPHook, and with v6 InstallDHCP6Hook.
+func (l *Lab) installDHCPHook(binDir string, v6 bool) {
+	l.t.Helper()
 	hook := l.hookFile("dhclient-exit-hook", binDir)
-	var created []string
+	var files []string // the cleanup's to remove
 	for _, isp := range l.ISPs() {
 		pid, leases, duid := dhclientFiles(isp.Iface)
-		if p, ok := runningDhclient(pid); ok {
-			l.t.Fatalf("a dhclient (pid %d, %s) runs for %s already: another lab's, or the host's", p, pid, isp.Iface)
-		}
-		os.Remove(pid)
-		if b, err := os.ReadFile(leases); err == nil {
-			if !labLeases(b) {
-				l.t.Fatalf("%s exists and holds leases that are not the lab's:\n%s", leases, b)
-			}
-			os.Remove(leases)
+		l.clearDhclient("dhclient", isp.Iface, pid, leases, labLeases)
+		files = append(files, pid, leases)
+		if v6 {
+			pid6, leases6 := dhclient6Files(isp.Iface)
+			l.clearDhclient("dhclient -6", isp.Iface, pid6, leases6, labLeases6)
+			files = append(files, pid6, leases6)
 		}
 		if _, err := os.Stat(duid); os.IsNotExist(err) {
-			created = append(created, duid) // if dhclient makes it, it is the lab's
+			files = append(files, duid) // if dhclient makes it, it is the lab's
 		}
 	}
-	l.t.Cleanup(func() { l.removeDhclients(created) })
+	l.t.Cleanup(func() { l.removeDhclients(files) })
 
 	etc := l.Etc()
 	if _, err := os.Stat(filepath.Join(etc, "resolv.conf")); os.IsNotExist(err) {
@@ -591,6 +594,25 @@ func (l *Lab) DHCPClientConfig(lines ...string) {
 	l.WriteFile(path, string(b)+strings.Join(lines, "\n")+"\n")
 }
 
+// clearDhclient readies iface for what, dhclient or dhclient -6, whose
+// pid file is pid and lease file leases: a stale pid file (whose process
+// is gone) is removed, and so is a stale lease file that ours says is the
+// lab's; a what that still runs, or a lease file that is not the lab's,
+// fails the test.
+func (l *Lab) clearDhclient(what, iface, pid, leases string, ours func([]byte) bool) {
+	l.t.Helper()
+	if p, ok := runningDhclient(pid); ok {
+		l.t.Fatalf("a %s (pid %d, %s) runs for %s already: another lab's, or the host's", what, p, pid, iface)
+	}
+	os.Remove(pid)
+	if b, err := os.ReadFile(leases); err == nil {
+		if !ours(b) {
+			l.t.Fatalf("%s exists and holds %s leases that are not the lab's:\n%s", leases, what, b)
+		}
+		os.Remove(leases)
+	}
+}
+
 // runningDhclient returns the process a dhclient pid file names, when
 // that is a dhclient that runs.
 func runningDhclient(pidFile string) (int, bool) {
@@ -602,22 +624,7 @@ func runningDhclient(pidFile string) (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	return pid, isDhclient(pid)
-}
-
-// isDhclient reports whether pid is a dhclient that has not exited (a
-// zombie has: it waits for its parent, init once it daemonized).
-func isDhclient(pid int) bool {
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil || strings.TrimSpace(string(comm)) != "dhclient" {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+	return pid, running(pid, "dhclient")
 }
 
 // labLeases reports whether a dhclient lease file holds only leases from
@@ -634,30 +641,16 @@ func labLeases(b []byte) bool {
 	return true
 }
 
-// removeDhclients kills the dhclients of the router's namespace and
-// waits until they are gone, then removes their pid and lease files, and
-// the DUID files in created that dhclient made.
-func (l *Lab) removeDhclients(created []string) {
-	var pids []int
-	if out, err := l.Exec("", "ip", "netns", "pids", l.Router); err == nil {
-		for _, p := range strings.Fields(out) {
-			if pid, err := strconv.Atoi(p); err == nil && isDhclient(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				pids = append(pids, pid)
-			}
-		}
+// removeDhclients kills the dhclients of the router's namespace (SIGKILL,
+// as the lab's removal would) and waits until they are gone, then removes
+// files: their pid and lease files, and the DUID files dhclient made.
+func (l *Lab) removeDhclients(files []string) {
+	pids := l.processes(l.Router, "dhclient")
+	for _, p := range pids {
+		syscall.Kill(p, syscall.SIGKILL)
 	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if !slices.ContainsFunc(pids, isDhclient) {
-			break
-		}
-	}
-	for _, isp := range l.ISPs() {
-		pid, leases, _ := dhclientFiles(isp.Iface)
-		os.Remove(pid)
-		os.Remove(leases)
-	}
-	for _, f := range created {
+	waitGone(pids, 5*time.Second)
+	for _, f := range files {
 		os.Remove(f)
 	}
 }

@@ -343,32 +343,14 @@ func dhclient6Files(iface string) (pid, leases string) {
 	return "/run/dhclient6." + iface + ".pid", "/var/lib/dhcp/dhclient6." + iface + ".leases"
 }
 
-// InstallDHCP6Hook is InstallDHCPHook for `inet6 dhcp` stanzas too: before
-// it, a dhclient -6 that runs for a WAN's name fails the test, a stale pid
-// file of one is removed, and so is a stale DHCPv6 lease file of the lab's
-// (every address and prefix in it documentation space, 2001:db8::/32; one
-// that is not the lab's fails the test), so that dhclient starts with no
-// binding and InstallDHCPHook takes the file for one dhclient makes. Its
-// cleanup, which runs before InstallDHCPHook's, kills the dhclient -6 of
-// each WAN (SIGKILL, as the lab's removal would) and waits until it is
-// gone, then removes its pid and lease files.
+// InstallDHCP6Hook is InstallDHCPHook for `inet6 dhcp` stanzas too: the
+// pid and lease files of dhclient -6 (dhclient6Files) are readied and
+// removed at the end as dhclient's are, a stale lease file being the
+// lab's when every address and prefix in it is documentation space,
+// 2001:db8::/32, so that dhclient -6 starts with no binding.
 func (l *Lab) InstallDHCP6Hook(binDir string) {
 	l.t.Helper()
-	for _, isp := range l.ISPs() {
-		pid, leases := dhclient6Files(isp.Iface)
-		if p, ok := runningDhclient(pid); ok {
-			l.t.Fatalf("a dhclient -6 (pid %d, %s) runs for %s already: another lab's, or the host's", p, pid, isp.Iface)
-		}
-		os.Remove(pid)
-		if b, err := os.ReadFile(leases); err == nil {
-			if !labLeases6(b) {
-				l.t.Fatalf("%s exists and holds DHCPv6 leases that are not the lab's:\n%s", leases, b)
-			}
-			os.Remove(leases)
-		}
-	}
-	l.InstallDHCPHook(binDir)
-	l.t.Cleanup(l.removeDhclients6)
+	l.installDHCPHook(binDir, true)
 }
 
 // leaseAddr6 matches an address or a prefix in a dhclient -6 lease file.
@@ -392,41 +374,6 @@ func labLeases6(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// removeDhclients6 kills the dhclient -6 the router's WANs' pid files name
-// (only one that runs in the router's namespace) and removes their files.
-func (l *Lab) removeDhclients6() {
-	var pids []int
-	inRouter := map[int]bool{}
-	if out, err := l.Exec("", "ip", "netns", "pids", l.Router); err == nil {
-		for _, p := range strings.Fields(out) {
-			if pid, err := strconv.Atoi(p); err == nil {
-				inRouter[pid] = true
-			}
-		}
-	}
-	for _, isp := range l.ISPs() {
-		pidFile, _ := dhclient6Files(isp.Iface)
-		if pid, ok := runningDhclient(pidFile); ok && inRouter[pid] {
-			syscall.Kill(pid, syscall.SIGKILL)
-			pids = append(pids, pid)
-		}
-	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		running := false
-		for _, p := range pids {
-			running = running || isDhclient(p)
-		}
-		if !running {
-			break
-		}
-	}
-	for _, isp := range l.ISPs() {
-		pid, leases := dhclient6Files(isp.Iface)
-		os.Remove(pid)
-		os.Remove(leases)
-	}
 }
 
 // AdvertiseDefault makes isp's edge send the router one router
