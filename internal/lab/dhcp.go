@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -58,13 +57,11 @@ type DHCPServer struct {
 	ISP *ISP
 	MAC string // the router's WAN MAC, the reservation's key
 
-	dir    string // hosts, opts, leases, pid
-	log    *lineLog
-	mu     sync.Mutex
-	cmd    *exec.Cmd     // the dnsmasq that runs or ran last
-	exited chan struct{} // closed when cmd has exited
-	addr   string        // the reserved address
-	opts   DHCPOptions   // the options now
+	dir  string // hosts, opts, leases, pid
+	log  *lineLog
+	d    *daemon     // the dnsmasq that runs or ran last; nil after Stop
+	addr string      // the reserved address
+	opts DHCPOptions // the options now
 }
 
 // DHCPOptions are the options a DHCPServer sends beyond the address,
@@ -242,69 +239,28 @@ func (s *DHCPServer) args() []string {
 // start starts dnsmasq and waits until it listens on port 67.
 func (s *DHCPServer) start() {
 	s.l.t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", s.ISP.NS}, s.args()...)...)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		s.l.t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait() // the one Wait of this process
-		close(exited)
-	}()
-	s.l.t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if out, _ := s.l.Exec(s.ISP.NS, "ss", "-Hlun", "sport = :67"); strings.TrimSpace(out) != "" {
-			return
-		}
-		select {
-		case <-exited:
-			s.l.t.Fatalf("dnsmasq at %s exited: %v\n%s", s.ISP.Name, cmd.ProcessState, s.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.l.t.Fatalf("dnsmasq at %s does not listen on port 67 after 5s:\n%s", s.ISP.Name, s.Log())
-		}
-	}
+	s.d = s.l.startDaemon("dnsmasq at "+s.ISP.Name, s.ISP.NS, s.args(), s.log, "listening on port 67", 5*time.Second, func() bool {
+		out, _ := s.l.Exec(s.ISP.NS, "ss", "-Hlun", "sport = :67")
+		return strings.TrimSpace(out) != ""
+	}, s.Log)
 }
 
 // running returns dnsmasq's process while it runs, nil once it has
 // exited or was stopped.
-func (s *DHCPServer) running() *exec.Cmd {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
+func (s *DHCPServer) running() *daemon {
+	if s.d == nil || !s.d.running() {
 		return nil
 	}
-	select {
-	case <-s.exited:
-		return nil
-	default:
-		return s.cmd
-	}
+	return s.d
 }
 
 // Stop kills dnsmasq (SIGKILL: a server that vanishes, sending nothing
 // more) and waits until it is gone. Its lease file stays, for Start.
 func (s *DHCPServer) Stop() {
 	s.l.t.Helper()
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Kill()
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
+	d := s.d
+	s.d = nil
+	if d != nil && !d.stop(syscall.SIGKILL, 5*time.Second) {
 		s.l.t.Fatalf("dnsmasq at %s did not exit 5s after SIGKILL", s.ISP.Name)
 	}
 }
@@ -323,8 +279,8 @@ func (s *DHCPServer) Start() {
 // waits until it said so: it logs "read FILE" for each.
 func (s *DHCPServer) reload() {
 	s.l.t.Helper()
-	cmd := s.running()
-	if cmd == nil {
+	d := s.running()
+	if d == nil {
 		return // the next Start reads them
 	}
 	count := func() int {
@@ -333,7 +289,7 @@ func (s *DHCPServer) reload() {
 		}))
 	}
 	before := count()
-	cmd.Process.Signal(syscall.SIGHUP)
+	d.cmd.Process.Signal(syscall.SIGHUP)
 	for deadline := time.Now().Add(5 * time.Second); count() < before+2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			s.l.t.Fatalf("dnsmasq at %s did not re-read its files 5s after SIGHUP:\n%s", s.ISP.Name, s.Log())

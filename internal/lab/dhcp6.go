@@ -6,12 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -73,12 +72,10 @@ type DHCP6Server struct {
 	l   *Lab
 	ISP *ISP
 
-	dir    string
-	log    *lineLog
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	pool   netip.Prefix
+	dir  string
+	log  *lineLog
+	d    *daemon // the dhcpd that runs or ran last; nil after Stop
+	pool netip.Prefix
 }
 
 // StartDHCPv6 starts dhcpd -6 as isp's DHCPv6 server on its edge facing
@@ -168,60 +165,20 @@ func (s *DHCP6Server) start() {
 	// dhcpd refuses to start while its pid file names a process that
 	// runs, whichever it is.
 	os.Remove(s.path("pid"))
-	cmd := exec.Command("ip", "netns", "exec", s.ISP.NS, "/usr/sbin/dhcpd", "-6", "-f", "-d",
-		"-cf", s.path("dhcpd6.conf"), "-lf", s.path("leases"), "-pf", s.path("pid"), "cpe")
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		s.l.t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait() // the one Wait of this process
-		close(exited)
-	}()
-	s.l.t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
 	started := len(s.log.Lines())
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if lines := s.log.Lines(); len(lines) > started {
-			for _, line := range lines[started:] {
-				if line.Text == dhcpdReady {
-					return
-				}
-			}
-		}
-		select {
-		case <-exited:
-			s.l.t.Fatalf("dhcpd -6 at %s exited: %v\n%s", s.ISP.Name, cmd.ProcessState, s.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.l.t.Fatalf("dhcpd -6 at %s does not serve after 5s:\n%s", s.ISP.Name, s.Log())
-		}
-	}
+	s.d = s.l.startDaemon("dhcpd -6 at "+s.ISP.Name, s.ISP.NS, []string{"/usr/sbin/dhcpd", "-6", "-f", "-d",
+		"-cf", s.path("dhcpd6.conf"), "-lf", s.path("leases"), "-pf", s.path("pid"), "cpe"}, s.log, "serving", 5*time.Second, func() bool {
+		return slices.ContainsFunc(s.log.Lines()[started:], func(line LogLine) bool { return line.Text == dhcpdReady })
+	}, s.Log)
 }
 
 // Stop stops dhcpd (SIGTERM: it sends nothing more) and waits until it is
 // gone.
 func (s *DHCP6Server) Stop() {
 	s.l.t.Helper()
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
+	d := s.d
+	s.d = nil
+	if d != nil && !d.stop(syscall.SIGTERM, 5*time.Second) {
 		s.l.t.Fatalf("dhcpd -6 at %s did not exit 5s after SIGTERM", s.ISP.Name)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -98,10 +97,9 @@ type PPPoEServer struct {
 	ISP    *ISP
 	Remote string // the address the next session's peer gets
 
-	dir    string // output of each run
-	runs   int
-	cmd    *exec.Cmd
-	exited chan struct{}
+	dir  string // output of each run
+	runs int
+	d    *daemon // the pppoe-server that runs; nil once stopped
 }
 
 // StartPPPoE makes ISP B a PPPoE access concentrator: its edge without
@@ -155,31 +153,12 @@ func (s *PPPoEServer) start() {
 	defer out.Close()
 	// -o: each run numbers its sessions apart from the last's, whose
 	// relay may not have seen its end yet.
-	cmd := exec.Command("ip", "netns", "exec", s.ISP.NS, "pppoe-server", "-F", "-I", "cpe", "-C", "lab-"+s.ISP.Name,
-		"-L", s.ISP.Gate, "-R", s.Remote, "-N", "1", "-o", strconv.Itoa(100*s.runs))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		s.l.t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	s.cmd, s.exited = cmd, exited
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if packet, _ := s.l.Exec(s.ISP.NS, "cat", "/proc/net/packet"); strings.Contains(packet, " 8863 ") {
-			return
-		}
-		select {
-		case <-exited:
-			s.l.t.Fatalf("pppoe-server at %s exited: %v\n%s", s.ISP.Name, cmd.ProcessState, s.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.l.t.Fatalf("pppoe-server at %s has no discovery socket after 10s:\n%s", s.ISP.Name, s.Log())
-		}
-	}
+	args := []string{"pppoe-server", "-F", "-I", "cpe", "-C", "lab-" + s.ISP.Name,
+		"-L", s.ISP.Gate, "-R", s.Remote, "-N", "1", "-o", strconv.Itoa(100 * s.runs)}
+	s.d = s.l.startDaemon("pppoe-server at "+s.ISP.Name, s.ISP.NS, args, out, "listening (a discovery socket)", 10*time.Second, func() bool {
+		packet, _ := s.l.Exec(s.ISP.NS, "cat", "/proc/net/packet")
+		return strings.Contains(packet, " 8863 ")
+	}, s.Log)
 }
 
 // Log returns what pppoe-server printed, every run (it logs to syslog
@@ -218,17 +197,13 @@ func (s *PPPoEServer) Stop() {
 // stopServer sends pppoe-server sig and waits until it has exited.
 func (s *PPPoEServer) stopServer(sig syscall.Signal) {
 	s.l.t.Helper()
-	if s.cmd == nil {
+	if s.d == nil {
 		return
 	}
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
-	cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-exited
+	d := s.d
+	s.d = nil
+	if !d.stop(sig, 5*time.Second) {
+		<-d.exited
 	}
 }
 
@@ -256,63 +231,6 @@ func (s *PPPoEServer) endSessions(ss session) {
 		}
 		waitGone(pids, 5*time.Second)
 	}
-}
-
-// processes returns the processes of namespace ns whose command name is
-// one of names (zombies excluded: they have ended).
-func (l *Lab) processes(ns string, names ...string) []int {
-	out, err := l.Exec("", "ip", "netns", "pids", ns)
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, f := range strings.Fields(out) {
-		if pid, err := strconv.Atoi(f); err == nil && running(pid, names...) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// running reports whether pid runs one of names and has not exited.
-func running(pid int, names ...string) bool {
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil || !slices.Contains(names, strings.TrimSpace(string(comm))) {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
-}
-
-// waitGone waits until none of pids runs any more; false after timeout.
-func waitGone(pids []int, timeout time.Duration) bool {
-	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
-		alive := false
-		for _, p := range pids {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err == nil && !zombie(p) {
-				alive = true
-			}
-		}
-		if !alive {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-}
-
-func zombie(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return strings.HasPrefix(rest, "Z") || strings.HasPrefix(rest, "X")
 }
 
 // RouterPPPDs returns the router's pppd processes.
