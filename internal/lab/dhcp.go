@@ -59,7 +59,7 @@ type DHCPServer struct {
 
 	dir  string // hosts, opts, leases, pid
 	log  *lineLog
-	d    *daemon     // the dnsmasq that runs or ran last; nil after Stop
+	d    *daemon     // the dnsmasq that runs or ran last
 	addr string      // the reserved address
 	opts DHCPOptions // the options now
 }
@@ -248,7 +248,7 @@ func (s *DHCPServer) start() {
 // running returns dnsmasq's process while it runs, nil once it has
 // exited or was stopped.
 func (s *DHCPServer) running() *daemon {
-	if s.d == nil || !s.d.running() {
+	if !s.d.running() {
 		return nil
 	}
 	return s.d
@@ -258,11 +258,7 @@ func (s *DHCPServer) running() *daemon {
 // more) and waits until it is gone. Its lease file stays, for Start.
 func (s *DHCPServer) Stop() {
 	s.l.t.Helper()
-	d := s.d
-	s.d = nil
-	if d != nil && !d.stop(syscall.SIGKILL, 5*time.Second) {
-		s.l.t.Fatalf("dnsmasq at %s did not exit 5s after SIGKILL", s.ISP.Name)
-	}
+	s.d.stop(syscall.SIGKILL)
 }
 
 // Start starts dnsmasq again after Stop, with the same reservation,

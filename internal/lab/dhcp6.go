@@ -74,7 +74,7 @@ type DHCP6Server struct {
 
 	dir  string
 	log  *lineLog
-	d    *daemon // the dhcpd that runs or ran last; nil after Stop
+	d    *daemon // the dhcpd that runs or ran last
 	pool netip.Prefix
 }
 
@@ -176,11 +176,7 @@ func (s *DHCP6Server) start() {
 // gone.
 func (s *DHCP6Server) Stop() {
 	s.l.t.Helper()
-	d := s.d
-	s.d = nil
-	if d != nil && !d.stop(syscall.SIGTERM, 5*time.Second) {
-		s.l.t.Fatalf("dhcpd -6 at %s did not exit 5s after SIGTERM", s.ISP.Name)
-	}
+	s.d.stop(syscall.SIGTERM)
 }
 
 // Restart stops the server and starts it again with an empty lease file

@@ -99,7 +99,7 @@ type PPPoEServer struct {
 
 	dir  string // output of each run
 	runs int
-	d    *daemon // the pppoe-server that runs; nil once stopped
+	d    *daemon // the pppoe-server that runs or ran last
 }
 
 // StartPPPoE makes ISP B a PPPoE access concentrator: its edge without
@@ -180,7 +180,7 @@ func (s *PPPoEServer) Log() string {
 func (s *PPPoEServer) Restart(remote string) {
 	s.l.t.Helper()
 	sessions := s.sessionPIDs()
-	s.stopServer(syscall.SIGKILL) // the server only: its session lives on
+	s.d.stop(syscall.SIGKILL) // the server only: its session lives on
 	s.Remote = remote
 	s.start()
 	s.endSessions(sessions)
@@ -190,21 +190,8 @@ func (s *PPPoEServer) Restart(remote string) {
 func (s *PPPoEServer) Stop() {
 	s.l.t.Helper()
 	sessions := s.sessionPIDs()
-	s.stopServer(syscall.SIGKILL)
+	s.d.stop(syscall.SIGKILL)
 	s.endSessions(sessions)
-}
-
-// stopServer sends pppoe-server sig and waits until it has exited.
-func (s *PPPoEServer) stopServer(sig syscall.Signal) {
-	s.l.t.Helper()
-	if s.d == nil {
-		return
-	}
-	d := s.d
-	s.d = nil
-	if !d.stop(sig, 5*time.Second) {
-		<-d.exited
-	}
 }
 
 // session is one PPPoE session's processes at ISP B.

@@ -8,12 +8,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // daemon is one run of a server the lab starts at an ISP (dnsmasq, dhcpd,
 // pppoe-server).
 type daemon struct {
+	l      *Lab
+	name   string // what messages call it
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd has exited
 }
@@ -30,7 +35,7 @@ func (l *Lab) startDaemon(name, ns string, args []string, out io.Writer, readine
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
-	d := &daemon{cmd: cmd, exited: make(chan struct{})}
+	d := &daemon{l: l, name: name, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		cmd.Wait() // the one Wait of this process
 		close(d.exited)
@@ -50,8 +55,12 @@ func (l *Lab) startDaemon(name, ns string, args []string, out io.Writer, readine
 	return d
 }
 
-// running reports whether the process has not exited yet.
+// running reports whether the process has not exited yet (false for no
+// daemon).
 func (d *daemon) running() bool {
+	if d == nil {
+		return false
+	}
 	select {
 	case <-d.exited:
 		return false
@@ -60,16 +69,19 @@ func (d *daemon) running() bool {
 	}
 }
 
-// stop sends the process sig and waits until it has exited; false if it
-// has not within timeout, when it is sent SIGKILL.
-func (d *daemon) stop(sig os.Signal, timeout time.Duration) bool {
+// stop sends the process sig, if it runs, and waits until it has
+// exited: one that has not 5 s later is killed, and fails the test.
+func (d *daemon) stop(sig syscall.Signal) {
+	if !d.running() {
+		return
+	}
+	d.l.t.Helper()
 	d.cmd.Process.Signal(sig)
 	select {
 	case <-d.exited:
-		return true
-	case <-time.After(timeout):
+	case <-time.After(5 * time.Second):
 		d.cmd.Process.Kill()
-		return false
+		d.l.t.Fatalf("%s did not exit 5s after %s", d.name, unix.SignalName(sig))
 	}
 }
 
