@@ -22,3 +22,21 @@ func answered(t testing.TB, d *lab.Dialer, from time.Time, p netip.Prefix, timeo
 		}
 	}
 }
+
+// settle waits until n more LAN connections, started one after another
+// from from on, are answered from p, each within timeout, and returns
+// just after the last one started: the LAN is on p for good.
+func settle(t testing.TB, d *lab.Dialer, from time.Time, p netip.Prefix, n int, timeout time.Duration) time.Time {
+	t.Helper()
+	for range n {
+		from = answered(t, d, from, p, timeout, "while settling").Start.Add(time.Nanosecond)
+	}
+	return from
+}
+
+// host is the prefix of addr alone: answered from host(addr) is answered
+// from addr.
+func host(addr string) netip.Prefix {
+	a := netip.MustParseAddr(addr)
+	return netip.PrefixFrom(a, a.BitLen())
+}

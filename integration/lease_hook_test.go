@@ -49,7 +49,7 @@ func TestLeaseHook(t *testing.T) {
 	// wanb is preferred (its default has ifupdown's metric 0).
 	dialer := l.StartDialerTo(lab.Internet, 3000)
 	defer dialer.Stop()
-	old, moved := netip.MustParsePrefix("203.0.113.2/32"), netip.MustParsePrefix("203.0.113.3/32")
+	old, moved := host("203.0.113.2"), host("203.0.113.3")
 	first := func(from time.Time, p netip.Prefix, what string) lab.Dial {
 		t.Helper()
 		return answered(t, dialer, from, p, 10*time.Second, what)
@@ -111,25 +111,15 @@ func TestLeaseHook(t *testing.T) {
 		}
 		d := first(changed, moved, "after the move")
 		t.Logf("the first new LAN connection from 203.0.113.3 was answered %v after the address changed (%s)", d.Done.Sub(changed).Round(time.Millisecond), strings.TrimSpace(out))
-		// Settled: 25 more new connections answered from the new address.
-		for at := d.Start; ; {
-			at = first(at.Add(time.Nanosecond), moved, "after the move").Start
-			if len(dialer.Answered(d.Start, at)) >= 25 {
-				break
-			}
-		}
+		settle(t, dialer, d.Start.Add(time.Nanosecond), moved, 25, 10*time.Second)
 		if n := l.Spoofed() - spoofed; n != 0 {
 			t.Errorf("%d packets with a wrong source reached an ISP", n)
 		}
 		after := l.State()
-		for _, lines := range [][]string{after.Rules4, after.Routes4, after.IPTables, after.Registry} {
-			for _, line := range lines {
-				if oldAddr.MatchString(line) {
-					t.Errorf("left of the old address: %s", line)
-				}
-			}
+		for _, line := range leftOf(after, oldAddr) {
+			t.Errorf("left of the old address: %s", line)
 		}
-		if !contains(after.Rules4, "from 203.0.113.3 lookup ispb") {
+		if !containsLine(after.Rules4, "from 203.0.113.3 lookup ispb") {
 			t.Errorf("no rule for the new address:\n%s", strings.Join(after.Rules4, "\n"))
 		}
 		if out := l.Must(l.Router, "conntrack", "-L", "-n", "-f", "ipv4"); strings.Contains(out, "dst=203.0.113.2 ") {
@@ -137,7 +127,7 @@ func TestLeaseHook(t *testing.T) {
 		}
 		// wana's own pieces are as they were.
 		for _, pair := range [][2][]string{{before.Rules4, after.Rules4}, {before.Routes4, after.Routes4}, {before.IPTables, after.IPTables}} {
-			if w, a := mentioning(pair[0], "wana", "198.51.100", "ispa"), mentioning(pair[1], "wana", "198.51.100", "ispa"); strings.Join(w, "\n") != strings.Join(a, "\n") {
+			if w, a := mentioning(pair[0], wanaNames...), mentioning(pair[1], wanaNames...); strings.Join(w, "\n") != strings.Join(a, "\n") {
 				t.Errorf("wana's state changed:\nbefore:\n%s\nafter:\n%s", strings.Join(w, "\n"), strings.Join(a, "\n"))
 			}
 		}
@@ -155,7 +145,7 @@ func TestLeaseHook(t *testing.T) {
 		if out, ok := leaseHook(t, l, hook, "reason=EXPIRE", "interface=wanb", "old_ip_address=203.0.113.3", "old_routers=203.0.113.1"); !ok || !strings.Contains(out, "down") {
 			t.Fatalf("the hook on EXPIRE:\n%s", out)
 		}
-		d := first(lost, netip.MustParsePrefix("198.51.100.2/32"), "by wana after the lease expired")
+		d := first(lost, host("198.51.100.2"), "by wana after the lease expired")
 		t.Logf("the first new LAN connection by wana was answered %v after the lease expired", d.Done.Sub(lost).Round(time.Millisecond))
 		down := l.State()
 		for _, line := range down.Rules4 {
@@ -173,7 +163,7 @@ func TestLeaseHook(t *testing.T) {
 		if got := mentioning(down.IPTables, "wanb", "203.0.113."); strings.Join(got, "\n") != strings.Join(closed, "\n") {
 			t.Errorf("wanb's iptables rules with its lease lost:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(closed, "\n"))
 		}
-		if !contains(down.Registry, `"lost":true`) {
+		if !containsLine(down.Registry, `"lost":true`) {
 			t.Errorf("wanb's record does not say its lease is lost:\n%s", strings.Join(down.Registry, "\n"))
 		}
 		st, code, out := statusJSON(t, l)
@@ -196,13 +186,18 @@ func TestLeaseHook(t *testing.T) {
 // oldAddr is 203.0.113.2, not the start of 203.0.113.255.
 var oldAddr = regexp.MustCompile(`203\.0\.113\.2\b`)
 
-func contains(lines []string, sub string) bool {
-	for _, l := range lines {
-		if strings.Contains(l, sub) {
-			return true
+// leftOf returns the lines of s's IPv4 rules and routes, iptables rules
+// and records that old matches: what a link moved off an address left.
+func leftOf(s lab.State, old *regexp.Regexp) []string {
+	var left []string
+	for _, lines := range [][]string{s.Rules4, s.Routes4, s.IPTables, s.Registry} {
+		for _, line := range lines {
+			if old.MatchString(line) {
+				left = append(left, line)
+			}
 		}
 	}
-	return false
+	return left
 }
 
 // mentioning is the lines of lines that mention any of subs.

@@ -65,24 +65,6 @@ func bound(addr string) func(lab.ScriptRun) bool {
 	}
 }
 
-// waitNATed waits until a LAN connection started at or after from is
-// answered from addr, as the internet host saw it.
-func waitNATed(t *testing.T, d *lab.Dialer, from time.Time, addr string, timeout time.Duration, what string) lab.Dial {
-	t.Helper()
-	return answered(t, d, from, netip.PrefixFrom(netip.MustParseAddr(addr), 32), timeout, what)
-}
-
-// settle waits until n more LAN connections, started one after another
-// from from on, are answered from addr, and returns when the last one
-// started.
-func settle(t *testing.T, d *lab.Dialer, from time.Time, addr string, n int) time.Time {
-	t.Helper()
-	for range n {
-		from = waitNATed(t, d, from, addr, 5*time.Second, "while settling").Start.Add(time.Nanosecond)
-	}
-	return from
-}
-
 // namesAddr matches a line that names addr (not a longer address that
 // begins with it).
 func namesAddr(addr string) *regexp.Regexp {
@@ -144,22 +126,57 @@ func natedTo(out, addr string) []string {
 	return nated
 }
 
-// wanaPart is the part of the router's state that is wana's (ISP A's):
-// every line naming wana, its addresses, or its table.
+// wanaNames are what names wana (ISP A) in a line of the router's state:
+// the interface, its addresses, its table.
+var wanaNames = []string{"wana", "198.51.100.", "2001:db8:a:", "ispa"}
+
+// wanaPart is the part of the router's state that is wana's: every line
+// naming it.
 func wanaPart(s lab.State) lab.State {
-	keep := func(lines []string) []string {
-		var kept []string
-		for _, l := range lines {
-			if strings.Contains(l, "wana") || strings.Contains(l, "198.51.100.") || strings.Contains(l, "2001:db8:a:") || strings.Contains(l, "ispa") {
-				kept = append(kept, l)
-			}
-		}
-		return kept
-	}
 	return lab.State{
-		Rules4: keep(s.Rules4), Rules6: keep(s.Rules6), Routes4: keep(s.Routes4), Routes6: keep(s.Routes6),
-		IPTables: keep(s.IPTables), IP6Tables: keep(s.IP6Tables), Links: keep(s.Links), Registry: keep(s.Registry),
+		Rules4: mentioning(s.Rules4, wanaNames...), Rules6: mentioning(s.Rules6, wanaNames...),
+		Routes4: mentioning(s.Routes4, wanaNames...), Routes6: mentioning(s.Routes6, wanaNames...),
+		IPTables: mentioning(s.IPTables, wanaNames...), IP6Tables: mentioning(s.IP6Tables, wanaNames...),
+		Links: mentioning(s.Links, wanaNames...), Registry: mentioning(s.Registry, wanaNames...),
 	}
+}
+
+// wanaKept fails the test unless wana's part of the router's state is
+// before, its wanaPart then; when says with what wanb did meanwhile.
+func wanaKept(t *testing.T, l *lab.Lab, before lab.State, when string) {
+	t.Helper()
+	if diff := lab.StateDiff(before, wanaPart(l.State())); diff != "" {
+		t.Errorf("wana's rules, routes, chains or record changed %s (-before +after):\n%s", when, diff)
+	}
+}
+
+// baseline is what a test of wanb's lease compares the router with once
+// the lease changed, taken before: wana's part of its state, the spoofed
+// packets the ISPs had dropped, in all and by ISP and family, and a count
+// of those from oldB reaching ISP B from then on.
+type baseline struct {
+	wana      lab.State
+	spoofed   int
+	spoofedBy map[string]int
+	fromOld   func() int
+}
+
+func takeBaseline(l *lab.Lab) baseline {
+	return baseline{wanaPart(l.State()), l.Spoofed(), spoofedBy(l), l.CountFrom(&l.B, oldB)}
+}
+
+// offOld waits until the LAN is on p for good, 25 new connections from
+// from on answered from it (settle), and fails the test if a packet from
+// oldB reached ISP B meanwhile: after says what from is, after which
+// none may. It returns settle's time.
+func (b baseline) offOld(t *testing.T, d *lab.Dialer, from time.Time, p netip.Prefix, after string) time.Time {
+	t.Helper()
+	before := b.fromOld()
+	settled := settle(t, d, from, p, 25, 5*time.Second)
+	if n := b.fromOld() - before; n != 0 {
+		t.Errorf("%d packets from %s reached ISP B after %s (%d from the baseline to then)", n, oldB, after, before)
+	}
+	return settled
 }
 
 // present fails the test unless out has a line matching each of want.
@@ -233,16 +250,14 @@ func TestDHCPv4AddressChange(t *testing.T) {
 	l, srv, kernel := dhcpLab(t)
 	dialer := l.StartDialerTo(lab.Internet, 3000) // 60 s at most
 	defer dialer.Stop()
-	waitNATed(t, dialer, time.Now(), oldB, 10*time.Second, "after ifup")
+	answered(t, dialer, time.Now(), host(oldB), 10*time.Second, "after ifup")
 	periods := renewals(t, l, srv)
 	t.Logf("dhclient renews every %v (dnsmasq's ACKs; T1 %v)", periods, lab.DHCPRenew)
 	if code, out := statusCode(l); code != 0 {
 		t.Errorf("ifisp status before the change: exit %d, want 0:\n%s", code, out)
 	}
 
-	wanaBefore := wanaPart(l.State())
-	spoofed, spoofedBefore := l.Spoofed(), spoofedBy(l)
-	fromOld := l.CountFrom(&l.B, oldB)
+	base := takeBaseline(l)
 	changed := time.Now()
 	srv.Reserve(newB)
 	moved, ok := kernel.WaitAddr(changed, "wanb", newB+"/24", true, 3*lab.DHCPRenew)
@@ -251,7 +266,7 @@ func TestDHCPv4AddressChange(t *testing.T) {
 			newB, 3*lab.DHCPRenew, scriptRuns(l, changed), kernel, srv.Log())
 	}
 	atAddr := spoofedBy(l)
-	first := waitNATed(t, dialer, moved.At, newB, 10*time.Second, "after the router got it")
+	first := answered(t, dialer, moved.At, host(newB), 10*time.Second, "after the router got it")
 	atFirst := spoofedBy(l)
 	done := l.WaitScriptRun(changed, 10*time.Second, "BOUND to "+newB, bound(newB))
 
@@ -290,23 +305,17 @@ func TestDHCPv4AddressChange(t *testing.T) {
 	// No packet from oldB reaches ISP B once the hook has returned,
 	// counted until 25 new connections after it were answered from newB,
 	// and every connection started after it is NATed to newB.
-	oldAtDone := fromOld()
-	settled := settle(t, dialer, done.At, newB, 25)
-	if n := fromOld() - oldAtDone; n != 0 {
-		t.Errorf("%d packets from %s reached ISP B after ifisp's hook for the BOUND to %s returned (%d between the reservation's move and then)", n, oldB, newB, oldAtDone)
-	}
+	settled := base.offOld(t, dialer, done.At, host(newB), "ifisp's hook for the BOUND to "+newB+" returned")
 	for _, d := range dialer.Answered(done.At, settled) {
 		if d.Src.String() != newB {
 			t.Errorf("a LAN connection started %v after the hook returned was answered from %s, want %s", d.Start.Sub(done.At), d.Src, newB)
 		}
 	}
-	if n := l.Spoofed() - spoofed; n != 0 {
+	if n := l.Spoofed() - base.spoofed; n != 0 {
 		t.Errorf("the ISPs dropped %d spoofed packets after the reservation moved (by ISP and family: before %v, when wanb got %s %v, at the first connection from it %v, now %v)",
-			n, spoofedBefore, newB, atAddr, atFirst, spoofedBy(l))
+			n, base.spoofedBy, newB, atAddr, atFirst, spoofedBy(l))
 	}
-	if diff := lab.StateDiff(wanaBefore, wanaPart(l.State())); diff != "" {
-		t.Errorf("wana's rules, routes, chains or record changed with wanb's lease (-before +after):\n%s", diff)
-	}
+	wanaKept(t, l, base.wana, "with wanb's lease")
 }
 
 // leaseTime is the lease TestDHCPv4LeaseLost's dhclient believes it has:
@@ -331,13 +340,11 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	l, srv, kernel := dhcpLab(t, fmt.Sprintf("supersede dhcp-lease-time %d;", int(leaseTime.Seconds())))
 	dialer := l.StartDialerTo(lab.Internet, 5000) // 100 s at most
 	defer dialer.Stop()
-	waitNATed(t, dialer, time.Now(), oldB, 10*time.Second, "after ifup")
+	answered(t, dialer, time.Now(), host(oldB), 10*time.Second, "after ifup")
 	if code, out := statusCode(l); code != 0 {
 		t.Errorf("ifisp status before the server stops: exit %d, want 0:\n%s", code, out)
 	}
-	wanaBefore := wanaPart(l.State())
-	spoofed, spoofedBefore := l.Spoofed(), spoofedBy(l)
-	fromOld := l.CountFrom(&l.B, oldB)
+	base := takeBaseline(l)
 
 	stopped := time.Now()
 	srv.Stop()
@@ -345,7 +352,7 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	if !ok {
 		t.Fatalf("wanb still has %s %v after the server stopped; dhclient ran:\n%s\naddresses:\n%s", oldB, leaseTime+10*time.Second, scriptRuns(l, stopped), kernel)
 	}
-	first := waitNATed(t, dialer, gone.At, wanaAddr, 10*time.Second, "after the lease ran out")
+	first := answered(t, dialer, gone.At, host(wanaAddr), 10*time.Second, "after the lease ran out")
 	expired := l.WaitScriptRun(stopped, 10*time.Second, "EXPIRE of "+oldB, func(e lab.ScriptRun) bool {
 		return e.Reason() == "EXPIRE" && e.Env["old_ip_address"] == oldB
 	})
@@ -364,15 +371,9 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	if code, out := statusCode(l); code != 0 {
 		t.Errorf("ifisp status after the lease ran out: exit %d, want 0:\n%s", code, out)
 	}
-	oldAtExpired := fromOld()
-	settled := settle(t, dialer, expired.At, wanaAddr, 25)
-	if n := fromOld() - oldAtExpired; n != 0 {
-		t.Errorf("%d packets from %s reached ISP B after ifisp's hook for the EXPIRE returned", n, oldB)
-	}
+	settled := base.offOld(t, dialer, expired.At, host(wanaAddr), "ifisp's hook for the EXPIRE returned")
 	atExpired := spoofedBy(l)
-	if diff := lab.StateDiff(wanaBefore, wanaPart(l.State())); diff != "" {
-		t.Errorf("wana's rules, routes, chains or record changed when wanb's lease ran out (-before +after):\n%s", diff)
-	}
+	wanaKept(t, l, base.wana, "when wanb's lease ran out")
 
 	// The server comes back; dhclient, in INIT since the EXPIRE, sends
 	// a DISCOVER at least every 15 s (backoff-cutoff) for 60 s (timeout)
@@ -384,7 +385,7 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	if !ok {
 		t.Fatalf("wanb has not %s again 30s after the server came back; dhclient ran:\n%s\ndnsmasq:\n%s", oldB, scriptRuns(l, settled), srv.Log())
 	}
-	again := waitNATed(t, dialer, back.At, oldB, 10*time.Second, "after the server came back")
+	again := answered(t, dialer, back.At, host(oldB), 10*time.Second, "after the server came back")
 	done := l.WaitScriptRun(restarted, 10*time.Second, "BOUND to "+oldB, bound(oldB))
 	delay = again.Done.Sub(back.At)
 	t.Logf("%s back %v after the server came back; LAN NATed to it %v after (ifisp's hook done %v after)",
@@ -392,16 +393,14 @@ func TestDHCPv4LeaseLost(t *testing.T) {
 	if delay > time.Second {
 		t.Errorf("the LAN was NATed to %s %v after wanb had it again, want within 1s", oldB, delay)
 	}
-	settle(t, dialer, done.At, oldB, 25)
+	settle(t, dialer, done.At, host(oldB), 25, 5*time.Second)
 	if code, out := statusCode(l); code != 0 {
 		t.Errorf("ifisp status after the lease came back: exit %d, want 0:\n%s", code, out)
 	}
-	if n := l.Spoofed() - spoofed; n != 0 {
-		t.Errorf("the ISPs dropped %d spoofed packets after the server stopped (by ISP and family: before %v, after the EXPIRE %v, now %v)", n, spoofedBefore, atExpired, spoofedBy(l))
+	if n := l.Spoofed() - base.spoofed; n != 0 {
+		t.Errorf("the ISPs dropped %d spoofed packets after the server stopped (by ISP and family: before %v, after the EXPIRE %v, now %v)", n, base.spoofedBy, atExpired, spoofedBy(l))
 	}
-	if diff := lab.StateDiff(wanaBefore, wanaPart(l.State())); diff != "" {
-		t.Errorf("wana's rules, routes, chains or record changed when wanb's lease came back (-before +after):\n%s", diff)
-	}
+	wanaKept(t, l, base.wana, "when wanb's lease came back")
 }
 
 // TestDHCPv4Option6RD: option 212 from a real server, with the shipped

@@ -52,24 +52,13 @@ func TestPPPoE(t *testing.T) {
 	}()
 	dialer := l.StartDialerTo(lab.Internet, 30000) // 10 min at most
 	defer dialer.Stop()
-	answered := func(from time.Time, p netip.Prefix, what string) lab.Dial {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if d, ok := dialer.FirstFrom(from, p); ok {
-				return d
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no new LAN connection answered from %s %s within 30s", p, what)
-			}
-		}
-	}
-	// settle waits until 25 new connections from d on were answered from
+	// Under emulation a new session's first connections take a while.
+	const patience = 30 * time.Second
+	// settled waits until 25 new connections after d were answered from
 	// p: the LAN is on it for good.
-	settle := func(d lab.Dial, p netip.Prefix, what string) {
+	settled := func(d lab.Dial, p netip.Prefix) {
 		t.Helper()
-		for at := d.Start; len(dialer.Answered(d.Start, at)) < 25; {
-			at = answered(at.Add(time.Nanosecond), p, what).Start
-		}
+		settle(t, dialer, d.Start.Add(time.Nanosecond), p, 25, patience)
 	}
 	spoofed := func() (a, b int) { return l.Seen(&l.A, 4).Spoofed, l.Seen(&l.B, 4).Spoofed }
 	// timeline logs what happened after the session's address came (at):
@@ -102,7 +91,7 @@ func TestPPPoE(t *testing.T) {
 		s := l.State()
 		var lines []string
 		for _, part := range [][]string{s.Rules4, s.Rules6, s.Routes4, s.Routes6, s.IPTables, s.IP6Tables, s.Registry} {
-			lines = append(lines, mentioning(part, "wana", "198.51.100.", "2001:db8:a:", "ispa")...)
+			lines = append(lines, mentioning(part, wanaNames...)...)
 		}
 		return lines
 	}
@@ -135,7 +124,7 @@ func TestPPPoE(t *testing.T) {
 	up := l.WaitScriptRun(start, time.Minute, "ip-up for "+first, func(e lab.ScriptRun) bool {
 		return e.Script == "ip-up" && e.Env["PPP_LOCAL"] == first
 	})
-	nat := answered(got.At, netip.PrefixFrom(netip.MustParseAddr(first), 32), "after the session came up")
+	nat := answered(t, dialer, got.At, host(first), patience, "after the session came up")
 	t.Logf("connect: ifup wana dsl returned in %v; ppp0 had %s %v after ifup began; ifisp's rule %v after that; ip-up.d done %v after; the first new LAN connection NATed to it answered %v after ppp0 got the address",
 		ifupDone.Sub(start).Round(time.Millisecond), first, got.At.Sub(start).Round(time.Millisecond),
 		rule.At.Sub(got.At).Round(time.Millisecond), up.At.Sub(got.At).Round(time.Millisecond), nat.Done.Sub(got.At).Round(time.Millisecond))
@@ -146,7 +135,7 @@ func TestPPPoE(t *testing.T) {
 		}
 	}
 	timeline("connect", first, got.At, nat)
-	settle(nat, netip.PrefixFrom(netip.MustParseAddr(first), 32), "on the first session")
+	settled(nat, host(first))
 	sessionUp(t, l, first)
 	wana := wanaState()
 	sa, sb := spoofed()
@@ -166,8 +155,7 @@ func TestPPPoE(t *testing.T) {
 		t.Fatalf("ppp0 has no %s 2 min after the server's restart", second)
 	}
 	a2, b2 := spoofed()
-	moved := netip.PrefixFrom(netip.MustParseAddr(second), 32)
-	nat2 := answered(got2.At, moved, "after the session came back")
+	nat2 := answered(t, dialer, got2.At, host(second), patience, "after the session came back")
 	up2 := l.WaitScriptRun(restarted, time.Minute, "ip-up for "+second, func(e lab.ScriptRun) bool {
 		return e.Script == "ip-up" && e.Env["PPP_LOCAL"] == second
 	})
@@ -176,7 +164,7 @@ func TestPPPoE(t *testing.T) {
 		up2.At.Sub(got2.At).Round(time.Millisecond), second, nat2.Done.Sub(got2.At).Round(time.Millisecond))
 	t.Logf("what pppd's ip-down gives ip-down.d:\n%s", envLines(ended.Env))
 	timeline("reconnect", second, got2.At, nat2)
-	settle(nat2, moved, "on the second session")
+	settled(nat2, host(second))
 	a3, b3 := spoofed()
 	// Read once ppp0 had the address (the read takes a while under
 	// emulation): what ISP B dropped until then came before the
@@ -187,12 +175,8 @@ func TestPPPoE(t *testing.T) {
 	}
 	sessionUp(t, l, second)
 	after := l.State()
-	for _, lines := range [][]string{after.Rules4, after.Routes4, after.IPTables, after.Registry} {
-		for _, line := range lines {
-			if oldAddr.MatchString(line) {
-				t.Errorf("left of the first session's address: %s", line)
-			}
-		}
+	for _, line := range leftOf(after, oldAddr) {
+		t.Errorf("left of the first session's address: %s", line)
 	}
 	if out := l.Must(l.Router, "conntrack", "-L", "-n", "-f", "ipv4"); oldAddr.MatchString(out) {
 		t.Errorf("conntrack entries of the first session's address are left:\n%s", out)
@@ -211,10 +195,10 @@ func TestPPPoE(t *testing.T) {
 		return err != nil
 	})
 	last := l.WaitScriptRun(downAt, time.Minute, "ip-down at ifdown", func(e lab.ScriptRun) bool { return e.Script == "ip-down" })
-	byWana := answered(ifdownDone, netip.MustParsePrefix(l.A.Router+"/32"), "by wana after ifdown dsl")
+	byWana := answered(t, dialer, ifdownDone, host(l.A.Router), patience, "by wana after ifdown dsl")
 	t.Logf("ifdown dsl returned in %v; pppd's ip-down.d done %v after it; the first new LAN connection by wana answered %v after ifdown returned",
 		ifdownDone.Sub(downAt).Round(time.Millisecond), last.At.Sub(ifdownDone).Round(time.Millisecond), byWana.Done.Sub(ifdownDone).Round(time.Millisecond))
-	settle(byWana, netip.MustParsePrefix(l.A.Router+"/32"), "by wana")
+	settled(byWana, host(l.A.Router))
 	down := l.State()
 	for _, part := range [][]string{down.Rules4, down.Routes4, down.IPTables, down.Registry} {
 		for _, line := range part {
