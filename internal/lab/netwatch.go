@@ -100,10 +100,7 @@ func op(added bool) string {
 // WatchNet starts a NetWatch of the router.
 func (l *Lab) WatchNet() *NetWatch {
 	l.t.Helper()
-	ns, err := netns.GetFromName(l.Router)
-	if err != nil {
-		l.t.Fatal(err)
-	}
+	ns := l.routerNS()
 	defer ns.Close() // the handle's and the subscriptions' sockets are made in it, and keep it
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -193,6 +190,17 @@ func (l *Lab) WatchNet() *NetWatch {
 		}()
 	})
 	return w
+}
+
+// routerNS opens the router's network namespace, for netlink; the caller
+// closes it.
+func (l *Lab) routerNS() netns.NsHandle {
+	l.t.Helper()
+	ns, err := netns.GetFromName(l.Router)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return ns
 }
 
 // listNet lists the router's addresses, routes of every table and rules,
@@ -413,14 +421,11 @@ func (w *NetWatch) String() string {
 // the lab's removal; what it receives is dropped.
 func (l *Lab) SubscribeWithDump() {
 	l.t.Helper()
-	ns, err := netns.GetFromName(l.Router)
-	if err != nil {
-		l.t.Fatal(err)
-	}
+	ns := l.routerNS()
 	defer ns.Close()
 	updates := make(chan netlink.AddrUpdate, 256)
 	done := make(chan struct{})
-	err = netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{Namespace: &ns, ListExisting: true})
+	err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{Namespace: &ns, ListExisting: true})
 	if err != nil {
 		l.t.Fatal(err)
 	}
