@@ -29,14 +29,17 @@ const (
 const startRecord = "start"
 
 // recorder is a hook that records the environment it runs with as
-// dir/NAME.SECONDS.NANOSECONDS.PID: name, when it ran, and its shell's
-// process id (a sourced hook's is its script's, the same at both ends of
-// a run). Written whole, then renamed: a reader never sees half of one.
+// dir/NAME.TIME.PID: name, when it ran, and its shell's process id (a
+// sourced hook's is its script's, the same at both ends of a run). TIME is
+// SECONDS.NANOSECONDS, or SECONDS alone where date has no %N (busybox's,
+// in the VM tier's guest): the record's modification time then says when.
+// Written whole, then renamed: a reader never sees half of one.
 // dhclient-script sources it, so it never exits and sets only a variable
 // of its own.
 func recorder(dir, name string) string {
 	return `# The lab's: records when this ran, and its environment.
 lab_at=$(date +%s.%N)
+lab_at=${lab_at%.%N}
 env -0 >"` + dir + `/.new.$$" && mv "` + dir + `/.new.$$" "` + dir + `/` + name + `.$lab_at.$$" || :
 `
 }
@@ -129,21 +132,33 @@ type record struct {
 // false for a name that is not a record's (one being written).
 func (l *Lab) readRecord(dir, name string) (record, bool) {
 	l.t.Helper()
-	f := strings.Split(name, ".") // NAME.SECONDS.NANOSECONDS.PID
-	if len(f) != 4 || f[0] == "" {
+	f := strings.Split(name, ".") // NAME.SECONDS[.NANOSECONDS].PID
+	if len(f) < 3 || len(f) > 4 || f[0] == "" {
 		return record{}, false
 	}
-	sec, err1 := strconv.ParseInt(f[1], 10, 64)
-	nsec, err2 := strconv.ParseInt(f[2], 10, 64)
-	pid, err3 := strconv.Atoi(f[3])
-	if err1 != nil || err2 != nil || err3 != nil {
+	pid, err := strconv.Atoi(f[len(f)-1])
+	if err != nil {
 		return record{}, false
 	}
-	b, err := os.ReadFile(filepath.Join(l.etcPath(dir), name))
+	path := filepath.Join(l.etcPath(dir), name)
+	var at time.Time
+	if len(f) == 4 {
+		sec, err1 := strconv.ParseInt(f[1], 10, 64)
+		nsec, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return record{}, false
+		}
+		at = time.Unix(sec, nsec)
+	} else if info, err := os.Stat(path); err == nil {
+		at = info.ModTime()
+	} else {
+		l.t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	r := record{ScriptRun{Script: f[0], At: time.Unix(sec, nsec), Env: map[string]string{}}, pid}
+	r := record{ScriptRun{Script: f[0], At: at, Env: map[string]string{}}, pid}
 	for _, kv := range strings.Split(string(b), "\x00") {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			r.Env[k] = v
