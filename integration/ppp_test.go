@@ -117,7 +117,7 @@ func TestPPPoE(t *testing.T) {
 	if !ok {
 		t.Fatalf("ppp0 has no %s 2 min after ifup", first)
 	}
-	rule, ok := kernel.WaitRule(start, netip.MustParsePrefix(first+"/32"), l.B.Table, true, time.Minute)
+	rule, ok := kernel.WaitRule(start, host(first), l.B.Table, true, time.Minute)
 	if !ok {
 		t.Fatalf("no rule from %s to table ispb a minute after ppp0 had the address", first)
 	}
