@@ -12,9 +12,9 @@ import (
 
 // The recorders of the router's client scripts: a hook after ifisp's in
 // dhclient-script's exit hooks (RecordDHCPRuns) and in pppd's ip-up.d and
-// ip-down.d (InstallPPP) records the environment of each run, and so that
-// ifisp's hook of that run has returned; one in dhclient-script's enter
-// hooks records when a run began.
+// ip-down.d (InstallPPP) records the environment of each run, and by its
+// record that ifisp's hook of that run has returned; one in
+// dhclient-script's enter hooks records when a run began.
 
 // The recorders' folders, as the router's namespace sees them: inside
 // /etc/dhcp and /etc/ppp, because `ip netns exec` binds over the host's
@@ -48,7 +48,7 @@ env -0 >"` + dir + `/.new.$$" && mv "` + dir + `/.new.$$" "` + dir + `/` + name 
 // recorders saw it.
 type ScriptRun struct {
 	Script string    // "dhclient-script", "ip-up" or "ip-down"
-	Start  time.Time // when dhclient-script's enter hooks ran, the moment dhclient handed it the event; zero for pppd's
+	Start  time.Time // when dhclient-script's enter hooks ran, the moment dhclient handed it the event; zero for pppd's, or unrecorded
 	At     time.Time // when the recorder after ifisp's hook ran: that hook has returned
 	Env    map[string]string
 }
