@@ -109,6 +109,14 @@ func (d *daemon) check() {
 		d.opt.Log.Printf("WARNING: something keeps deleting ifisp's rules (repaired again %v after the last time): backing off, the next repair waits %v; find the tool that deletes them (ifisp status lists what is missing)", now.Sub(r.last).Round(time.Millisecond), r.delay)
 	}
 	r.last, r.next = now, now.Add(r.delay)
+	if r.legacy {
+		// iptables-legacy tells of no change, and its tables' sizes are
+		// as they were before a deletion once the repair put it back: a
+		// deletion that lands between this check's writes and its
+		// reading of the sizes would look like the repair itself. One
+		// more check, after the back-off's delay, finds it.
+		r.kick()
+	}
 	for _, p := range repaired {
 		if l := d.links[p.Link]; l != nil {
 			l.repairs++
