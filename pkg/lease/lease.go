@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -99,7 +98,7 @@ func boundLink(h *netlink.Handle, e Event, rec *registry.Link, root string) (did
 	default:
 		return "its ifup or ifdown is under way, and its hooks read the lease themselves", false, nil
 	}
-	c, err := config(env, root, "post-up", "start", e)
+	c, err := config(env, root, "post-up", e)
 	if err != nil {
 		return "", false, err
 	}
@@ -156,7 +155,7 @@ func dependents(h *netlink.Handle, iface, root string) (string, error) {
 		if r.Family != stanza.Inet6 || !(r.Complete() || r.Lost) || r.StanzaValue("IF_6RD_LOCAL") != iface {
 			continue
 		}
-		c, err := config(r.Stanza, root, "post-up", "start", Event{Iface: r.Iface})
+		c, err := config(r.Stanza, root, "post-up", Event{Iface: r.Iface})
 		if err == nil {
 			err = linkhook.Run(h, c, "if-up.d")
 		}
@@ -203,7 +202,7 @@ func delegated(h *netlink.Handle, e Event, root string) (string, error) {
 	if !rec.Complete() {
 		return fmt.Sprintf("recorded %s (was %s); the link is not up", none(now), none(was)), nil
 	}
-	c, err := config(rec.Stanza, root, "post-up", "start", e)
+	c, err := config(rec.Stanza, root, "post-up", e)
 	if err != nil {
 		return "", err
 	}
@@ -254,7 +253,7 @@ func lost(h *netlink.Handle, e Event, root string) (string, error) {
 // would; with keep, its record stays, Lost, for the lease that brings it
 // back.
 func takeDown(h *netlink.Handle, rec *registry.Link, root string, e Event, keep bool) error {
-	c, err := config(rec.Stanza, root, "pre-down", "stop", e)
+	c, err := config(rec.Stanza, root, "pre-down", e)
 	if err != nil {
 		return err
 	}
@@ -279,17 +278,17 @@ func takeDown(h *netlink.Handle, rec *registry.Link, root string, e Event, keep 
 }
 
 // config parses the recorded stanza env as ifupdown would export it in
-// phase.
-func config(env []string, root, phase, mode string, e Event) (*stanza.Config, error) {
+// phase, with what the records know of its lease.
+func config(env []string, root, phase string, e Event) (*stanza.Config, error) {
 	if len(env) == 0 {
 		return nil, fmt.Errorf("%s: the link's record has no stanza (an older ifisp wrote it): ifdown and ifup it once", e.Iface)
 	}
-	c, err := stanza.Parse(append(slices.Clip(env), "PHASE="+phase, "MODE="+mode), root)
+	c, err := registry.Config(env, root, phase)
 	if err != nil {
 		return nil, err
 	}
 	c.Session = e.Stanza != ""
-	if err := registry.Lease(c); err != nil && mode != "stop" {
+	if err := registry.Lease(c); err != nil && c.Mode != "stop" {
 		return nil, err
 	}
 	return c, nil

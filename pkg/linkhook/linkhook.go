@@ -80,7 +80,7 @@ func Awake(h *netlink.Handle) ([]string, error) {
 		if !r.Lost || len(r.Stanza) == 0 {
 			continue
 		}
-		c, err := stanza.Parse(append(slices.Clip(r.Stanza), "PHASE=post-up", "MODE=start"), "/")
+		c, err := registry.Config(r.Stanza, "/", "post-up")
 		if err != nil || !c.WaitsForRA() {
 			continue // a lost lease or PPP session waits for its client
 		}

@@ -2,7 +2,6 @@ package linkhook
 
 import (
 	"errors"
-	"slices"
 
 	"github.com/vishvananda/netlink"
 
@@ -63,7 +62,7 @@ func endSessions(h *netlink.Handle, c *stanza.Config) error {
 		if s.Family != c.Family || s.Iface == c.Iface || !s.Complete() || s.StanzaValue("LOGICAL") != c.Logical {
 			continue
 		}
-		sc, err := stanza.Parse(append(slices.Clip(s.Stanza), "PHASE=pre-down", "MODE=stop"), "/")
+		sc, err := registry.Config(s.Stanza, "/", "pre-down")
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -157,6 +158,17 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 		r.Since = old.Since
 	}
 	return r
+}
+
+// Config parses env, a stanza as a record holds it (Link.Stanza), as
+// ifupdown exports it in phase: MODE start for the up phases, stop for the
+// down ones.
+func Config(env []string, root, phase string) (*stanza.Config, error) {
+	mode := "stop"
+	if phase == "pre-up" || phase == "post-up" {
+		mode = "start"
+	}
+	return stanza.Parse(append(slices.Clip(env), "PHASE="+phase, "MODE="+mode), root)
 }
 
 // RemoveRouting removes l's rules and ISP-table routes as its record rec
