@@ -236,11 +236,12 @@ func (k *kernel) diff(l registry.Link, links []registry.Link) (diff, error) {
 	return d, nil
 }
 
-// hasAddress says whether l's own address is on an interface (the tunnel
-// or the LAN one, for a 6rd link): a link without is between two leases.
+// hasAddress says whether l's own address is on an interface: a link
+// without is between two leases. A 6rd link's address is the one ifisp
+// numbered (its lan_address), which is the repair's to put back.
 func (k *kernel) hasAddress(l registry.Link) (bool, error) {
-	if !l.Address.IsValid() {
-		return true, nil
+	if !l.Address.IsValid() || l.LANAddress != nil && l.LANAddress.Address.Addr() == l.Address {
+		return true, nil // none, or ifisp's own (a 6rd link's), which the repair puts back
 	}
 	addrs, err := policy.Retry(func() ([]netlink.Addr, error) { return k.h.AddrList(nil, policy.NetlinkFamily(l.Family)) })
 	if err != nil {
