@@ -46,6 +46,12 @@ func routeUp(h *netlink.Handle, l *policy.Link) error {
 	if err != nil {
 		return err
 	}
+	if !l.Gateway.IsValid() && old != nil && old.Complete() && old.Withdrawn {
+		// A re-run (a renumbered prefix) while ifisp-watch has the
+		// link's defaults withdrawn: the main table has no default to
+		// take the gateway from, but the withdrawn ones have it.
+		l.Gateway = old.Gateway
+	}
 	if c.WaitsForRA() && !l.Gateway.IsValid() && l.Index != 0 && (old == nil || !old.Complete()) {
 		// DHCPv6 has no route: the ISP's first router advertisement may
 		// come minutes after dhclient returned. ifisp-watch brings the

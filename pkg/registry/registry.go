@@ -45,10 +45,15 @@ type Link struct {
 	Address  netip.Addr       `json:"address"` // probes are sent from it
 	Gateway  netip.Addr       `json:"gateway"` // probed when Check is empty
 	Defaults []policy.Default `json:"defaults"`
-	Check    []netip.Addr     `json:"check,omitempty"`
-	Interval Duration         `json:"check_interval"`
-	Down     int              `json:"check_down"`
-	Up       int              `json:"check_up"`
+	// Withdrawn says ifisp-watch has withdrawn Defaults (the ISP is
+	// down): a re-run on the link (a new lease, a renumbered prefix)
+	// withdraws what it or the DHCP client put back, and keeps them the
+	// link's, for the monitor to restore when the ISP heals.
+	Withdrawn bool         `json:"withdrawn,omitempty"`
+	Check     []netip.Addr `json:"check,omitempty"`
+	Interval  Duration     `json:"check_interval"`
+	Down      int          `json:"check_down"`
+	Up        int          `json:"check_up"`
 	// Mark is the link's place in the connection mark; Sticky its
 	// isp-sticky (reconcile keeps its NATed flows when another link takes
 	// the default).
@@ -155,7 +160,7 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 		// prefix): the same link, which the monitor must neither lose for
 		// the moment of the re-run (its prefix announced gone, its probes
 		// stopped) nor take for a new one.
-		r.Since = old.Since
+		r.Since, r.Defaults, r.Withdrawn = old.Since, old.Defaults, old.Withdrawn
 	}
 	return r
 }
@@ -216,13 +221,23 @@ func Lease(c *stanza.Config) error {
 // Record writes r, the link of a stanza whose ifup has made its changes,
 // as up: with the main-table defaults it has now (ifupdown's `gateway`
 // route and ifisp's isp-metric one) and Since, unless it has one already
-// (a re-run on a link that is up keeps it: see Plan).
+// (a re-run on a link that is up keeps it: see Plan). A re-run on a link
+// whose defaults ifisp-watch has withdrawn withdraws the defaults there are
+// now (those of a new gateway), or keeps the withdrawn ones when there are
+// none.
 func Record(h *netlink.Handle, index int, r *Link) error {
 	defaults, err := policy.MainDefaults(h, index, r.Family)
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.Iface, err)
 	}
-	r.Defaults = defaults
+	if !r.Withdrawn || len(defaults) > 0 {
+		r.Defaults = defaults
+	}
+	if r.Withdrawn {
+		if _, err := policy.RemoveDefaults(h, index, r.Family, defaults); err != nil {
+			return fmt.Errorf("%s: its ISP is down (ifisp-watch withdrew its defaults): %w", r.Iface, err)
+		}
+	}
 	if r.Since.IsZero() {
 		r.Since = time.Now().UTC()
 	}

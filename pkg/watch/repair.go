@@ -81,6 +81,7 @@ func (d *daemon) check() {
 		if err != nil {
 			d.opt.Log.Printf("bringing up links whose default came: %v", err)
 		}
+		woke = append(woke, d.withdrawAgain()...)
 		links, err := registry.List()
 		if err != nil {
 			return err

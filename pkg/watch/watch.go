@@ -245,9 +245,10 @@ func (d *daemon) scan(prev *Status) error {
 		seen[key] = true
 		l := d.links[key]
 		if l != nil && l.reg.Since.Equal(reg.Since) {
-			if !reflect.DeepEqual(l.reg, reg) { // edited by hand: new probe settings
+			if !reflect.DeepEqual(l.reg, reg) { // a re-run, or edited by hand
 				l.stop()
 				l.reg = reg
+				l.unsure = true // a re-run's defaults: make them agree
 				d.startProbes(l)
 			}
 			continue
@@ -553,25 +554,74 @@ func (d *daemon) reconcile(left, took []*link) error {
 // still the link registered.
 func (d *daemon) setWithdrawn(l *link, withdraw bool) (n int, err error) {
 	err = rundir.Locked("ifisp-watch "+l.reg.Key(), rundir.DefaultLockTimeout, func() error {
-		cur, err := registry.Read(l.reg.Iface, l.reg.Family)
-		if err != nil {
-			return err
-		}
-		if cur == nil || !cur.Since.Equal(l.reg.Since) {
-			return errGone
-		}
-		nl, err := d.h.LinkByName(l.reg.Iface)
-		if err != nil {
-			return errGone
-		}
-		if withdraw {
-			n, err = policy.RemoveDefaults(d.h, nl.Attrs().Index, l.reg.Family, l.reg.Defaults)
-		} else {
-			n, err = policy.AddDefaults(d.h, nl.Attrs().Index, l.reg.Family, l.reg.Defaults)
-		}
+		n, err = d.setWithdrawnLocked(l, withdraw)
 		return err
 	})
 	return n, err
+}
+
+// setWithdrawnLocked is setWithdrawn for a caller that holds the lock. The
+// link's record says so too, so that a hook's re-run on the link keeps its
+// defaults withdrawn (registry.Record); and the defaults are the record's
+// as it is now, a re-run's.
+func (d *daemon) setWithdrawnLocked(l *link, withdraw bool) (n int, err error) {
+	cur, err := registry.Read(l.reg.Iface, l.reg.Family)
+	if err != nil {
+		return 0, err
+	}
+	if cur == nil || !cur.Since.Equal(l.reg.Since) {
+		return 0, errGone
+	}
+	nl, err := d.h.LinkByName(l.reg.Iface)
+	if err != nil {
+		return 0, errGone
+	}
+	if withdraw {
+		n, err = policy.RemoveDefaults(d.h, nl.Attrs().Index, l.reg.Family, cur.Defaults)
+	} else {
+		n, err = policy.AddDefaults(d.h, nl.Attrs().Index, l.reg.Family, cur.Defaults)
+	}
+	if err != nil {
+		return n, err
+	}
+	if cur.Withdrawn != withdraw {
+		cur.Withdrawn = withdraw
+		if err := registry.Write(cur); err != nil {
+			return n, err
+		}
+	}
+	l.reg.Withdrawn = withdraw
+	return n, nil
+}
+
+// withdrawAgain withdraws what came back of the withdrawn links' defaults
+// (an ISP's router advertisement adds its default again, a DHCP client at
+// its next lease) and moves the flows that meanwhile left by them, and
+// returns what it did, one line per link. The caller holds the lock.
+func (d *daemon) withdrawAgain() []string {
+	var did []string
+	var left []*link
+	for _, key := range d.keys() {
+		l := d.links[key]
+		if !l.withdrawn {
+			continue
+		}
+		n, err := d.setWithdrawnLocked(l, true)
+		switch {
+		case errors.Is(err, errGone):
+		case err != nil:
+			did = append(did, fmt.Sprintf("%s %s: withdrawing its defaults again: %v", l.reg.Iface, l.reg.Family, err))
+		case n > 0:
+			did = append(did, fmt.Sprintf("%s %s: %d main-table defaults came back while its ISP is down: withdrawn again", l.reg.Iface, l.reg.Family, n))
+			left = append(left, l)
+		}
+	}
+	if len(left) > 0 {
+		if err := d.reconcile(left, nil); err != nil {
+			did = append(did, fmt.Sprintf("conntrack: %v", err))
+		}
+	}
+	return did
 }
 
 // shutdown restores what the monitor withdrew and removes its state file:
