@@ -2,6 +2,7 @@ package lab
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -338,8 +339,31 @@ func labLeases6(b []byte) bool {
 // kernel.
 func (l *Lab) AdvertiseDefault(isp *ISP, lifetime time.Duration) time.Time {
 	l.t.Helper()
+	return l.advertise(isp, lifetime)
+}
+
+// AdvertiseSLAAC is AdvertiseDefault with prefix information for the WAN's
+// own SLAAC addresses: each of prefixes (a /64 the router numbers itself
+// from) with the valid and preferred lifetimes given.
+func (l *Lab) AdvertiseSLAAC(isp *ISP, lifetime time.Duration, prefixes ...PIO) time.Time {
+	l.t.Helper()
+	return l.advertise(isp, lifetime, prefixes...)
+}
+
+// PIO is one prefix information option of AdvertiseSLAAC.
+type PIO struct {
+	Prefix           netip.Prefix
+	Valid, Preferred time.Duration
+}
+
+func (l *Lab) advertise(isp *ISP, lifetime time.Duration, prefixes ...PIO) time.Time {
+	l.t.Helper()
+	args := []string{"ra-router", "cpe", strconv.Itoa(int(lifetime.Seconds()))}
+	for _, p := range prefixes {
+		args = append(args, fmt.Sprintf("%s,%d,%d", p.Prefix, int(p.Valid.Seconds()), int(p.Preferred.Seconds())))
+	}
 	var sent time.Time
-	cmd, done := l.helper(isp.NS, func(s string) { json.Unmarshal([]byte(s), &sent) }, "ra-router", "cpe", strconv.Itoa(int(lifetime.Seconds())))
+	cmd, done := l.helper(isp.NS, func(s string) { json.Unmarshal([]byte(s), &sent) }, args...)
 	<-done
 	if err := cmd.Wait(); err != nil || sent.IsZero() {
 		l.t.Fatalf("the router advertisement from %s: %v", isp.Name, err)
@@ -348,18 +372,36 @@ func (l *Lab) AdvertiseDefault(isp *ISP, lifetime time.Duration) time.Time {
 }
 
 // raRouter sends one router advertisement on iface with the router
-// lifetime seconds (and the M flag, the source link-layer address, no
-// prefix) to ff02::1, and prints when it handed it to the kernel, as
+// lifetime seconds (and the M flag, the source link-layer address, and a
+// prefix information option for each of prefixes, "PREFIX,VALID,PREFERRED"
+// in seconds) to ff02::1, and prints when it handed it to the kernel, as
 // JSON.
-func raRouter(iface, seconds string) error {
+func raRouter(iface, seconds string, prefixes []string) error {
 	s, err := strconv.Atoi(seconds)
 	if err != nil || s < 0 || s > 9000 {
 		return fmt.Errorf("router lifetime %q: not 0 to 9000 seconds", seconds)
 	}
+	var pios []ndp.Option
+	for _, arg := range prefixes {
+		f := strings.Split(arg, ",")
+		if len(f) != 3 {
+			return fmt.Errorf("prefix %q: not PREFIX,VALID,PREFERRED", arg)
+		}
+		p, err := netip.ParsePrefix(f[0])
+		valid, verr := strconv.Atoi(f[1])
+		preferred, perr := strconv.Atoi(f[2])
+		if err := errors.Join(err, verr, perr); err != nil {
+			return fmt.Errorf("prefix %q: %w", arg, err)
+		}
+		pios = append(pios, &ndp.PrefixInformation{
+			PrefixLength: uint8(p.Bits()), OnLink: true, AutonomousAddressConfiguration: true,
+			ValidLifetime: time.Duration(valid) * time.Second, PreferredLifetime: time.Duration(preferred) * time.Second, Prefix: p.Addr(),
+		})
+	}
 	at, err := sendRA(iface, func(ifi *net.Interface) *ndp.RouterAdvertisement {
 		return &ndp.RouterAdvertisement{
 			CurrentHopLimit: 64, ManagedConfiguration: true, RouterLifetime: time.Duration(s) * time.Second,
-			Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}},
+			Options: append([]ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}}, pios...),
 		}
 	})
 	if err != nil {

@@ -53,7 +53,7 @@ func HelperMain() {
 	case "ra-send":
 		err = raSend(args[1], args[2])
 	case "ra-router":
-		err = raRouter(args[1], args[2])
+		err = raRouter(args[1], args[2], args[3:])
 	default:
 		err = fmt.Errorf("unknown helper %q", args[0])
 	}

@@ -8,6 +8,7 @@ package linkhook
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -67,8 +68,11 @@ func Run(h *netlink.Handle, c *stanza.Config, folder string) error {
 
 // Awake brings up the links that wait for their default (an `inet6 dhcp`
 // stanza's ifup found no router advertisement yet; stanza.Config.WaitsForRA)
-// and have one now, as their ifup would have, and returns what it did,
-// one line per link. The caller holds the lock.
+// and have one now, as their ifup would have, and moves the plans of the
+// up links whose own address the kernel chose (registry.Link.FollowsAddress:
+// SLAAC, which runs no hook) when that address is gone or deprecated and
+// another is there. It returns what it did, one line per link. The caller
+// holds the lock.
 func Awake(h *netlink.Handle) ([]string, error) {
 	all, err := registry.All()
 	if err != nil {
@@ -77,11 +81,12 @@ func Awake(h *netlink.Handle) ([]string, error) {
 	var did []string
 	var errs []error
 	for _, r := range all {
-		if !r.Lost || len(r.Stanza) == 0 {
+		waits, follows := r.Lost, r.Complete() && r.FollowsAddress()
+		if !waits && !follows || len(r.Stanza) == 0 {
 			continue
 		}
 		c, err := registry.Config(r.Stanza, "/", "post-up")
-		if err != nil || !c.WaitsForRA() {
+		if err != nil || waits && !c.WaitsForRA() {
 			continue // a lost lease or PPP session waits for its client
 		}
 		if err := registry.Lease(c); err != nil {
@@ -89,15 +94,43 @@ func Awake(h *netlink.Handle) ([]string, error) {
 			continue
 		}
 		l, err := policy.Resolve(h, c)
-		if err != nil || !l.Gateway.IsValid() {
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if err := Run(h, c, "if-up.d"); err != nil {
-			errs = append(errs, fmt.Errorf("%s %s: bringing it up on its router advertisement's default via %s: %w", c.Iface, c.Family, l.Gateway, err))
+		var why string
+		switch {
+		case waits && l.Gateway.IsValid():
+			why = fmt.Sprintf("up, its router advertisement came (default via %s)", l.Gateway)
+		case follows && l.Address.IsValid() && l.Address != r.Address && !usable(h, l.Index, r):
+			why = fmt.Sprintf("its address %s is gone or deprecated: moved to %s", r.Address, l.Address)
+		default:
 			continue
 		}
-		did = append(did, fmt.Sprintf("%s %s: up, its router advertisement came (default via %s)", c.Iface, c.Family, l.Gateway))
+		if err := Run(h, c, "if-up.d"); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %s: %w", c.Iface, c.Family, why, err))
+			continue
+		}
+		did = append(did, fmt.Sprintf("%s %s: %s", c.Iface, c.Family, why))
 	}
 	return did, errors.Join(errs...)
+}
+
+// usable says whether r's own address is on its interface (index), usable
+// (policy.Usable).
+func usable(h *netlink.Handle, index int, r registry.Link) bool {
+	nl, err := h.LinkByIndex(index)
+	if err != nil {
+		return false
+	}
+	addrs, err := policy.Retry(func() ([]netlink.Addr, error) { return h.AddrList(nl, policy.NetlinkFamily(r.Family)) })
+	if err != nil {
+		return true // not known to be gone: leave the link as it is
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == r.Address {
+			return policy.Usable(a)
+		}
+	}
+	return false
 }

@@ -78,12 +78,7 @@ func Resolve(h *netlink.Handle, c *stanza.Config) (*Link, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: listing addresses: %w", c.Iface, err)
 		}
-		for _, a := range addrs {
-			if ip, ok := fromIP(a.IP); ok && a.Scope == unix.RT_SCOPE_UNIVERSE {
-				l.Address = ip
-				break
-			}
-		}
+		l.Address = OwnAddress(addrs)
 	}
 	if !l.Gateway.IsValid() {
 		routes, err := l.mainDefaults(h)
@@ -98,6 +93,35 @@ func Resolve(h *netlink.Handle, c *stanza.Config) (*Link, error) {
 		}
 	}
 	return l, nil
+}
+
+// OwnAddress picks, of an interface's addresses, the one a stanza without
+// an address has as its own: the first global one that is usable (not
+// deprecated, tentative or failed: a renumbering ISP's SLAAC deprecates
+// the old address before it goes), else the first global one; invalid
+// for none.
+func OwnAddress(addrs []netlink.Addr) netip.Addr {
+	var first netip.Addr
+	for _, a := range addrs {
+		ip, ok := fromIP(a.IP)
+		if !ok || a.Scope != unix.RT_SCOPE_UNIVERSE {
+			continue
+		}
+		if Usable(a) {
+			return ip
+		}
+		if !first.IsValid() {
+			first = ip
+		}
+	}
+	return first
+}
+
+// Usable says whether an address can be a new connection's source: it is
+// neither deprecated nor tentative (duplicate address detection under
+// way) nor failed.
+func Usable(a netlink.Addr) bool {
+	return a.Flags&(unix.IFA_F_DEPRECATED|unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0
 }
 
 // Up installs the ISP table, the `from` and `fwmark` rules and, with

@@ -115,6 +115,15 @@ func (l *Link) StanzaValue(name string) string {
 	return ""
 }
 
+// FollowsAddress says the link's own address is the kernel's choice with
+// no client to run a hook when it changes: an `inet6 dhcp` or `inet6 auto`
+// stanza without an address, numbered by SLAAC. ifisp-watch moves its plan
+// when that address goes (linkhook.Awake).
+func (l *Link) FollowsAddress() bool {
+	m := l.StanzaValue("METHOD")
+	return l.Family == stanza.Inet6 && (m == "dhcp" || m == "auto") && l.StanzaValue("IF_ADDRESS") == ""
+}
+
 // Key names the link: interface and family, e.g. "wana inet".
 func (l *Link) Key() string { return l.Iface + " " + string(l.Family) }
 

@@ -408,7 +408,26 @@ func (d *daemon) addrEvent(u netlink.AddrUpdate) error {
 		return nil
 	}
 	a, _ := netip.AddrFromSlice(u.LinkAddress.IP)
-	return d.failWhere(func(l *link) bool { return l.reg.Address == a.Unmap() }, "address "+a.Unmap().String()+" removed")
+	return d.failWhere(func(l *link) bool { return l.reg.Address == a.Unmap() && !d.moves(l) }, "address "+a.Unmap().String()+" removed")
+}
+
+// moves says whether l's plan follows its address (SLAAC) to another usable
+// one its interface has: the repair check moves it (linkhook.Awake), and
+// the link has not failed.
+func (d *daemon) moves(l *link) bool {
+	if !l.reg.FollowsAddress() {
+		return false
+	}
+	nl, err := d.h.LinkByName(l.reg.Iface)
+	if err != nil {
+		return false
+	}
+	addrs, err := d.h.AddrList(nl, policy.NetlinkFamily(l.reg.Family))
+	if err != nil {
+		return false
+	}
+	other := policy.OwnAddress(addrs)
+	return other.IsValid() && other != l.reg.Address
 }
 
 // failWhere fails the links match picks. It reads the registry first: an
