@@ -63,6 +63,13 @@ iptables-restore --noflush <<'EOF'
 -I POSTROUTING 1 -m comment --comment ifisp -j IFISP-LEAVE
 -I PREROUTING 1 -m comment --comment ifisp -j IFISP-ARRIVE
 COMMIT
+*nat
+:IFISP-SNAT - [0:0]
+:IFISP-SNAT-wana - [0:0]
+-A IFISP-SNAT -o wana -m comment --comment "ifisp: wana" -j IFISP-SNAT-wana
+-A IFISP-SNAT-wana -s 10.1.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
+-I POSTROUTING 1 -m comment --comment ifisp -j IFISP-SNAT
+COMMIT
 *filter
 :IFISP-GUARD - [0:0]
 :IFISP-GUARD-wana - [0:0]
@@ -73,13 +80,6 @@ COMMIT
 -A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
 -I FORWARD 1 -m comment --comment ifisp -j IFISP-GUARD
 -I OUTPUT 1 -m comment --comment ifisp -j IFISP-GUARD
-COMMIT
-*nat
-:IFISP-SNAT - [0:0]
-:IFISP-SNAT-wana - [0:0]
--A IFISP-SNAT -o wana -m comment --comment "ifisp: wana" -j IFISP-SNAT-wana
--A IFISP-SNAT-wana -s 10.1.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
--I POSTROUTING 1 -m comment --comment ifisp -j IFISP-SNAT
 COMMIT
 EOF
 ip addr add 198.51.100.2/255.255.255.0 broadcast 198.51.100.255 	  dev wana label wana

@@ -344,14 +344,17 @@ func Changes(b Backend, l *Link) (string, error) {
 // removed). Mangle goes first: iptables-nft probes the connmark, conntrack
 // and CONNMARK extensions while parsing it, one netlink socket per probe,
 // and once a commit has deleted rules each such socket's close waits for
-// an RCU grace period (milliseconds). Filter and nat after it add no wait
-// (strace -T: one per deleting restore, at its exit).
+// an RCU grace period (milliseconds). Nat goes before filter: each table
+// commits on its own, and the guard lets a new flow from snat-from by
+// because SNAT follows, so the SNAT rules must be there before a guard
+// that opens (a lease's closed guard, a new address): else the first
+// packet of a flow begun between the two commits leaves un-NATed.
 func (ch Chains) steps() []step {
 	return []step{
 		{tree: arriveTree, rules: ch.Rules[ArriveChain], head: arriveHead(ch.Mask)},
 		{tree: leaveTree, rules: ch.Rules[LeaveChain], head: []string{firstOnly}},
-		{tree: guardTree, rules: ch.Rules[GuardChain]},
 		{tree: snatTree, rules: ch.Rules[SNATChain]},
+		{tree: guardTree, rules: ch.Rules[GuardChain]},
 	}
 }
 

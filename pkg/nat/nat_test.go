@@ -180,6 +180,13 @@ func TestUpDown(t *testing.T) {
 -I POSTROUTING 1 -m comment --comment ifisp -j IFISP-LEAVE
 -I PREROUTING 1 -m comment --comment ifisp -j IFISP-ARRIVE
 COMMIT
+*nat
+:IFISP-SNAT - [0:0]
+:IFISP-SNAT-wana - [0:0]
+-A IFISP-SNAT -o wana -m comment --comment "ifisp: wana" -j IFISP-SNAT-wana
+-A IFISP-SNAT-wana -s 10.1.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
+-I POSTROUTING 1 -m comment --comment ifisp -j IFISP-SNAT
+COMMIT
 *filter
 :IFISP-GUARD - [0:0]
 :IFISP-GUARD-wana - [0:0]
@@ -190,13 +197,6 @@ COMMIT
 -A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
 -I FORWARD 1 -m comment --comment ifisp -j IFISP-GUARD
 -I OUTPUT 1 -m comment --comment ifisp -j IFISP-GUARD
-COMMIT
-*nat
-:IFISP-SNAT - [0:0]
-:IFISP-SNAT-wana - [0:0]
--A IFISP-SNAT -o wana -m comment --comment "ifisp: wana" -j IFISP-SNAT-wana
--A IFISP-SNAT-wana -s 10.1.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
--I POSTROUTING 1 -m comment --comment ifisp -j IFISP-SNAT
 COMMIT
 `}
 	if diff := cmp.Diff(want, f.restores); diff != "" {
@@ -255,18 +255,18 @@ func TestChange(t *testing.T) {
 	if err := Up(f, link("wana", "198.51.100.2", "10.2.0.0/24")); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{`*filter
+	want := []string{`*nat
+:IFISP-SNAT-wana - [0:0]
+:IFISP-NEW-wana - [0:0]
+-A IFISP-SNAT-wana -s 10.2.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
+-X IFISP-NEW-wana
+COMMIT
+*filter
 :IFISP-GUARD-wana - [0:0]
 -A IFISP-GUARD-wana -m conntrack --ctrepldst 198.51.100.2 --ctdir ORIGINAL -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -m conntrack --ctorigdst 198.51.100.2 --ctdir REPLY -m comment --comment "ifisp: wana" -j RETURN
 -A IFISP-GUARD-wana -s 10.2.0.0/24 -m conntrack ! --ctstatus CONFIRMED -m comment --comment "ifisp: wana new flow, SNAT follows" -j RETURN
 -A IFISP-GUARD-wana -m comment --comment "ifisp: wana egress guard" -j DROP
-COMMIT
-*nat
-:IFISP-SNAT-wana - [0:0]
-:IFISP-NEW-wana - [0:0]
--A IFISP-SNAT-wana -s 10.2.0.0/24 -o wana -m comment --comment "ifisp: wana snat" -j SNAT --to-source 198.51.100.2
--X IFISP-NEW-wana
 COMMIT
 `}
 	if diff := cmp.Diff(want, f.restores); diff != "" {
@@ -274,8 +274,9 @@ COMMIT
 	}
 }
 
-// When the nat table cannot be applied, the filter table is put back: the
-// kernel is as before the run.
+// When the nat table cannot be applied, the tables committed before it
+// (mangle) are put back, and filter, after it, is never applied: the kernel
+// is as before the run.
 func TestUpUndo(t *testing.T) {
 	f := newFake()
 	if err := Up(f, link("wanb", "203.0.113.2", "10.1.0.0/24")); err != nil {
