@@ -76,6 +76,46 @@ func waitHostAddr(t *testing.T, l *lab.Lab, p netip.Prefix, timeout time.Duratio
 // msec is a duration as the figures quote it.
 func msec(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
+// pdLab is the lab of the DHCPv6 prefix delegation tests: ISP B's dhcpd -6
+// delegating from PDPoolB1 to wanb (lab.PDTwoISPs, checked), a SLAAC LAN
+// host opening new connections to the internet host (dialer), the router's
+// kernel watched, the LAN's advertisements captured, wana up and
+// ifisp-watch running; wanb is not up yet.
+type pdLab struct {
+	*lab.Lab
+	srv    *lab.DHCP6Server
+	kernel *lab.NetWatch
+	cap    *lab.RACapture
+	w      *lab.Watch
+	dialer *lab.Dialer
+	// fail ends the test with what the clients, the kernel, the monitor
+	// and the server did.
+	fail func(format string, args ...any)
+}
+
+func newPDLab(t *testing.T) *pdLab {
+	t.Helper()
+	l := lab.New(t)
+	l.Install(bin)
+	l.InstallDHCP6Hook(bin)
+	l.RecordDHCPRuns()
+	p := &pdLab{Lab: l, srv: l.StartDHCPv6(&l.B, lab.PDPoolB1)}
+	l.Interfaces(lab.Checked(lab.PDTwoISPs))
+	l.SLAACHost()
+	l.Whoami()
+	p.kernel, p.cap = l.WatchNet(), l.CaptureRAs()
+	l.MustIfup("wana")
+	p.w = l.StartWatch(bin)
+	p.dialer = l.StartDialer(10000) // 200 s of new connections at most
+	t.Cleanup(p.dialer.Stop)
+	p.fail = func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf(format+"\ndhclient-script ran:\n%s\nkernel:\n%s\nifisp-watch:\n%s\ndhcpd:\n%s",
+			append(args, scriptRuns(l, time.Time{}), p.kernel, p.w.Log(), p.srv.Log())...)
+	}
+	return p
+}
+
 // TestDHCPv6PD: ISP B delegates the router a /56 by DHCPv6 (a real
 // isc-dhcp-server, dhcpd -6, and the real ifupdown and dhclient -6 -P,
 // with ifisp's dhclient exit hook), and gives it its default by router
@@ -96,25 +136,8 @@ func msec(d time.Duration) string { return d.Round(time.Millisecond).String() }
 //     old /56 is left in the router, no ISP sees a spoofed packet, ISP B
 //     no packet from the old /56, and nothing of wana's changes.
 func TestDHCPv6PD(t *testing.T) {
-	l := lab.New(t)
-	l.Install(bin)
-	l.InstallDHCP6Hook(bin)
-	l.RecordDHCPRuns()
-	srv := l.StartDHCPv6(&l.B, lab.PDPoolB1)
-	l.Interfaces(lab.Checked(lab.PDTwoISPs))
-	l.SLAACHost()
-	l.Whoami()
-	kernel := l.WatchNet()
-	cap := l.CaptureRAs()
-	l.MustIfup("wana")
-	w := l.StartWatch(bin)
-	dialer := l.StartDialer(10000) // 200 s of new connections at most
-	defer dialer.Stop()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Fatalf(format+"\ndhclient-script ran:\n%s\nkernel:\n%s\nifisp-watch:\n%s\ndhcpd:\n%s",
-			append(args, scriptRuns(l, time.Time{}), kernel, w.Log(), srv.Log())...)
-	}
+	p := newPDLab(t)
+	l, srv, kernel, cap, dialer, fail := p.Lab, p.srv, p.kernel, p.cap, p.dialer, p.fail
 
 	// a. ifup wanb, both families, before any router advertisement.
 	up := time.Now()

@@ -22,25 +22,8 @@ import (
 //   - B's upstream heals: the default comes back, and new LAN connections
 //     leave from the new prefix.
 func TestDHCPv6PDWithdrawn(t *testing.T) {
-	l := lab.New(t)
-	l.Install(bin)
-	l.InstallDHCP6Hook(bin)
-	l.RecordDHCPRuns()
-	srv := l.StartDHCPv6(&l.B, lab.PDPoolB1)
-	l.Interfaces(lab.Checked(lab.PDTwoISPs))
-	l.SLAACHost()
-	l.Whoami()
-	kernel := l.WatchNet()
-	cap := l.CaptureRAs()
-	l.MustIfup("wana")
-	w := l.StartWatch(bin)
-	dialer := l.StartDialer(10000) // 200 s of new connections at most
-	defer dialer.Stop()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Fatalf(format+"\ndhclient-script ran:\n%s\nkernel:\n%s\nifisp-watch:\n%s\ndhcpd:\n%s",
-			append(args, scriptRuns(l, time.Time{}), kernel, w.Log(), srv.Log())...)
-	}
+	p := newPDLab(t)
+	l, srv, kernel, cap, w, dialer, fail := p.Lab, p.srv, p.kernel, p.cap, p.w, p.dialer, p.fail
 	wanbDefaults := func() string {
 		return strings.TrimSpace(l.Must(l.Router, "ip", "-6", "route", "show", "default", "dev", "wanb"))
 	}
