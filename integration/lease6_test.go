@@ -125,13 +125,15 @@ func newPDLab(t *testing.T) *pdLab {
 //     waits ("lost") with the delegated prefix.
 //   - The advertisement comes: ifisp-watch brings the link up, with the
 //     `from` rule of the /56 and lan0's ::1 of its first /64, announces
-//     that /64, and the LAN host numbers itself from it and reaches the
-//     internet host from it.
+//     that /64 (lifetimes no longer than the delegation's, RFC 9096),
+//     and the LAN host numbers itself from it and reaches the internet
+//     host from it.
 //   - The server comes back with no bindings and another pool: at the
 //     router's Rebind it takes the old prefix back (lifetimes 0) and
 //     delegates a new one. Within a second of dhclient handing over the
 //     new prefix: its rule, lan0's new ::1, an advertisement of the old
-//     /64 deprecated (valid lifetime at most 2 h) beside the new one, and
+//     /64 deprecated (valid for no longer than its delegation had left)
+//     beside the new one (no longer than its delegation), and
 //     a new LAN connection answered from the new prefix; nothing of the
 //     old /56 is left in the router, no ISP sees a spoofed packet, ISP B
 //     no packet from the old /56, and nothing of wana's changes.
@@ -202,6 +204,7 @@ func TestDHCPv6PD(t *testing.T) {
 	if !heardOK {
 		fail("the LAN host heard no advertisement of %s within 10s of ISP B's", lan64(old))
 	}
+	delegation(t, heard, lan64(old), "the first advertisement of the delegated prefix")
 	hostAt, host := waitHostAddr(t, l, lan64(old), 5*time.Second, "after ISP B's router advertisement")
 	first := answered(t, dialer, sent, lan64(old), 10*time.Second, "after ISP B's router advertisement")
 	t.Logf("ISP B's router advertisement sent: the router's RA default %s after, rule %s %s after, lan0 %s %s after, the LAN host heard %s (%s) %s after and had %s %s after, first new connection answered from it %s after (started %s after)",
@@ -257,15 +260,17 @@ func TestDHCPv6PD(t *testing.T) {
 	both, ok := cap.WaitFor(changed, 5*time.Second, func(r lab.RA) bool {
 		o, oldOK := r.Prefix(lan64(old))
 		n, newOK := r.Prefix(lan64(now))
-		return oldOK && newOK && o.Preferred == 0 && o.Valid > 0 && o.Valid <= ra.GoneLifetime && n.Preferred > 0 && r.RouterLifetime > 0
+		return oldOK && newOK && o.Preferred == 0 && o.Valid > 0 && o.Valid <= ra.ValidLifetime && n.Preferred > 0 && r.RouterLifetime > 0
 	})
 	if !ok {
 		var heard []string
 		for _, r := range cap.Since(changed) {
 			heard = append(heard, fmt.Sprintf("%s: old %s, new %s, router %s", r.At.Format("15:04:05.000"), lifetimes(r, lan64(old)), lifetimes(r, lan64(now)), r.RouterLifetime))
 		}
-		fail("no advertisement of %s deprecated (valid at most %s) beside %s preferred within 5s; heard:\n%s", lan64(old), ra.GoneLifetime, lan64(now), strings.Join(heard, "\n"))
+		fail("no advertisement of %s deprecated (valid at most %s) beside %s preferred within 5s; heard:\n%s", lan64(old), ra.ValidLifetime, lan64(now), strings.Join(heard, "\n"))
 	}
+	delegation(t, both, lan64(old), "the advertisement of the old prefix beside the new")
+	delegation(t, both, lan64(now), "the first advertisement of the new prefix")
 	hostNewAt, hostNew := waitHostAddr(t, l, lan64(now), 5*time.Second, "after the new prefix")
 	conn := answered(t, dialer, at, lan64(now), 10*time.Second, "after the new prefix")
 	expired := l.WaitScriptRun(changed, 5*time.Second, "ending "+old.String(), func(r lab.ScriptRun) bool {
@@ -329,4 +334,15 @@ func TestDHCPv6PD(t *testing.T) {
 		t.Errorf("reading the router's rules and routes: %v", err)
 	}
 	noSpoofing(t, l)
+}
+
+// delegation fails the test when the advertisement r promises p for
+// longer than the lab's delegation gives it (RFC 9096 L-15).
+func delegation(t *testing.T, r lab.RA, p netip.Prefix, what string) {
+	t.Helper()
+	o, ok := r.Prefix(p)
+	if !ok || o.Valid > lab.DHCP6Valid || o.Preferred > lab.DHCP6Preferred || o.Preferred > o.Valid {
+		t.Errorf("%s says %s %s; the server delegates for %s, preferred %s: want no longer, preferred no longer than valid",
+			what, p, lifetimes(r, p), lab.DHCP6Valid, lab.DHCP6Preferred)
+	}
 }

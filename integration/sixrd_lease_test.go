@@ -139,6 +139,10 @@ func TestSixRDRenumber(t *testing.T) {
 	})
 }
 
+// renumberLease is the lease time of the RENEW that moves wanb: the 6rd
+// prefix numbered from its address is announced for no longer.
+const renumberLease = 600 * time.Second
+
 // renumberLab is the lab with ISP B's border relay and renumberStanzas,
 // the hooks installed, and dhclient's exit hook fragment written.
 func renumberLab(t *testing.T, domain string) (*lab.Lab, string) {
@@ -169,19 +173,19 @@ func renumber(t *testing.T, l *lab.Lab, w *lab.Watch, cap *lab.RACapture, hook s
 	renewed := time.Now()
 	renew := func(old string) []string {
 		return append([]string{"reason=RENEW", "interface=wanb", "new_ip_address=" + renumberTo,
-			"new_routers=" + renumberRouter, "old_ip_address=" + old}, env...)
+			"new_routers=" + renumberRouter, "old_ip_address=" + old, fmt.Sprintf("new_dhcp_lease_time=%d", int(renumberLease.Seconds()))}, env...)
 	}
 	out, ok := leaseHook(t, l, hook, renew(renumberFrom)...)
 	hookDone := time.Now()
 	if !ok || !strings.Contains(out, "sixrd follows it") {
 		t.Fatalf("the RENEW hook:\n%s", out)
 	}
-	// Announced: the old /64 deprecated, its valid lifetime running out
-	// from 2 hours, the new one preferred.
+	// Announced: the old /64 deprecated, its valid lifetime running out,
+	// the new one preferred, for no longer than wanb's lease (RFC 9096).
 	r, heard := cap.WaitFor(renewed, 10*time.Second, func(r lab.RA) bool {
 		o, oldOK := r.Prefix(oldP)
 		n, newOK := r.Prefix(newP)
-		return oldOK && newOK && o.Preferred == 0 && o.Valid > 0 && o.Valid <= ra.GoneLifetime && n.Preferred > 0
+		return oldOK && newOK && o.Preferred == 0 && o.Valid > 0 && o.Valid <= ra.ValidLifetime && n.Preferred > 0
 	})
 	if !heard {
 		var seen []string
@@ -190,6 +194,9 @@ func renumber(t *testing.T, l *lab.Lab, w *lab.Watch, cap *lab.RACapture, hook s
 		}
 		t.Fatalf("no advertisement of %s deprecated and %s preferred within 10s of the RENEW; heard (valid/preferred):\n%s\nifisp-watch:\n%s",
 			oldP, newP, strings.Join(seen, "\n"), w.Log())
+	}
+	if n, _ := r.Prefix(newP); n.Valid > renumberLease || n.Preferred > n.Valid {
+		t.Errorf("the advertisement says %s %s (valid/preferred s): want no longer than wanb's lease of %s", newP, lifetimes(r, newP), renumberLease)
 	}
 	reply := answered(t, d, renewed, newP, 15*time.Second, "after the move").Done
 	since := func(at time.Time) time.Duration { return at.Sub(renewed).Round(time.Millisecond) }

@@ -90,7 +90,8 @@ func (l *Lab) registry() []string {
 }
 
 // NormRegistryFile returns a registry file as one line, "NAME: JSON", with
-// its keys sorted and without "since" (the time the up hook wrote it).
+// its keys sorted and without "since" (the time the up hook wrote it) and
+// "expires" (when the lease ends, which each renewal moves).
 // A file that is not a JSON object is kept as it is: that is a difference
 // too.
 func NormRegistryFile(name string, b []byte) string {
@@ -99,6 +100,7 @@ func NormRegistryFile(name string, b []byte) string {
 		return name + ": unreadable: " + strings.Join(strings.Fields(string(b)), " ")
 	}
 	delete(m, "since")
+	delete(m, "expires")
 	out, _ := json.Marshal(m) // a map marshals with sorted keys
 	return name + ": " + string(out)
 }

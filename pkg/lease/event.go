@@ -13,7 +13,9 @@ package lease
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ifisp/ifisp/pkg/sixrd"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -51,6 +53,11 @@ type Event struct {
 	Address, Gateway netip.Addr
 	// Prefix is the delegated prefix (Delegated, Undelegated).
 	Prefix netip.Prefix
+	// Preferred and Valid are the lifetimes the client gave what the
+	// link holds by lease, counted from the event: a delegated prefix's
+	// (Delegated), an IPv4 lease's (Bound, inet: its lease time, both);
+	// 0 when it gave none.
+	Preferred, Valid time.Duration
 	// SixRD is the lease's option 212 (new_option_6rd), nil for none.
 	SixRD *sixrd.Option
 	// Stanza is the ifupdown interface of a PPP session's stanza (its
@@ -112,6 +119,10 @@ func Dhclient(env []string) (Event, error) {
 	if e.Gateway, err = parse4("new_routers", first); err != nil {
 		return e, err
 	}
+	if e.Valid, err = seconds(v, "new_dhcp_lease_time"); err != nil {
+		return e, err
+	}
+	e.Preferred = e.Valid
 	if o := v["new_option_6rd"]; o != "" {
 		opt, err := sixrd.ParseOption(o)
 		if err != nil {
@@ -139,11 +150,13 @@ func dhclient6(v map[string]string, e Event, kind Kind) (Event, error) {
 		if e.Prefix, err = prefix6(v, "new_ip6_prefix"); err != nil {
 			return e, err
 		}
-		life := v["new_max_life"]
-		if life != "" && strings.Trim(life, "0123456789") != "" || len(life) > 10 {
-			return e, fmt.Errorf("new_max_life %s is not a number of seconds", shown(life))
+		if e.Valid, err = seconds(v, "new_max_life"); err != nil {
+			return e, err
 		}
-		if life != "" && strings.Trim(life, "0") == "" {
+		if e.Preferred, err = seconds(v, "new_preferred_life"); err != nil {
+			return e, err
+		}
+		if v["new_max_life"] != "" && e.Valid == 0 {
 			e.Kind = Undelegated
 		}
 	case v["new_ip6_address"] != "":
@@ -209,6 +222,20 @@ func PPP(env []string, up bool) (Event, error) {
 		return e, err
 	}
 	return e, nil
+}
+
+// seconds is v[name], a lifetime in seconds as DHCP writes it (32 bits;
+// 0 when the variable is not there).
+func seconds(v map[string]string, name string) (time.Duration, error) {
+	s := v[name]
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s is not a number of seconds", name, shown(s))
+	}
+	return time.Duration(n) * time.Second, nil
 }
 
 // vars maps env's variables.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -18,14 +19,14 @@ func TestDhclient(t *testing.T) {
 		env  []string
 		want Event
 	}{
-		{"renew to a new address", []string{"reason=RENEW", "interface=wanb", "new_ip_address=203.0.113.3", "new_routers=203.0.113.1", "old_ip_address=203.0.113.2"},
-			Event{Client: "dhclient", Reason: "RENEW", Kind: Bound, Iface: "wanb", Family: "inet", Address: a("203.0.113.3"), Gateway: a("203.0.113.1")}},
+		{"renew to a new address", []string{"reason=RENEW", "interface=wanb", "new_ip_address=203.0.113.3", "new_routers=203.0.113.1", "old_ip_address=203.0.113.2", "new_dhcp_lease_time=600"},
+			Event{Client: "dhclient", Reason: "RENEW", Kind: Bound, Iface: "wanb", Family: "inet", Address: a("203.0.113.3"), Gateway: a("203.0.113.1"), Preferred: 600 * time.Second, Valid: 600 * time.Second}},
 		{"the first of two routers", []string{"reason=BOUND", "interface=eth0.4", "new_ip_address=192.0.2.9", "new_routers=192.0.2.1 192.0.2.2"},
 			Event{Client: "dhclient", Reason: "BOUND", Kind: Bound, Iface: "eth0.4", Family: "inet", Address: a("192.0.2.9"), Gateway: a("192.0.2.1")}},
 		{"expired", []string{"reason=EXPIRE", "interface=wanb", "old_ip_address=203.0.113.2"},
 			Event{Client: "dhclient", Reason: "EXPIRE", Kind: Lost, Iface: "wanb", Family: "inet"}},
 		{"a delegated prefix", []string{"reason=BOUND6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=3600", "new_preferred_life=1800"},
-			Event{Client: "dhclient", Reason: "BOUND6", Kind: Delegated, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56")}},
+			Event{Client: "dhclient", Reason: "BOUND6", Kind: Delegated, Iface: "wanb", Family: "inet6", Prefix: netip.MustParsePrefix("2001:db8:b0::/56"), Preferred: 1800 * time.Second, Valid: time.Hour}},
 		// A REBIND6 for another prefix first re-sends the old one with no
 		// lifetime left.
 		{"the old prefix taken back", []string{"reason=REBIND6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=0"},
@@ -54,7 +55,7 @@ func TestDhclient(t *testing.T) {
 // Values from the network that are not what they must be are refused,
 // each with a message that quotes them escaped and cut short, on one line.
 func TestDhclientBadInput(t *testing.T) {
-	good := map[string]string{"reason": "RENEW", "interface": "wanb", "new_ip_address": "203.0.113.3", "new_routers": "203.0.113.1"}
+	good := map[string]string{"reason": "RENEW", "interface": "wanb", "new_ip_address": "203.0.113.3", "new_routers": "203.0.113.1", "new_dhcp_lease_time": "600"}
 	long := strings.Repeat("A", 10000)
 	for _, tc := range []struct {
 		name, key, value, want string
@@ -72,6 +73,8 @@ func TestDhclientBadInput(t *testing.T) {
 		{"an interface name too long", "interface", "abcdefghijklmnop", "is not an interface name"},
 		{"an interface with a blank", "interface", "wan b", "is not an interface name"},
 		{"a reason that is not one", "reason", "RENEW;reboot", "is not a reason"},
+		{"a lease time that is not a number", "new_dhcp_lease_time", "600;reboot", "is not a number of seconds"},
+		{"a lease time past 32 bits", "new_dhcp_lease_time", "4294967296", "is not a number of seconds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var env []string
@@ -115,6 +118,9 @@ func TestDhclient6BadInput(t *testing.T) {
 	}
 	if _, err := Dhclient([]string{"reason=RENEW6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=1;reboot"}); err == nil {
 		t.Error("new_max_life=1;reboot accepted")
+	}
+	if _, err := Dhclient([]string{"reason=RENEW6", "interface=wanb", "new_ip6_prefix=2001:db8:b0::/56", "new_max_life=60", "new_preferred_life=-1"}); err == nil {
+		t.Error("new_preferred_life=-1 accepted")
 	}
 }
 

@@ -39,9 +39,30 @@ func Apply(e Event, root string, timeout time.Duration) (string, error) {
 		default:
 			did, err = delegated(h, e, root)
 		}
+		if err == nil {
+			err = renew(e)
+		}
 		return err
 	})
 	return did, err
+}
+
+// renew records, with the link's record, when what e leases ends: a
+// delegated prefix's lifetimes, an IPv4 lease's (for the 6rd prefixes
+// numbered from its address). ifisp-watch's router advertisements never
+// promise more. A client that gave none, or a link with no record, is
+// left as it is.
+func renew(e Event) error {
+	if e.Valid == 0 || !(e.Kind == Delegated || e.Kind == Bound && e.Family == stanza.Inet) {
+		return nil
+	}
+	rec, err := registry.Read(e.Iface, e.Family)
+	if err != nil || rec == nil || e.Kind == Delegated && rec.Delegated != e.Prefix {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	rec.Expires = &registry.Lifetimes{Preferred: now.Add(e.Preferred), Valid: now.Add(e.Valid)}
+	return registry.Write(rec)
 }
 
 // bound brings the link up on e's address and gateway: the hooks of

@@ -18,8 +18,11 @@ import (
 // Timing of one interface's sender besides RFC 4861's intervals.
 const (
 	// listenFirst is how long a new socket listens (after soliciting) for
-	// other routers before its first advertisement.
-	listenFirst = time.Second
+	// other routers before its first advertisement: RFC 4861's
+	// MAX_RA_DELAY_TIME, within which a router answers a solicitation.
+	// ifisp-watch opens the socket when a link's ifup begins, so the
+	// link's first advertisement rarely waits for it.
+	listenFirst = 500 * time.Millisecond
 	// repeatAfter is when a change is announced again, in case the first
 	// multicast was lost: twice, then the periodic schedule.
 	repeatAfter = time.Second

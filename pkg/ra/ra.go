@@ -4,7 +4,9 @@
 // lifetime 0 (hosts keep the address, and the connections on it, but pick
 // another ISP's address for new ones), and with its full lifetimes again
 // when the ISP heals. A prefix that goes away altogether (ifdown) stays
-// announced, deprecated, for what remains of its valid lifetime.
+// announced, deprecated, for what remains of its valid lifetime. No
+// lifetime announced outlasts what the ISP gave: RFC 9096's limits, and
+// a delegated prefix's own remaining lifetimes (L-15).
 //
 // The caller (ifisp-watch) says what each LAN's prefixes are, and which are
 // deprecated, with Set; the Sender announces every change at once, answers
@@ -27,20 +29,18 @@ import (
 )
 
 // The timing and lifetimes of the advertisements: radvd's defaults (RFC
-// 4861 section 6.2.1), except the RDNSS lifetime, which is RFC 8106's
-// recommended 3 × MaxInterval.
+// 4861 section 6.2.1) for the timing and the router lifetime; RFC 9096's
+// ND_VALID_LIMIT and ND_PREFERRED_LIMIT for the prefixes, so that hosts
+// drop a prefix the router stopped announcing (it rebooted and forgot
+// it, the ISP renumbered without a word) within 90 minutes, not days;
+// and RFC 8106's recommended 3 × MaxInterval for the RDNSS lifetime.
 const (
 	MaxInterval       = 600 * time.Second
 	MinInterval       = 200 * time.Second // 0.33 × MaxInterval
 	RouterLifetime    = 1800 * time.Second
-	ValidLifetime     = 24 * time.Hour
-	PreferredLifetime = 4 * time.Hour
+	ValidLifetime     = 5400 * time.Second
+	PreferredLifetime = 2700 * time.Second
 	RDNSSLifetime     = 3 * MaxInterval
-	// GoneLifetime is the valid lifetime a prefix that left (ifdown, a
-	// DHCPv6 server that delegated another) is announced with, counting
-	// down: RFC 7084 L-13's "the lower of the current Valid Lifetime and
-	// two hours", the shortest hosts accept (RFC 4862 5.5.3 e).
-	GoneLifetime = 2 * time.Hour
 )
 
 // Prefix is one ISP's /64 on a LAN interface.
@@ -51,6 +51,11 @@ type Prefix struct {
 	Deprecated bool
 	// RDNSS are the DNS servers announced with it (isp-rdnss).
 	RDNSS []netip.Addr
+	// PreferredUntil and ValidUntil are when the ISP's delegation of
+	// the prefix stops being preferred and valid, as the DHCP client
+	// last said (zero: no end known, a static prefix): the lifetimes
+	// announced never outlast them (RFC 9096 L-15).
+	PreferredUntil, ValidUntil time.Time
 }
 
 // Sender announces prefixes on LAN interfaces.
@@ -99,17 +104,41 @@ type entry struct {
 	gone time.Time
 }
 
-// announced is what an advertisement says of an entry at now, and whether
-// it is still worth saying: a gone prefix's valid lifetime runs out.
+// lifetimes is what an advertisement says of an entry at now, and
+// whether it is still worth saying. A gone prefix is announced deprecated
+// with what remains of the valid lifetime it had when it went (RFC 7084
+// L-13's "the lower of the current valid lifetime and two hours": with
+// ValidLifetime under two hours, always the former), counting down.
 func (e *entry) lifetimes(now time.Time) (valid, preferred time.Duration, ok bool) {
-	valid, preferred = ValidLifetime, PreferredLifetime
+	validUntil, preferredUntil := now.Add(ValidLifetime), now.Add(PreferredLifetime)
 	if !e.gone.IsZero() {
-		valid = GoneLifetime - now.Sub(e.gone).Truncate(time.Second)
+		validUntil, preferredUntil = e.gone.Add(ValidLifetime), now
 	}
-	if e.Deprecated || !e.gone.IsZero() {
-		preferred = 0
+	if e.Deprecated {
+		preferredUntil = now
 	}
+	validUntil = earliest(validUntil, e.ValidUntil)
+	preferredUntil = earliest(preferredUntil, e.PreferredUntil, validUntil)
+	valid = max(validUntil.Sub(now).Truncate(time.Second), 0)
+	preferred = max(preferredUntil.Sub(now).Truncate(time.Second), 0)
 	return valid, preferred, valid > 0
+}
+
+// earliest is the earliest of t and the non-zero times of limits.
+func earliest(t time.Time, limits ...time.Time) time.Time {
+	for _, l := range limits {
+		if !l.IsZero() && l.Before(t) {
+			t = l
+		}
+	}
+	return t
+}
+
+// shortened says whether the ISP cut p's lifetimes short of was's: a
+// change to announce at once. A renewal, which only extends them, is not.
+func shortened(was, p Prefix) bool {
+	cut := func(was, now time.Time) bool { return !now.IsZero() && (was.IsZero() || now.Before(was)) }
+	return cut(was.ValidUntil, p.ValidUntil) || cut(was.PreferredUntil, p.PreferredUntil)
 }
 
 // Message builds the advertisement of entries at now, from a router with
@@ -162,7 +191,7 @@ func merge(have []entry, want []Prefix, now time.Time) ([]entry, bool) {
 	changed := false
 	for _, p := range want {
 		i := slices.IndexFunc(have, func(e entry) bool { return e.Prefix.Prefix == p.Prefix })
-		if i < 0 || !have[i].gone.IsZero() || have[i].Deprecated != p.Deprecated || !slices.Equal(have[i].RDNSS, p.RDNSS) {
+		if i < 0 || !have[i].gone.IsZero() || have[i].Deprecated != p.Deprecated || !slices.Equal(have[i].RDNSS, p.RDNSS) || shortened(have[i].Prefix, p) {
 			changed = true
 		}
 		out = append(out, entry{Prefix: p})

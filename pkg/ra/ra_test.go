@@ -44,11 +44,19 @@ func TestMessage(t *testing.T) {
 				&ndp.RecursiveDNSServer{Lifetime: 0, Servers: []netip.Addr{dnsB}}, lla}}},
 		{"B gone an hour ago: deprecated, valid lifetime running out", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}, {Prefix: Prefix{Prefix: pa}}}, t0.Add(time.Hour + 500*time.Millisecond),
 			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{
-				pio(pb, GoneLifetime-time.Hour, 0), pio(pa, ValidLifetime, PreferredLifetime), lla}}},
+				pio(pb, ValidLifetime-time.Hour-time.Second, 0), pio(pa, ValidLifetime, PreferredLifetime), lla}}},
 		{"all gone: no default router any more", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}}, t0.Add(time.Second),
-			&ndp.RouterAdvertisement{CurrentHopLimit: 64, Options: []ndp.Option{pio(pb, GoneLifetime-time.Second, 0), lla}}},
-		{"gone longer than its valid lifetime: left out", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}, {Prefix: Prefix{Prefix: pa}}}, t0.Add(GoneLifetime),
+			&ndp.RouterAdvertisement{CurrentHopLimit: 64, Options: []ndp.Option{pio(pb, ValidLifetime-time.Second, 0), lla}}},
+		{"gone longer than its valid lifetime: left out", []entry{{Prefix: Prefix{Prefix: pb}, gone: t0}, {Prefix: Prefix{Prefix: pa}}}, t0.Add(ValidLifetime),
 			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{pio(pa, ValidLifetime, PreferredLifetime), lla}}},
+		{"delegated for 60 s, preferred 30 s: never promised longer (RFC 9096 L-15)", []entry{{Prefix: Prefix{Prefix: pa, PreferredUntil: t0.Add(30 * time.Second), ValidUntil: t0.Add(time.Minute)}}}, t0.Add(500 * time.Millisecond),
+			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{pio(pa, 59*time.Second, 29*time.Second), lla}}},
+		{"a delegation preferred past its valid lifetime: preferred no longer than valid", []entry{{Prefix: Prefix{Prefix: pa, PreferredUntil: t0.Add(time.Hour), ValidUntil: t0.Add(100 * time.Second)}}}, t0,
+			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{pio(pa, 100*time.Second, 100*time.Second), lla}}},
+		{"a delegation that ran out: left out", []entry{{Prefix: Prefix{Prefix: pa, ValidUntil: t0}}, {Prefix: Prefix{Prefix: pb}}}, t0,
+			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{pio(pb, ValidLifetime, PreferredLifetime), lla}}},
+		{"a delegated prefix gone: what was left of its delegation, counting down", []entry{{Prefix: Prefix{Prefix: pb, ValidUntil: t0.Add(time.Minute)}, gone: t0}, {Prefix: Prefix{Prefix: pa}}}, t0.Add(10 * time.Second),
+			&ndp.RouterAdvertisement{CurrentHopLimit: 64, RouterLifetime: RouterLifetime, Options: []ndp.Option{pio(pb, 50*time.Second, 0), pio(pa, ValidLifetime, PreferredLifetime), lla}}},
 	} {
 		got := message(tc.entries, mac, tc.at)
 		if d := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
@@ -80,6 +88,15 @@ func TestMerge(t *testing.T) {
 	if _, changed = merge(e, []Prefix{{Prefix: pa}, {Prefix: pb, RDNSS: []netip.Addr{dnsB}}}, t0); !changed {
 		t.Error("B's resolvers: not changed")
 	}
+	leased := []Prefix{{Prefix: pa}, {Prefix: pb, PreferredUntil: t0.Add(time.Minute), ValidUntil: t0.Add(time.Hour)}}
+	if _, changed = merge(e, leased, t0); !changed {
+		t.Error("B's lifetimes cut to its delegation's: not changed")
+	}
+	l, _ := merge(nil, leased, t0)
+	renewed := []Prefix{{Prefix: pa}, {Prefix: pb, PreferredUntil: t0.Add(2 * time.Minute), ValidUntil: t0.Add(2 * time.Hour)}}
+	if _, changed = merge(l, renewed, t0.Add(time.Minute)); changed {
+		t.Error("B's delegation renewed (lifetimes extended): changed")
+	}
 	gone, changed := merge(e, []Prefix{{Prefix: pa}}, t0)
 	if !changed || len(gone) != 2 || gone[0].Prefix.Prefix != pb || !gone[0].gone.Equal(t0) {
 		t.Fatalf("B left the list: changed %v, entries %+v; want B first, gone at t0", changed, gone)
@@ -90,7 +107,7 @@ func TestMerge(t *testing.T) {
 	if back, changed := merge(gone, up, t0.Add(time.Minute)); !changed || !back[1].gone.IsZero() {
 		t.Errorf("B back: changed %v, entries %+v", changed, back)
 	}
-	if left, _ := merge(gone, []Prefix{{Prefix: pa}}, t0.Add(GoneLifetime)); len(left) != 1 {
+	if left, _ := merge(gone, []Prefix{{Prefix: pa}}, t0.Add(ValidLifetime)); len(left) != 1 {
 		t.Errorf("B gone for its valid lifetime: still %d entries", len(left))
 	}
 }

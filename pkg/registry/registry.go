@@ -85,6 +85,12 @@ type Link struct {
 	// Option6RD is DHCP option 212 of an inet link's lease, for the 6rd
 	// stanzas whose `6rd-prefix dhcp` and `6rd-local` name the link.
 	Option6RD *sixrd.Option `json:"option_6rd,omitempty"`
+	// Expires is when what the link holds by DHCP stops being preferred
+	// and valid, as its client last said: the delegated prefix of an
+	// inet6 link, the lease of an inet one (and so the 6rd prefixes
+	// numbered from its address). The LAN's router advertisements never
+	// promise more (RFC 9096). nil: no end known (static, PPP).
+	Expires *Lifetimes `json:"expires,omitempty"`
 
 	// The link's plan: what of the kernel's state is the link's own.
 	// Status compares it with the kernel, ifisp-watch puts back what of it
@@ -96,6 +102,12 @@ type Link struct {
 	Chains *nat.Chains `json:"chains,omitempty"`
 	// LANAddress is the address isp-lan put on the LAN; nil for none.
 	LANAddress *lan.Published `json:"lan_address,omitempty"`
+}
+
+// Lifetimes are the ends of a lease's preferred and valid lifetimes.
+type Lifetimes struct {
+	Preferred time.Time `json:"preferred_until"`
+	Valid     time.Time `json:"valid_until"`
 }
 
 // Complete says the link's ifup has finished: its Since is set. A record
@@ -122,6 +134,17 @@ func (l *Link) StanzaValue(name string) string {
 func (l *Link) FollowsAddress() bool {
 	m := l.StanzaValue("METHOD")
 	return l.Family == stanza.Inet6 && (m == "dhcp" || m == "auto") && l.StanzaValue("IF_ADDRESS") == ""
+}
+
+// LANIface is the LAN interface its stanza's isp-lan (6rd-lan) names, ""
+// for none.
+func (l *Link) LANIface() string {
+	v := l.StanzaValue("IF_ISP_LAN")
+	if v == "" {
+		v = l.StanzaValue("IF_6RD_LAN")
+	}
+	iface, _, _ := strings.Cut(v, ":")
+	return iface
 }
 
 // Key names the link: interface and family, e.g. "wana inet".
@@ -163,6 +186,9 @@ func Plan(l *policy.Link, old *Link, lanNet *lan.Subnet, lanAddr *lan.Published)
 	}
 	if old != nil {
 		r.Chains, r.Option6RD = old.Chains, old.Option6RD
+		if old.Delegated == r.Delegated {
+			r.Expires = old.Expires // the lease's, which the re-run does not know
+		}
 	}
 	if old != nil && old.Complete() {
 		// A re-run on a link that is up (a new lease, a renumbered

@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"github.com/ifisp/ifisp/pkg/ra"
+	"github.com/ifisp/ifisp/pkg/registry"
+	"github.com/ifisp/ifisp/pkg/stanza"
 )
 
 // announce tells the router advertisement sender what each LAN's prefixes
@@ -17,7 +19,11 @@ func (d *daemon) announce() {
 	for _, key := range d.keys() {
 		links = append(links, d.links[key])
 	}
-	d.ra.Set(lanPrefixes(links))
+	lans := lanPrefixes(links)
+	for _, lan := range d.coming {
+		lans[lan] = lans[lan] // opened, to hear the others while nothing is announced
+	}
+	d.ra.Set(lans)
 }
 
 // lanPrefixes returns, per LAN interface, the prefixes of the links that
@@ -41,13 +47,33 @@ func lanPrefixes(links []*link) map[string][]ra.Prefix {
 	lans := map[string][]ra.Prefix{}
 	for _, l := range onLAN {
 		lan := l.reg.LAN.Iface
-		lans[lan] = append(lans[lan], ra.Prefix{
+		p := ra.Prefix{
 			Prefix:     l.reg.LAN.Prefix,
 			Deprecated: l.health.state == Down && anyUp[lan],
 			RDNSS:      l.reg.RDNSS,
-		})
+		}
+		if exp := expires(l, links); exp != nil {
+			p.PreferredUntil, p.ValidUntil = exp.Preferred, exp.Valid
+		}
+		lans[lan] = append(lans[lan], p)
 	}
 	return lans
+}
+
+// expires is when the lease of l's prefix ends: its delegation's, or for
+// a 6rd prefix, the lease of its IPv4 address (6rd-local's link); nil
+// when no end is known.
+func expires(l *link, links []*link) *registry.Lifetimes {
+	local := l.reg.StanzaValue("IF_6RD_LOCAL")
+	if local == "" {
+		return l.reg.Expires
+	}
+	for _, v4 := range links {
+		if v4.reg.Iface == local && v4.reg.Family == stanza.Inet {
+			return v4.reg.Expires
+		}
+	}
+	return nil
 }
 
 // preference is the lowest metric of the link's main-table defaults; a

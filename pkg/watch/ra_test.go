@@ -3,6 +3,7 @@ package watch
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -52,5 +53,30 @@ func TestLANPrefixes(t *testing.T) {
 		if d := cmp.Diff(tc.want, got, cmp.Comparer(func(x, y netip.Prefix) bool { return x == y }), cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); d != "" {
 			t.Errorf("%s (-want +got):\n%s", tc.name, d)
 		}
+	}
+}
+
+// TestLANPrefixesExpire: a prefix's advertisements end with its lease: a
+// delegated prefix's own, a 6rd prefix's that of 6rd-local's IPv4 lease.
+func TestLANPrefixesExpire(t *testing.T) {
+	p := netip.MustParsePrefix
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	pd := &registry.Lifetimes{Preferred: t0.Add(30 * time.Second), Valid: t0.Add(time.Minute)}
+	v4 := &registry.Lifetimes{Preferred: t0.Add(time.Hour), Valid: t0.Add(time.Hour)}
+	links := []*link{
+		{reg: registry.Link{Iface: "wana", Family: "inet6", LAN: &lan.Subnet{Iface: "lan0", Prefix: p("2001:db8:a:100::/64")}, Expires: pd}},
+		{reg: registry.Link{Iface: "wanb", Family: "inet", Expires: v4}},
+		{reg: registry.Link{Iface: "tun6rd", Family: "inet6", LAN: &lan.Subnet{Iface: "lan0", Prefix: p("2001:db8:c:100::/64")}, Stanza: []string{"IF_6RD_LOCAL=wanb"}}},
+		{reg: registry.Link{Iface: "wanc", Family: "inet6", LAN: &lan.Subnet{Iface: "lan1", Prefix: p("2001:db8:d:100::/64")}}},
+	}
+	want := map[string][]ra.Prefix{
+		"lan0": {
+			{Prefix: p("2001:db8:a:100::/64"), PreferredUntil: pd.Preferred, ValidUntil: pd.Valid},
+			{Prefix: p("2001:db8:c:100::/64"), PreferredUntil: v4.Preferred, ValidUntil: v4.Valid},
+		},
+		"lan1": {{Prefix: p("2001:db8:d:100::/64")}},
+	}
+	if d := cmp.Diff(want, lanPrefixes(links), cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }

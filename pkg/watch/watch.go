@@ -95,6 +95,10 @@ type daemon struct {
 	notify *notifier
 	ra     *ra.Sender // nil with NoRA
 	repair *repairer
+	// coming are the LAN interfaces of links whose ifup is under way (or
+	// that wait for a lease or a router advertisement): their sockets
+	// open ahead, so the link's first advertisement waits for nothing.
+	coming []string
 }
 
 // errGone says that a link left the registry before the monitor acted on
@@ -231,13 +235,20 @@ func Run(ctx context.Context, opt Options) error {
 // forgotten without touching their routes, links brought up again start
 // afresh. prev, when given, is a previous instance's state to adopt.
 func (d *daemon) scan(prev *Status) error {
-	regs, err := registry.List()
+	regs, err := registry.All()
 	if err != nil {
 		return fmt.Errorf("reading the registry: %w", err)
 	}
 	seen := map[string]bool{}
 	var fresh []*link
+	d.coming = nil
 	for _, reg := range regs {
+		if !reg.Complete() {
+			if lan := reg.LANIface(); lan != "" {
+				d.coming = append(d.coming, lan)
+			}
+			continue
+		}
 		if reg.Unwatched {
 			continue // the hooks' and the repair's only
 		}
@@ -245,9 +256,12 @@ func (d *daemon) scan(prev *Status) error {
 		seen[key] = true
 		l := d.links[key]
 		if l != nil && l.reg.Since.Equal(reg.Since) {
-			if !reflect.DeepEqual(l.reg, reg) { // a re-run, or edited by hand
+			was := l.reg
+			was.Expires = reg.Expires               // a renewed lease: nothing to restart
+			restart := !reflect.DeepEqual(was, reg) // a re-run, or edited by hand
+			l.reg = reg
+			if restart {
 				l.stop()
-				l.reg = reg
 				l.unsure = true // a re-run's defaults: make them agree
 				d.startProbes(l)
 			}
