@@ -34,10 +34,31 @@ import (
 // handle in the current network namespace.
 type Action func(h *netlink.Handle, c *stanza.Config) error
 
+// Step is a hook's work in one phase: its action, and the stanzas it has
+// work for.
+type Step struct {
+	// For reports whether Do has anything to do for stanza c (nil: for
+	// every stanza). It sees the stanza as parsed, before any lease fills
+	// it in. For any other stanza the hook exits before it takes the lock,
+	// reads a record or opens netlink: ifupdown runs every hook of a folder
+	// for every stanza, and most have nothing to do for most.
+	For func(c *stanza.Config) bool
+	Do  Action
+}
+
 // Phases maps ifupdown's PHASE (pre-up, post-up, pre-down, post-down) to the
-// hook's action there. A phase without an action is a no-op, so one binary
-// can be linked into several if-*.d folders.
-type Phases map[string]Action
+// hook's step there. A phase without one is a no-op, so one binary can be
+// linked into several if-*.d folders.
+type Phases map[string]Step
+
+// For returns the action of phase for stanza c: nil when there is none.
+func (p Phases) For(c *stanza.Config, phase string) Action {
+	s := p[phase]
+	if s.Do == nil || s.For != nil && !s.For(c) {
+		return nil
+	}
+	return s.Do
+}
 
 // Main runs the hook named name and exits: 0 on success or when the stanza is
 // not ifisp's, 1 with one line per problem otherwise, 2 for a bad command
@@ -81,7 +102,7 @@ func Run(name string, environ []string, root, phase string, timeout time.Duratio
 	if phase == "" {
 		phase = c.Phase
 	}
-	act := phases[phase]
+	act := phases.For(c, phase)
 	if act == nil && phase != "pre-up" {
 		return nil
 	}

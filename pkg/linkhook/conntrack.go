@@ -13,18 +13,16 @@ import (
 
 // Conntrack is ifisp-conntrack's: the conntrack reconcile after the
 // link's routes changed.
+// It has work only for stanzas whose flows are NATed
+// (stanza.Config.Reconciled).
 var Conntrack = awaiting(hook.Phases{
-	"post-up":  reconciled(took),
-	"pre-down": reconciled(left),
+	"post-up":  {For: (*stanza.Config).Reconciled, Do: reconciled(took)},
+	"pre-down": {For: (*stanza.Config).Reconciled, Do: reconciled(left)},
 }, nil)
 
-// reconciled runs f for the link of a stanza whose flows are NATed
-// (stanza.Config.Reconciled).
+// reconciled runs f for the stanza's link.
 func reconciled(f func(*netlink.Handle, *stanza.Config, *reconcile.Link) error) hook.Action {
 	return func(h *netlink.Handle, c *stanza.Config) error {
-		if !c.Reconciled() {
-			return nil
-		}
 		l := &reconcile.Link{Iface: c.Iface, Family: c.Family, Mark: c.Mark, Sticky: c.Sticky}
 		if nl, err := h.LinkByName(c.Iface); err == nil {
 			l.Index = nl.Attrs().Index

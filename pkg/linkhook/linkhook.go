@@ -57,7 +57,7 @@ func Run(h *netlink.Handle, c *stanza.Config, folder string) error {
 	run := *c
 	run.Phase = phase
 	for _, hk := range in {
-		if act := ByBinary[hk.Binary][phase]; act != nil {
+		if act := ByBinary[hk.Binary].For(&run, phase); act != nil {
 			if err := act(h, &run); err != nil {
 				return fmt.Errorf("%s (%s): %w", hk.Binary, phase, err)
 			}

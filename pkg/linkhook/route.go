@@ -15,19 +15,17 @@ import (
 
 // Route is ifisp-route's: the link's source routing, its LAN address and
 // its record.
+// A 6rd stanza's routing is ifisp-6rd's: only it knows the delegated
+// prefix.
 var Route = awaiting(hook.Phases{
-	"post-up":   do(routeUp),
-	"pre-down":  withdraw,
-	"post-down": do(routeDown),
+	"post-up":   {For: not6rd, Do: do(routeUp)},
+	"pre-down":  {Do: withdraw},
+	"post-down": {For: not6rd, Do: do(routeDown)},
 }, sessionAnchor)
 
-// do runs f on the stanza's link. A 6rd stanza's routing is ifisp-6rd's:
-// only it knows the delegated prefix.
+// do runs f on the stanza's link.
 func do(f func(*netlink.Handle, *policy.Link) error) hook.Action {
 	return func(h *netlink.Handle, c *stanza.Config) error {
-		if c.SixRD != nil {
-			return nil
-		}
 		l, err := policy.Resolve(h, c)
 		if err != nil {
 			return err

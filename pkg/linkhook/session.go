@@ -12,23 +12,23 @@ import (
 
 // awaiting returns phases for a stanza whose link comes later
 // (stanza.Config.AwaitsSession: `inet ppp`): such a stanza gets anchor's
-// action for the phase, or none, and any other stanza the normal one. The
-// action is looked up when it runs: sessionAnchor gets one in init.
+// step for the phase, or none, and any other stanza the normal one. The
+// step is looked up when it runs: sessionAnchor gets one in init.
 func awaiting(normal, anchor hook.Phases) hook.Phases {
+	pick := func(c *stanza.Config) hook.Phases {
+		if c.AwaitsSession() {
+			return anchor
+		}
+		return normal
+	}
 	p := hook.Phases{}
 	for _, phase := range []string{"pre-up", "post-up", "pre-down", "post-down"} {
-		if normal[phase] == nil && anchor[phase] == nil {
+		if normal[phase].Do == nil && anchor[phase].Do == nil {
 			continue
 		}
-		p[phase] = func(h *netlink.Handle, c *stanza.Config) error {
-			act := normal[phase]
-			if c.AwaitsSession() {
-				act = anchor[phase]
-			}
-			if act == nil {
-				return nil
-			}
-			return act(h, c)
+		p[phase] = hook.Step{
+			For: func(c *stanza.Config) bool { return pick(c).For(c, phase) != nil },
+			Do:  func(h *netlink.Handle, c *stanza.Config) error { return pick(c).For(c, phase)(h, c) },
 		}
 	}
 	return p
@@ -39,17 +39,17 @@ func awaiting(normal, anchor hook.Phases) hook.Phases {
 // through ifisp-lease), ifdown takes the session's link down first, then
 // forgets the stanza.
 var sessionAnchor = hook.Phases{
-	"post-up": func(_ *netlink.Handle, c *stanza.Config) error {
+	"post-up": {Do: func(_ *netlink.Handle, c *stanza.Config) error {
 		return registry.Write(&registry.Link{Iface: c.Iface, Family: c.Family, Stanza: c.Env, Lost: true})
-	},
-	"post-down": func(_ *netlink.Handle, c *stanza.Config) error {
+	}},
+	"post-down": {Do: func(_ *netlink.Handle, c *stanza.Config) error {
 		return registry.Forget(c.Iface, c.Family)
-	},
+	}},
 }
 
 // endSessions is sessionAnchor's pre-down. It runs Run, which reads
 // ByBinary, so no variable's initializer may name it.
-func init() { sessionAnchor["pre-down"] = endSessions }
+func init() { sessionAnchor["pre-down"] = hook.Step{Do: endSessions} }
 
 // endSessions takes the PPP session links of stanza c down.
 func endSessions(h *netlink.Handle, c *stanza.Config) error {

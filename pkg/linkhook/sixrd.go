@@ -1,8 +1,6 @@
 package linkhook
 
 import (
-	"github.com/vishvananda/netlink"
-
 	"github.com/ifisp/ifisp/pkg/hook"
 	"github.com/ifisp/ifisp/pkg/sixrdlink"
 	"github.com/ifisp/ifisp/pkg/stanza"
@@ -11,16 +9,12 @@ import (
 // SixRD is ifisp-6rd's: a 6rd stanza's tunnel parameters, addresses and
 // routing.
 var SixRD = awaiting(hook.Phases{
-	"post-up":   sixrd(sixrdlink.Up),
-	"post-down": sixrd(sixrdlink.Down),
+	"post-up":   {For: is6rd, Do: sixrdlink.Up},
+	"post-down": {For: is6rd, Do: sixrdlink.Down},
 }, nil)
 
-// sixrd runs f for 6rd stanzas only.
-func sixrd(f hook.Action) hook.Action {
-	return func(h *netlink.Handle, c *stanza.Config) error {
-		if c.SixRD == nil {
-			return nil
-		}
-		return f(h, c)
-	}
-}
+// is6rd reports whether c is a 6rd stanza (6rd-prefix).
+func is6rd(c *stanza.Config) bool { return c.SixRD != nil }
+
+// not6rd reports whether c is any stanza but a 6rd one.
+func not6rd(c *stanza.Config) bool { return c.SixRD == nil }

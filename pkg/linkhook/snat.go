@@ -16,21 +16,18 @@ import (
 // SNAT is ifisp-snat's: the link's SNAT rules and egress guard, and in
 // pre-up every check of the stanza (package hook).
 var SNAT = awaiting(hook.Phases{
-	"pre-up":    preUp,
-	"post-up":   dynamicUp,
-	"post-down": snatDown,
+	"pre-up":    {Do: preUp},
+	"post-up":   {For: dynamic, Do: snatUp},
+	"post-down": {Do: snatDown},
 }, nil)
 
-// dynamicUp installs the rules of a stanza whose address only the kernel
-// knows (inet dhcp); a static stanza's are in place since pre-up, and
-// running through them again would only lengthen the moment in which
-// if-up.d stands between the new route and the conntrack reconcile.
-func dynamicUp(h *netlink.Handle, c *stanza.Config) error {
-	if c.Address.IsValid() {
-		return nil
-	}
-	return snatUp(h, c)
-}
+// dynamic reports whether c's address only the kernel knows (inet dhcp):
+// if-up.d installs its rules. A static stanza's are in place since pre-up,
+// and running through them again would only lengthen the moment in which
+// if-up.d stands between the new route and the conntrack reconcile. A 6rd
+// tunnel's sources come from its delegated prefix, which only ifisp-6rd
+// computes; it has no chains yet.
+func dynamic(c *stanza.Config) bool { return !c.Address.IsValid() && not6rd(c) }
 
 // preUp installs the chains before ifupdown configures the interface; for
 // a 6rd stanza it removes the tunnel an interrupted ifup left, which
@@ -42,13 +39,9 @@ func preUp(h *netlink.Handle, c *stanza.Config) error {
 	return snatUp(h, c)
 }
 
-// snatUp installs the link's chains and records them with its plan.
+// snatUp installs the chains of a link that is not 6rd and records them
+// with its plan.
 func snatUp(h *netlink.Handle, c *stanza.Config) error {
-	if c.SixRD != nil {
-		// A 6rd tunnel's sources come from its delegated prefix, which
-		// only ifisp-6rd computes; it has no guard yet.
-		return nil
-	}
 	l, err := policy.Resolve(h, c)
 	if err != nil {
 		return err
