@@ -128,7 +128,9 @@ func withdraw(h *netlink.Handle, c *stanza.Config) error {
 
 // routeDown removes what the link's record says is its own (what its stanza
 // plans, for a link with no record: a refused or never-finished ifup), less
-// what other links' records keep, then forgets the link.
+// what other links' records keep, then forgets the link, but for its
+// chains: ifisp-snat's post-down, next, removes them and the rest of the
+// record.
 func routeDown(h *netlink.Handle, l *policy.Link) error {
 	c := l.Config
 	rec, err := registry.Read(c.Iface, c.Family)
@@ -142,6 +144,9 @@ func routeDown(h *netlink.Handle, l *policy.Link) error {
 	errs = append(errs, registry.RemoveRouting(h, l, rec))
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if rec != nil && rec.Chains != nil {
+		return registry.Write(rec.Leaves())
 	}
 	return registry.Forget(c.Iface, c.Family)
 }

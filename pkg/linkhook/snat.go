@@ -61,10 +61,38 @@ func snatUp(h *netlink.Handle, c *stanza.Config) error {
 	return registry.Update(c.Iface, c.Family, func(r *registry.Link) { r.Chains = &ch })
 }
 
+// snatDown removes the link's chains, as its record has them, and then the
+// record: ifisp-route's post-down (ifisp-6rd's, for a 6rd stanza) has
+// removed the rest of what it holds. The other links' records say which
+// top chains stay.
 func snatDown(_ *netlink.Handle, c *stanza.Config) error {
 	b, err := nat.NewExec(c.Family)
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
-	return nat.Down(b, c)
+	rec, err := registry.Read(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	recs, err := registry.Others(c.Iface, c.Family)
+	if err != nil {
+		return err
+	}
+	var own *nat.Chains
+	if rec != nil {
+		own = rec.Chains
+	}
+	var others []nat.Chains
+	for _, r := range recs {
+		if r.Family == c.Family && r.Chains != nil {
+			others = append(others, *r.Chains)
+		}
+	}
+	if err := nat.Down(b, c, own, others); err != nil {
+		return err
+	}
+	if rec == nil {
+		return nil
+	}
+	return registry.Forget(c.Iface, c.Family)
 }

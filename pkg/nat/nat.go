@@ -359,11 +359,23 @@ func (ch Chains) steps() []step {
 }
 
 // Down removes the link's chains, and ifisp's top chains once empty. What
-// is already gone counts as removed. When the tables cannot be cleaned
-// together, each is tried alone, so one that fails does not keep the other
-// from being cleaned, and every error is reported.
-func Down(b Backend, c *stanza.Config) error {
+// is already gone counts as removed. With own, the link's chains as its
+// record has them, it first takes the tables to be what the records say
+// (own and others, the family's other links' chains) and removes own from
+// that without reading them: an ifdown costs one iptables-restore, not an
+// iptables-save too. When the tables are not that (another tool changed
+// them), that restore fails, as it does when a table lacks what it
+// deletes or a top chain it empties holds more, and Down reads the tables
+// and removes what is there. When the tables cannot be cleaned together,
+// each is tried alone, so one that fails does not keep the other from
+// being cleaned, and every error is reported.
+func Down(b Backend, c *stanza.Config, own *Chains, others []Chains) error {
 	steps := Chains{Iface: c.Iface, Mask: c.Mark.Mask}.steps()
+	if own != nil {
+		if p := recorded(append(slices.Clone(others), *own), c.Iface, steps).payload(); p != "" && b.Restore(p) == nil {
+			return nil
+		}
+	}
 	err := apply(b, c.Iface, steps, nil)
 	if err == nil {
 		return err
@@ -373,6 +385,31 @@ func Down(b Backend, c *stanza.Config) error {
 		errs = append(errs, apply(b, c.Iface, table, nil))
 	}
 	return errors.Join(errs...)
+}
+
+// recorded returns the steps' changes of iface's chains in tables that
+// hold links' chains and nothing else of ifisp's.
+func recorded(links []Chains, iface string, steps []step) changes {
+	tables := map[string]*Ruleset{}
+	for _, ch := range links {
+		for _, s := range ch.steps() {
+			if len(s.rules) == 0 {
+				continue
+			}
+			rs := tables[s.tree.table]
+			if rs == nil {
+				rs = newRuleset(s.tree.table)
+			}
+			tables[s.tree.table] = s.tree.set(rs, ch.Iface, s.rules, s.head)
+		}
+	}
+	cs, _ := changesOf(func(table string) (*Ruleset, error) { // never fails
+		if rs := tables[table]; rs != nil {
+			return rs, nil
+		}
+		return newRuleset(table), nil
+	}, iface, steps)
+	return cs
 }
 
 // step is one tree's change: the interface's chain in tree made to hold
@@ -415,17 +452,23 @@ func plan(b Backend, iface string, steps []step, check func(save string) error) 
 			return nil, err
 		}
 	}
+	return changesOf(func(table string) (*Ruleset, error) { return ParseSave(table, save) }, iface, steps)
+}
+
+// changesOf returns the steps' changes of iface's chains in the tables
+// have gives.
+func changesOf(have func(table string) (*Ruleset, error), iface string, steps []step) (changes, error) {
 	var cs changes
 	for _, table := range byTable(steps) {
-		have, err := ParseSave(table[0].tree.table, save)
+		h, err := have(table[0].tree.table)
 		if err != nil {
 			return nil, err
 		}
-		want := have
+		want := h
 		for _, s := range table {
 			want = s.tree.set(want, iface, s.rules, s.head)
 		}
-		cs = append(cs, change{have, want})
+		cs = append(cs, change{h, want})
 	}
 	return cs, nil
 }

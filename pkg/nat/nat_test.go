@@ -20,6 +20,7 @@ import (
 type fake struct {
 	tables   map[string]*table
 	restores []string
+	saves    int
 	failOn   string
 }
 
@@ -48,6 +49,7 @@ func newFake() *fake {
 }
 
 func (f *fake) Save() (string, error) {
+	f.saves++
 	var b strings.Builder
 	for _, name := range []string{"filter", "mangle", "nat"} {
 		b.WriteString(f.save(name))
@@ -233,13 +235,66 @@ COMMIT
 	}
 
 	// Down in the other order than up, each twice: back to the start.
-	for _, l := range []*Link{wana, wana, wanb, wanb} {
-		if err := Down(f, l.Config); err != nil {
+	// The first down of each takes the tables from the records (the
+	// other link's chains) and reads nothing; the second finds its
+	// chains gone, reads the tables and has nothing left to do.
+	for i, l := range []*Link{wana, wana, wanb, wanb} {
+		var others []Chains
+		if l == wana {
+			others = []Chains{wanb.Chains()}
+		}
+		f.restores, f.saves = nil, 0
+		own := l.Chains()
+		if err := Down(f, l.Config, &own, others); err != nil {
 			t.Fatal(err)
+		}
+		if first := i%2 == 0; first && (f.saves != 0 || len(f.restores) != 1) {
+			t.Errorf("%s's down read the tables %d times and restored %d times, want 0 and 1", l.Config.Iface, f.saves, len(f.restores))
 		}
 	}
 	if diff := cmp.Diff(empty, f.state()); diff != "" {
 		t.Errorf("after down (-before +after):\n%s", diff)
+	}
+}
+
+// When the tables are not what the records say, Down reads them and
+// removes what is there: another tool deleted a jump of the link's, or
+// the records miss a link whose chains are there.
+func TestDownTablesNotAsRecorded(t *testing.T) {
+	for name, tc := range map[string]struct {
+		tamper func(f *fake)
+		others func(wanb *Link) []Chains
+	}{
+		"the link's SNAT jump deleted": {
+			tamper: func(f *fake) {
+				f.tables["nat"].chains["IFISP-SNAT"] = slices.DeleteFunc(f.tables["nat"].chains["IFISP-SNAT"], func(r string) bool { return strings.Contains(r, "-o wana") })
+			},
+			others: func(wanb *Link) []Chains { return []Chains{wanb.Chains()} },
+		},
+		"another link's chains not recorded": {
+			tamper: func(*fake) {},
+			others: func(*Link) []Chains { return nil },
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFake()
+			wana, wanb := link("wana", "198.51.100.2", "10.1.0.0/24"), link("wanb", "203.0.113.2", "10.1.0.0/24")
+			if err := Up(f, wanb); err != nil {
+				t.Fatal(err)
+			}
+			alone := f.state()
+			if err := Up(f, wana); err != nil {
+				t.Fatal(err)
+			}
+			tc.tamper(f)
+			own := wana.Chains()
+			if err := Down(f, wana.Config, &own, tc.others(wanb)); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(alone, f.state()); diff != "" {
+				t.Errorf("after wana's down (-wanb alone +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -301,7 +356,8 @@ func TestDownGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.failOn = "filter"
-	err := Down(f, l.Config)
+	own := l.Chains()
+	err := Down(f, l.Config, &own, nil)
 	if err == nil || !strings.Contains(err.Error(), "table filter") {
 		t.Fatalf("got %v, want the filter table's error", err)
 	}

@@ -26,7 +26,7 @@ type Ruleset struct {
 
 // ParseSave reads ifisp's part of one table from iptables-save's output.
 func ParseSave(table, save string) (*Ruleset, error) {
-	rs := &Ruleset{Table: table, Chains: map[string][]string{}, Jumps: map[string]bool{}}
+	rs := newRuleset(table)
 	in := false
 	for _, line := range strings.Split(save, "\n") {
 		switch {
@@ -61,9 +61,14 @@ const maxChain = 28
 // jumpComment marks ifisp's jumps from the built-in chains.
 const jumpComment = "-m comment --comment ifisp"
 
+// newRuleset returns an empty Ruleset of table: none of ifisp's chains.
+func newRuleset(table string) *Ruleset {
+	return &Ruleset{Table: table, Chains: map[string][]string{}, Jumps: map[string]bool{}}
+}
+
 // clone returns a deep copy of rs.
 func (rs *Ruleset) clone() *Ruleset {
-	c := &Ruleset{Table: rs.Table, Chains: map[string][]string{}, Jumps: map[string]bool{}}
+	c := newRuleset(rs.Table)
 	for k, v := range rs.Chains {
 		c.Chains[k] = slices.Clone(v)
 	}
@@ -93,6 +98,11 @@ var (
 
 	trees = []tree{snatTree, guardTree, arriveTree, leaveTree}
 )
+
+// isTop reports whether chain is the top chain of one of the trees.
+func isTop(chain string) bool {
+	return slices.ContainsFunc(trees, func(t tree) bool { return t.top == chain })
+}
 
 // chain returns the name of iface's chain in t.
 func (t tree) chain(iface string) string { return t.top + "-" + iface }
@@ -185,10 +195,21 @@ func Payload(have, want *Ruleset) string {
 		}
 	}
 	for _, name := range sortedKeys(have.Chains) {
-		if _, ok := want.Chains[name]; !ok {
-			decl = append(decl, ":"+name+" - [0:0]") // emptied, so that -X can remove it
-			drop = append(drop, "-X "+name)
+		if _, ok := want.Chains[name]; ok {
+			continue
 		}
+		// Emptied, so that -X can remove it. A top chain is emptied rule
+		// by rule, not re-declared: should it hold a jump have does not
+		// know of (Down's records missing a link), -X fails, and the
+		// transaction with it, instead of cutting that link off.
+		if isTop(name) {
+			for _, r := range have.Chains[name] {
+				del = append(del, "-D "+name+" "+r)
+			}
+		} else {
+			decl = append(decl, ":"+name+" - [0:0]")
+		}
+		drop = append(drop, "-X "+name)
 	}
 	for _, j := range sortedKeys(have.Jumps) {
 		if !want.Jumps[j] {

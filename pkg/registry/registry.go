@@ -110,6 +110,12 @@ type Lifetimes struct {
 	Valid     time.Time `json:"valid_until"`
 }
 
+// Leaves is what is left of l once ifdown has removed its routing and
+// LAN address: its chains, which ifisp-snat's post-down removes next.
+func (l *Link) Leaves() *Link {
+	return &Link{Iface: l.Iface, Family: l.Family, Chains: l.Chains}
+}
+
 // Complete says the link's ifup has finished: its Since is set. A record
 // without is a plan written ahead of its changes (an ifup under way, or
 // killed), or one whose ifdown has begun; the health monitor and status
