@@ -183,7 +183,22 @@ func TestSNATChains(t *testing.T) {
 				t.Errorf("the up hooks run twice changed iptables:\n%s", again)
 			}
 
-			l.MustIfdown("wana", "wanb")
+			// Another tool deleted wana's SNAT jump: the tables are not
+			// what the records say, and ifdown wana reads them and
+			// removes all of wana's, nothing of wanb's.
+			l.Must(l.Router, "iptables"+suffix, "-t", "nat", "-D", "IFISP-SNAT", "-o", "wana", "-m", "comment", "--comment", "ifisp: wana", "-j", "IFISP-SNAT-wana")
+			l.MustIfdown("wana")
+			var wanbAlone []string
+			for _, line := range strings.SplitAfter(natUp, "\n") {
+				if !strings.Contains(line, "wana") {
+					wanbAlone = append(wanbAlone, line)
+				}
+			}
+			if ours, _ = ifispRules(l, suffix); ours != strings.Join(wanbAlone, "") {
+				t.Errorf("ifisp's iptables after ifdown wana, its SNAT jump deleted before:\n--- want\n%s--- got\n%s", strings.Join(wanbAlone, ""), ours)
+			}
+
+			l.MustIfdown("wanb")
 			ours, admin = ifispRules(l, suffix)
 			if ours != "" {
 				t.Errorf("ifisp's chains are left after both links went down:\n%s", ours)
