@@ -86,9 +86,15 @@ func (d *daemon) check() {
 		if err != nil {
 			return err
 		}
-		repaired, err = converge.Repair(d.h, r.backends, links)
 		if r.legacy {
-			r.legacyChanged() // the tables as this check left them
+			r.legacyChanged() // the tables as this check reads them
+		}
+		repaired, err = converge.Repair(d.h, r.backends, links)
+		if r.legacy && r.legacyChanged() && len(repaired) == 0 {
+			// Not this check's doing: another tool changed the tables
+			// while it read them, perhaps after. The poll would not
+			// see it, its sizes being taken now; one more check does.
+			r.kick()
 		}
 		return err
 	})
