@@ -28,7 +28,7 @@ func awaiting(normal, anchor hook.Phases) hook.Phases {
 		}
 		p[phase] = hook.Step{
 			For: func(c *stanza.Config) bool { return pick(c).For(c, phase) != nil },
-			Do:  func(h *netlink.Handle, c *stanza.Config) error { return pick(c).For(c, phase)(h, c) },
+			Do:  func(h *netlink.Handle, c *stanza.Config) error { return pick(c)[phase].Do(h, c) },
 		}
 	}
 	return p

@@ -70,28 +70,26 @@ func snatDown(_ *netlink.Handle, c *stanza.Config) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.Iface, err)
 	}
-	rec, err := registry.Read(c.Iface, c.Family)
+	all, err := registry.All()
 	if err != nil {
 		return err
 	}
-	recs, err := registry.Others(c.Iface, c.Family)
-	if err != nil {
-		return err
-	}
+	recorded := false // the link has a record
 	var own *nat.Chains
-	if rec != nil {
-		own = rec.Chains
-	}
 	var others []nat.Chains
-	for _, r := range recs {
-		if r.Family == c.Family && r.Chains != nil {
+	for _, r := range all {
+		switch {
+		case r.Family != c.Family:
+		case r.Iface == c.Iface:
+			recorded, own = true, r.Chains
+		case r.Chains != nil:
 			others = append(others, *r.Chains)
 		}
 	}
 	if err := nat.Down(b, c, own, others); err != nil {
 		return err
 	}
-	if rec == nil {
+	if !recorded {
 		return nil
 	}
 	return registry.Forget(c.Iface, c.Family)

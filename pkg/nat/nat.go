@@ -403,13 +403,7 @@ func recorded(links []Chains, iface string, steps []step) changes {
 			tables[s.tree.table] = s.tree.set(rs, ch.Iface, s.rules, s.head)
 		}
 	}
-	cs, _ := changesOf(func(table string) (*Ruleset, error) { // never fails
-		if rs := tables[table]; rs != nil {
-			return rs, nil
-		}
-		return newRuleset(table), nil
-	}, iface, steps)
-	return cs
+	return changesOf(tables, iface, steps)
 }
 
 // step is one tree's change: the interface's chain in tree made to hold
@@ -452,17 +446,24 @@ func plan(b Backend, iface string, steps []step, check func(save string) error) 
 			return nil, err
 		}
 	}
-	return changesOf(func(table string) (*Ruleset, error) { return ParseSave(table, save) }, iface, steps)
+	have := map[string]*Ruleset{}
+	for _, table := range byTable(steps) {
+		name := table[0].tree.table
+		if have[name], err = ParseSave(name, save); err != nil {
+			return nil, err
+		}
+	}
+	return changesOf(have, iface, steps), nil
 }
 
 // changesOf returns the steps' changes of iface's chains in the tables
-// have gives.
-func changesOf(have func(table string) (*Ruleset, error), iface string, steps []step) (changes, error) {
+// have holds (ifisp's part of each, by name; a table not there has none).
+func changesOf(have map[string]*Ruleset, iface string, steps []step) changes {
 	var cs changes
 	for _, table := range byTable(steps) {
-		h, err := have(table[0].tree.table)
-		if err != nil {
-			return nil, err
+		h := have[table[0].tree.table]
+		if h == nil {
+			h = newRuleset(table[0].tree.table)
 		}
 		want := h
 		for _, s := range table {
@@ -470,7 +471,7 @@ func changesOf(have func(table string) (*Ruleset, error), iface string, steps []
 		}
 		cs = append(cs, change{h, want})
 	}
-	return cs, nil
+	return cs
 }
 
 // payload is every table's payload, one after the other.
